@@ -1,0 +1,397 @@
+//! The Dispatcher actor (the design's "Delivery actor"): persists what clients send, then gets
+//! every stored message to every online device of its recipient, at least once.
+//!
+//! A `msg.send` is acknowledged only after the store's append returns (durable). Delivery is
+//! pull-based per device: an append, a connect, an ack or a timer "pumps" the device's
+//! [`Feed`], which runs one store operation (catch up on pending, redeliver stale, or read new),
+//! hands the result to the session as [`Deliver`], and tracks it as in flight until
+//! [`Acked`]. The in-flight window per device bounds what a session may be asked to buffer.
+
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use titan_protocol::{DeviceId, OutgoingMessage, UserId};
+use titan_store::{Delivered, Inbox, Position, StoreError};
+use tracing::{debug, warn};
+
+use crate::envelope::stamp;
+use crate::error::DeliveryError;
+use crate::feed::{Feed, Phase, Step};
+use crate::session_link::{ConnId, Deliver};
+
+/// Store a client's messages; resolves once they are durable (the `"ACK"` of `msg.send`).
+#[derive(Message)]
+#[rtype(result = "Result<(), DeliveryError>")]
+pub struct Submit {
+    pub from: UserId,
+    pub messages: Vec<OutgoingMessage>,
+}
+
+/// A device went live on this instance (sent by the Router).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeviceOnline {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub conn: ConnId,
+    pub deliver: Recipient<Deliver>,
+}
+
+/// A device's live session ended (sent by the Router).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeviceOffline {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub conn: ConnId,
+}
+
+/// The device acknowledged these messages (a success response to `msg.recv`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Acked {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub conn: ConnId,
+    pub positions: Vec<Position>,
+}
+
+/// Tuning of delivery; see `config/titan.toml` for each value's meaning.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Unacked messages are redelivered after this long.
+    pub ack_timeout: Duration,
+    /// Most messages in flight (sent, unacked) per device.
+    pub window: usize,
+    /// Most messages in one `msg.recv`.
+    pub recv_batch: usize,
+    /// Soft cap on the message bytes in one `msg.recv` (one message always fits).
+    pub recv_bytes: usize,
+    /// How often retention trimming runs.
+    pub trim_interval: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(30),
+            window: 256,
+            recv_batch: 32,
+            recv_bytes: 48 * 1024,
+            trim_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+type FeedKey = (UserId, DeviceId);
+
+/// See the module docs.
+pub struct Dispatcher {
+    store: Arc<dyn Inbox>,
+    config: DispatcherConfig,
+    feeds: HashMap<FeedKey, Feed>,
+    /// Devices online per user, so an append wakes only its recipient's feeds.
+    devices: HashMap<UserId, Vec<DeviceId>>,
+    trimming: bool,
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Inbox>, config: DispatcherConfig) -> Self {
+        Self {
+            store,
+            config,
+            feeds: HashMap::new(),
+            devices: HashMap::new(),
+            trimming: false,
+        }
+    }
+
+    /// How often feeds are checked for overdue acks and retried after store errors.
+    fn tick_interval(&self) -> Duration {
+        (self.config.ack_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
+    fn wake_user(&mut self, user: &UserId, ctx: &mut Context<Self>) {
+        let Some(devices) = self.devices.get(user) else {
+            return;
+        };
+        for device in devices.clone() {
+            let key = (user.clone(), device);
+            if let Some(feed) = self.feeds.get_mut(&key) {
+                feed.dirty = true;
+            }
+            self.pump(key, ctx);
+        }
+    }
+
+    /// Runs the feed's next store operation unless one is already running.
+    fn pump(&mut self, key: FeedKey, ctx: &mut Context<Self>) {
+        let Some(feed) = self.feeds.get_mut(&key) else {
+            return;
+        };
+        if feed.busy {
+            feed.dirty = true;
+            return;
+        }
+        let now = Instant::now();
+        let Some(step) = feed.next_step(now, self.config.ack_timeout, self.config.window) else {
+            return;
+        };
+        feed.busy = true;
+        if matches!(step, Step::ReadNew { .. }) {
+            feed.dirty = false;
+        }
+        let conn = feed.conn;
+        let store = self.store.clone();
+        let (user, device) = key.clone();
+        let cutoff = SystemTime::now()
+            .checked_sub(self.config.ack_timeout)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let op = async move {
+            match step {
+                Step::CatchUp { after, limit } => {
+                    store.claim_pending(&user, &device, None, after, limit).await
+                }
+                Step::Redeliver { limit } => {
+                    store
+                        .claim_pending(&user, &device, Some(cutoff), None, limit)
+                        .await
+                }
+                Step::ReadNew { limit } => store.read_new(&user, &device, limit).await,
+            }
+        };
+        ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
+            act.finish(key, conn, step, now, result, ctx);
+        }));
+    }
+
+    fn finish(
+        &mut self,
+        key: FeedKey,
+        conn: ConnId,
+        step: Step,
+        started: Instant,
+        result: Result<Vec<Delivered>, StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(feed) = self.feeds.get_mut(&key) else {
+            return;
+        };
+        feed.busy = false;
+        if feed.conn != conn {
+            // The device reconnected meanwhile. What this operation read is pending in the store
+            // and the new session's catch-up (which starts now, after it) claims it.
+            self.pump(key, ctx);
+            return;
+        }
+        let messages = match result {
+            Ok(messages) => messages,
+            Err(err) => {
+                // Retried by the tick; the messages stay safe in the store.
+                warn!(user = %key.0, device = %key.1, error = %err, "delivery read failed");
+                feed.dirty = true;
+                return;
+            }
+        };
+        let got = messages.len();
+        match step {
+            Step::CatchUp { limit, .. } => {
+                feed.phase = match messages.last() {
+                    Some(last) if got >= limit => Phase::CatchUp {
+                        after: Some(last.position),
+                    },
+                    _ => Phase::Live,
+                };
+                feed.dirty = true;
+            }
+            Step::Redeliver { .. } => {
+                // In-flight entries the store no longer holds as stale (acked meanwhile, or
+                // trimmed) must not trigger redelivery again.
+                let cutoff = started.checked_sub(self.config.ack_timeout);
+                let returned: std::collections::HashSet<Position> =
+                    messages.iter().map(|d| d.position).collect();
+                feed.inflight.retain(|pos, sent| {
+                    returned.contains(pos) || cutoff.is_none_or(|c| *sent > c)
+                });
+                if got > 0 {
+                    debug!(user = %key.0, device = %key.1, count = got, "redelivering unacked messages");
+                }
+            }
+            Step::ReadNew { limit } => {
+                if got >= limit {
+                    feed.dirty = true;
+                }
+            }
+        }
+        let now = Instant::now();
+        for d in &messages {
+            feed.inflight.insert(d.position, now);
+        }
+        send_in_batches(&feed.deliver, messages, &self.config);
+        self.pump(key, ctx);
+    }
+
+    /// Periodic: redeliver overdue messages, retry feeds whose last store operation failed.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let due: Vec<FeedKey> = self
+            .feeds
+            .iter()
+            .filter(|(_, f)| {
+                !f.busy && (f.dirty || f.redelivery_due(now, self.config.ack_timeout))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.pump(key, ctx);
+        }
+    }
+
+    fn trim(&mut self, ctx: &mut Context<Self>) {
+        if self.trimming {
+            return;
+        }
+        self.trimming = true;
+        let store = self.store.clone();
+        ctx.spawn(
+            async move { store.trim().await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    act.trimming = false;
+                    match result {
+                        Ok(0) => {}
+                        Ok(n) => debug!(dropped = n, "trimmed messages past retention"),
+                        Err(err) => warn!(error = %err, "retention trim failed"),
+                    }
+                }),
+        );
+    }
+}
+
+/// Splits messages into `msg.recv`-sized batches for the session.
+fn send_in_batches(to: &Recipient<Deliver>, messages: Vec<Delivered>, config: &DispatcherConfig) {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for d in messages {
+        let size = d.message.message.len() + 200;
+        if !batch.is_empty() && (batch.len() >= config.recv_batch || bytes + size > config.recv_bytes)
+        {
+            to.do_send(Deliver {
+                messages: std::mem::take(&mut batch),
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(d);
+    }
+    if !batch.is_empty() {
+        to.do_send(Deliver { messages: batch });
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick_interval(), |act, ctx| act.tick(ctx));
+        ctx.run_interval(self.config.trim_interval, |act, ctx| act.trim(ctx));
+    }
+}
+
+impl Handler<Submit> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<(), DeliveryError>>;
+
+    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
+        let now = SystemTime::now();
+        let batch: Vec<_> = msg
+            .messages
+            .into_iter()
+            .map(|outgoing| stamp(&msg.from, outgoing, now))
+            .collect();
+        let mut recipients: Vec<UserId> = batch.iter().map(|m| m.message.to.clone()).collect();
+        recipients.sort();
+        recipients.dedup();
+        let store = self.store.clone();
+        Box::pin(
+            async move { store.append(batch).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    result?;
+                    for user in &recipients {
+                        act.wake_user(user, ctx);
+                    }
+                    Ok(())
+                }),
+        )
+    }
+}
+
+impl Handler<DeviceOnline> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeviceOnline, ctx: &mut Context<Self>) {
+        let key = (msg.user.clone(), msg.device.clone());
+        match self.feeds.get_mut(&key) {
+            Some(feed) => {
+                // Keep `busy`: the running operation must finish before the catch-up starts.
+                let busy = feed.busy;
+                *feed = Feed::new(msg.conn, msg.deliver);
+                feed.busy = busy;
+            }
+            None => {
+                self.feeds.insert(key.clone(), Feed::new(msg.conn, msg.deliver));
+                self.devices.entry(msg.user).or_default().push(msg.device);
+            }
+        }
+        self.pump(key, ctx);
+    }
+}
+
+impl Handler<DeviceOffline> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeviceOffline, _: &mut Context<Self>) {
+        let key = (msg.user, msg.device);
+        if self.feeds.get(&key).is_none_or(|f| f.conn != msg.conn) {
+            return;
+        }
+        self.feeds.remove(&key);
+        if let Some(devices) = self.devices.get_mut(&key.0) {
+            devices.retain(|d| *d != key.1);
+            if devices.is_empty() {
+                self.devices.remove(&key.0);
+            }
+        }
+    }
+}
+
+impl Handler<Acked> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Acked, ctx: &mut Context<Self>) {
+        let key = (msg.user, msg.device);
+        if let Some(feed) = self.feeds.get_mut(&key)
+            && feed.conn == msg.conn
+        {
+            // Freeing window space lets a deferred read (dirty) go ahead in the pump below.
+            for pos in &msg.positions {
+                feed.inflight.remove(pos);
+            }
+        }
+        // A late ack from a replaced session still acks the device's messages.
+        let store = self.store.clone();
+        let (user, device) = key.clone();
+        let positions = msg.positions;
+        ctx.spawn(
+            async move { store.ack(&user, &device, &positions).await }
+                .into_actor(self)
+                .map(|result, _, _| {
+                    if let Err(err) = result {
+                        warn!(error = %err, "ack failed; the messages will be redelivered");
+                    }
+                }),
+        );
+        self.pump(key, ctx);
+    }
+}

@@ -1,0 +1,30 @@
+//! Message flow inside one Titan instance: who is online, and getting every stored message to
+//! every device of its recipient at least once.
+//!
+//! - [`router`]: the [`Router`] actor. Knows which (user, device) is online on which session;
+//!   makes the newest session of a (user, device) win; tells [`Dispatcher`] when devices come
+//!   and go.
+//! - [`dispatcher`]: the [`Dispatcher`] actor (the design's "Delivery actor"). Persists
+//!   `msg.send` batches, then feeds each online device from the store, tracks what is in flight,
+//!   and redelivers what is not acked in time.
+//! - [`feed`]: the per-device delivery state the dispatcher keeps (plain data, no actor).
+//! - [`session_link`]: the messages this crate sends up to a session ([`Deliver`], [`Kick`]) and
+//!   the connection id type. Sessions implement the handlers; this crate never names their type.
+//! - [`envelope`]: turning a client's outgoing message into a stored [`titan_protocol::Message`]
+//!   (server id, sender, time, echo bot).
+//! - [`error`]: [`DeliveryError`].
+//!
+//! Offline devices are the seam for push: a message stored for a user whose device has no feed
+//! here simply waits in the store until the device connects (push providers come later).
+
+pub mod dispatcher;
+pub mod envelope;
+pub mod error;
+pub mod feed;
+pub mod router;
+pub mod session_link;
+
+pub use dispatcher::{Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherConfig, Submit};
+pub use error::DeliveryError;
+pub use router::{Attach, Detach, Router};
+pub use session_link::{ConnId, Deliver, Kick};

@@ -1,0 +1,117 @@
+//! The closed set of client methods. A request's method and params are turned into a
+//! [`ClientCommand`] here, once; an unknown method or wrong params become the error to send.
+
+use crate::error::{ErrorCode, RpcError};
+use crate::ids::DeviceId;
+use crate::message::OutgoingMessage;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Most messages one `msg.send` may carry.
+pub const MAX_SEND_BATCH: usize = 100;
+
+/// Params of `auth.jwt`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AuthJwtParams {
+    pub token: String,
+    #[serde(default)]
+    pub device: Option<DeviceId>,
+}
+
+/// A client command with typed params.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientCommand {
+    /// `auth.jwt {"token", "device"?}` -> `"ACK"`.
+    AuthJwt(AuthJwtParams),
+    /// `echo` any params -> the same params (null when absent).
+    Echo(Value),
+    /// `msg.send [{"to","message","id"?}, ...]` -> `"ACK"` once all are stored.
+    MsgSend(Vec<OutgoingMessage>),
+}
+
+impl ClientCommand {
+    /// Parses a method and its params.
+    pub fn parse(method: &str, params: Option<Value>) -> Result<Self, RpcError> {
+        match method {
+            "auth.jwt" => Ok(Self::AuthJwt(typed(params)?)),
+            "echo" => Ok(Self::Echo(params.unwrap_or(Value::Null))),
+            "msg.send" => parse_send(params).map(Self::MsgSend),
+            other => Err(RpcError::with_message(
+                ErrorCode::MethodNotFound,
+                format!("Method not found: {other}"),
+            )),
+        }
+    }
+
+    /// Methods served before the connection is authenticated.
+    pub fn allowed_before_auth(method: &str) -> bool {
+        method.starts_with("auth.")
+    }
+}
+
+fn typed<T: DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
+    let params = params.ok_or_else(|| {
+        RpcError::with_message(ErrorCode::InvalidParams, "Invalid params: params are required")
+    })?;
+    serde_json::from_value(params)
+        .map_err(|e| RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {e}")))
+}
+
+/// `msg.send` takes an array of 1..=[`MAX_SEND_BATCH`] messages; a single object is accepted as a
+/// one-message array.
+fn parse_send(params: Option<Value>) -> Result<Vec<OutgoingMessage>, RpcError> {
+    let messages: Vec<OutgoingMessage> = match params {
+        Some(Value::Object(obj)) => vec![typed(Some(Value::Object(obj)))?],
+        other => typed(other)?,
+    };
+    if messages.is_empty() || messages.len() > MAX_SEND_BATCH {
+        return Err(RpcError::with_message(
+            ErrorCode::InvalidParams,
+            format!(
+                "Invalid params: msg.send takes 1 to {MAX_SEND_BATCH} messages, got {}",
+                messages.len()
+            ),
+        ));
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_each_method() {
+        let c = ClientCommand::parse("auth.jwt", Some(json!({"token": "t", "device": "phone"})));
+        assert!(matches!(c, Ok(ClientCommand::AuthJwt(p)) if p.token == "t" && p.device.as_ref().map(|d| d.as_str()) == Some("phone")));
+        assert_eq!(
+            ClientCommand::parse("echo", Some(json!([1, 2]))),
+            Ok(ClientCommand::Echo(json!([1, 2])))
+        );
+        let c = ClientCommand::parse("msg.send", Some(json!([{"to": "bob", "message": "hi"}])));
+        assert!(matches!(c, Ok(ClientCommand::MsgSend(m)) if m.len() == 1 && m[0].id.is_none()));
+    }
+
+    #[test]
+    fn rejects_bad_params_with_invalid_params() {
+        for params in [
+            None,
+            Some(json!([])),
+            Some(json!([{"to": "bob"}])),
+            Some(json!([{"to": "", "message": "x"}])),
+            Some(json!([{"to": 5, "message": "x"}])),
+            Some(json!(vec![json!({"to": "b", "message": "x"}); MAX_SEND_BATCH + 1])),
+        ] {
+            let err = ClientCommand::parse("msg.send", params.clone()).unwrap_err();
+            assert_eq!(err.code, -32602, "{params:?}");
+        }
+        assert_eq!(ClientCommand::parse("auth.jwt", Some(json!({}))).unwrap_err().code, -32602);
+    }
+
+    #[test]
+    fn unknown_method_is_method_not_found() {
+        assert_eq!(ClientCommand::parse("nope", None).unwrap_err().code, -32601);
+    }
+}

@@ -1,0 +1,146 @@
+//! Golden tests: the JSON-RPC 2.0 specification's examples, parsed and answered as the
+//! specification says.
+
+use super::*;
+use serde_json::json;
+
+fn single(text: &str) -> Incoming {
+    match parse_frame(text, 100).unwrap() {
+        Frame::Single(i) => i,
+        other => panic!("not single: {other:?}"),
+    }
+}
+
+/// A request with positional params parses with its id and method.
+#[test]
+fn request_positional() {
+    assert_eq!(
+        single(r#"{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}"#),
+        Incoming::Request {
+            id: Id::from(1),
+            method: "subtract".into(),
+            params: Some(json!([42, 23]))
+        }
+    );
+}
+
+/// Without an id member a call is a notification.
+#[test]
+fn notification() {
+    assert_eq!(
+        single(r#"{"jsonrpc": "2.0", "method": "update", "params": [1,2,3,4,5]}"#),
+        Incoming::Notification {
+            method: "update".into(),
+            params: Some(json!([1, 2, 3, 4, 5]))
+        }
+    );
+}
+
+/// Old clients omit "jsonrpc"; string ids echo verbatim.
+#[test]
+fn missing_jsonrpc_member_is_accepted() {
+    assert_eq!(
+        single(r#"{"method": "echo", "params": {"a": 1}, "id": "x-1"}"#),
+        Incoming::Request {
+            id: Id::String("x-1".into()),
+            method: "echo".into(),
+            params: Some(json!({"a": 1}))
+        }
+    );
+}
+
+/// Invalid JSON is a parse error for the whole frame.
+#[test]
+fn parse_error() {
+    let err = parse_frame(r#"{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]"#, 100)
+        .unwrap_err();
+    assert_eq!(err.code, -32700);
+    let err = parse_frame(
+        r#"[{"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},{"jsonrpc": "2.0", "method""#,
+        100,
+    )
+    .unwrap_err();
+    assert_eq!(err.code, -32700);
+}
+
+/// A non-string method is an invalid request answered with the request's id.
+#[test]
+fn invalid_request_object() {
+    let i = single(r#"{"jsonrpc": "2.0", "method": 1, "params": "bar"}"#);
+    assert!(matches!(i, Incoming::Invalid { id: Id::Null, ref error } if error.code == -32600));
+}
+
+/// An empty batch is one invalid request; `[1]` and `[1,2,3]` give one error per element.
+#[test]
+fn batch_examples() {
+    assert_eq!(parse_frame("[]", 100).unwrap_err().code, -32600);
+    let Frame::Batch(items) = parse_frame("[1]", 100).unwrap() else { panic!() };
+    assert_eq!(items.len(), 1);
+    let Frame::Batch(items) = parse_frame("[1,2,3]", 100).unwrap() else { panic!() };
+    assert_eq!(items.len(), 3);
+    assert!(items.iter().all(|i| matches!(i, Incoming::Invalid { id: Id::Null, error } if error.code == -32600)));
+}
+
+/// The mixed batch of the specification classifies each element.
+#[test]
+fn mixed_batch() {
+    let text = r#"[
+        {"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},
+        {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]},
+        {"jsonrpc": "2.0", "method": "subtract", "params": [42,23], "id": "2"},
+        {"foo": "boo"},
+        {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
+        {"jsonrpc": "2.0", "method": "get_data", "id": "9"}
+    ]"#;
+    let Frame::Batch(items) = parse_frame(text, 100).unwrap() else { panic!() };
+    assert!(matches!(items[0], Incoming::Request { .. }));
+    assert!(matches!(items[1], Incoming::Notification { .. }));
+    assert!(matches!(items[3], Incoming::Invalid { id: Id::Null, .. }));
+    assert!(matches!(items[5], Incoming::Request { params: None, .. }));
+}
+
+/// A batch over the limit is refused whole.
+#[test]
+fn batch_limit() {
+    let text = format!("[{}]", vec!["1"; 11].join(","));
+    assert_eq!(parse_frame(&text, 10).unwrap_err().code, -32600);
+}
+
+/// Responses from the client are recognised; a malformed one is an error outcome, never a reply.
+#[test]
+fn responses() {
+    assert_eq!(
+        single(r#"{"jsonrpc":"2.0","result":"ok","id":7}"#),
+        Incoming::Response { id: Id::from(7), outcome: Ok(json!("ok")) }
+    );
+    assert!(matches!(
+        single(r#"{"error":{"code":-1,"message":"no"},"id":7}"#),
+        Incoming::Response { outcome: Err(e), .. } if e.code == -1
+    ));
+    assert!(matches!(
+        single(r#"{"result":1,"error":{"code":-1,"message":"no"},"id":7}"#),
+        Incoming::Response { outcome: Err(_), .. }
+    ));
+}
+
+/// Deeply nested JSON is refused as a parse error rather than overflowing the stack.
+#[test]
+fn deep_nesting_is_a_parse_error() {
+    let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert_eq!(parse_frame(&text, 100).unwrap_err().code, -32700);
+}
+
+/// Responses always carry "jsonrpc":"2.0" and exactly one of result/error.
+#[test]
+fn response_serialisation() {
+    assert_eq!(
+        Response::ok(Id::from(1), json!(19)).to_text(),
+        r#"{"jsonrpc":"2.0","result":19,"id":1}"#
+    );
+    assert_eq!(
+        Response::error(Id::Null, RpcError::new(ErrorCode::ParseError)).to_text(),
+        r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#
+    );
+    let req = ServerRequest::new(Some(Id::from(3)), "msg.recv", json!([])).to_text();
+    assert_eq!(req, r#"{"jsonrpc":"2.0","method":"msg.recv","params":[],"id":3}"#);
+}

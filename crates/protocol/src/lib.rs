@@ -1,0 +1,26 @@
+//! Titan's wire protocol: the types that cross the WebSocket, and nothing that does I/O.
+//!
+//! - [`ids`]: newtypes for user, device and message ids, with their validation rules.
+//! - [`message`]: the [`Message`] delivered by `msg.recv` and the [`OutgoingMessage`] of `msg.send`.
+//! - [`jsonrpc`]: JSON-RPC 2.0 envelopes: parsing a frame (single or batch) into [`Incoming`]
+//!   items, and writing responses and server requests.
+//! - [`command`]: the closed set of client methods with their typed params ([`ClientCommand`]).
+//! - [`error`]: the client-visible error code table ([`ErrorCode`], [`RpcError`]).
+//! - [`close`]: the WebSocket close codes Titan uses and what a client should do on each.
+//!
+//! The protocol is documented for humans in `docs/protocol.md`; the golden tests in this crate
+//! pin the exact JSON.
+
+pub mod close;
+pub mod command;
+pub mod error;
+pub mod ids;
+pub mod jsonrpc;
+pub mod message;
+
+pub use close::CloseCode;
+pub use command::{AuthJwtParams, ClientCommand, MAX_SEND_BATCH};
+pub use error::{ErrorCode, RpcError};
+pub use ids::{DeviceId, IdError, MessageId, UserId};
+pub use jsonrpc::{Frame, Id, Incoming, Response};
+pub use message::{Message, OutgoingMessage};

@@ -1,0 +1,103 @@
+//! Config loading: defaults, file, environment, and rejection of bad input. Uses figment's
+//! `Jail` so environment changes stay inside each test.
+
+use super::*;
+use figment::Jail;
+
+/// The embedded default loads and validates on its own.
+#[test]
+fn default_is_valid() {
+    Jail::expect_with(|_| {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:3000");
+        assert_eq!(c.delivery.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.store.backend, Backend::Embedded);
+        Ok(())
+    });
+}
+
+/// A file overrides the default, and the environment overrides the file.
+#[test]
+fn file_then_env() {
+    Jail::expect_with(|jail| {
+        jail.create_file("t.toml", "[delivery]\nack_timeout = \"2s\"\nmax_pending = 5\n")?;
+        jail.set_env("TITAN__DELIVERY__MAX_PENDING", "7");
+        jail.set_env("TITAN__STORE__BACKEND", "memory");
+        let c = Config::load(Some(Path::new("t.toml"))).unwrap();
+        assert_eq!(c.delivery.ack_timeout, Duration::from_secs(2));
+        assert_eq!(c.delivery.max_pending, 7);
+        assert_eq!(c.store.backend, Backend::Memory);
+        Ok(())
+    });
+}
+
+/// PORT sets 0.0.0.0:PORT unless TITAN__SERVER__LISTEN is given.
+#[test]
+fn port_variable() {
+    Jail::expect_with(|jail| {
+        jail.set_env("PORT", "8080");
+        assert_eq!(Config::load(None).unwrap().server.listen, "0.0.0.0:8080");
+        jail.set_env("TITAN__SERVER__LISTEN", "127.0.0.1:9");
+        assert_eq!(Config::load(None).unwrap().server.listen, "127.0.0.1:9");
+        Ok(())
+    });
+}
+
+/// Unknown keys, in a file or the environment, are errors that name the key.
+#[test]
+fn unknown_keys_are_rejected() {
+    Jail::expect_with(|jail| {
+        jail.create_file("t.toml", "[delivery]\nack_timeot = \"2s\"\n")?;
+        let err = Config::load(Some(Path::new("t.toml"))).unwrap_err().to_string();
+        assert!(err.contains("ack_timeot"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("TITAN__LIMITS__NOPE", "1");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+        Ok(())
+    });
+}
+
+/// Invalid values are rejected with the key's name.
+#[test]
+fn invalid_values_are_rejected() {
+    for (key, value, expect) in [
+        ("TITAN__DELIVERY__ACK_TIMEOUT", "soon", "ack_timeout"),
+        ("TITAN__LIMITS__MAX_FRAME_BYTES", "10", "limits.max_frame_bytes"),
+        ("TITAN__SERVER__LISTEN", "nowhere", "server.listen"),
+        ("TITAN__STORE__BACKEND", "floppy", "backend"),
+        ("TITAN__DELIVERY__WINDOW", "0", "delivery.window"),
+    ] {
+        Jail::expect_with(|jail| {
+            jail.set_env(key, value);
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains(expect), "{key}={value}: {err}");
+            Ok(())
+        });
+    }
+}
+
+/// A missing --config file is an error, not silently ignored.
+#[test]
+fn missing_file_is_an_error() {
+    Jail::expect_with(|_| {
+        assert!(Config::load(Some(Path::new("nope.toml"))).is_err());
+        Ok(())
+    });
+}
+
+/// check-config output hides the secret.
+#[test]
+fn display_hides_secret() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TITAN__AUTH__JWT_SECRET", "s3cret-value");
+        let c = Config::load(None).unwrap();
+        let shown = c.to_display_toml();
+        assert!(!shown.contains("s3cret-value"));
+        assert!(shown.contains("<hidden>"));
+        assert!(!format!("{c:?}").contains("s3cret-value"));
+        Ok(())
+    });
+}

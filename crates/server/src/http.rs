@@ -1,0 +1,44 @@
+//! HTTP routes: the WebSocket endpoint (`GET /` and `GET /ws`) and a liveness probe.
+
+use actix_web::{HttpRequest, HttpResponse, Responder, http::header, web};
+use titan_session::SessionDeps;
+
+/// Registers Titan's routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(root))
+        .route("/ws", web::get().to(websocket))
+        .route("/healthz", web::get().to(healthz));
+}
+
+fn wants_websocket(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `GET /`: a WebSocket upgrade starts a session; a plain request gets a short text answer.
+async fn root(
+    req: HttpRequest,
+    body: web::Payload,
+    deps: web::Data<SessionDeps>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if wants_websocket(&req) {
+        return titan_session::start(&req, body, deps.get_ref().clone());
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("Titan messaging server. Connect a WebSocket to / or /ws and speak JSON-RPC 2.0; see docs/protocol.md.\n"))
+}
+
+async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    deps: web::Data<SessionDeps>,
+) -> Result<HttpResponse, actix_web::Error> {
+    titan_session::start(&req, body, deps.get_ref().clone())
+}
+
+async fn healthz() -> impl Responder {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}

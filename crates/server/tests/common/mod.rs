@@ -1,0 +1,121 @@
+//! Test harness: a real Titan server on 127.0.0.1:0 in its own thread (its own actix system),
+//! stopped and joined when the `TestServer` is dropped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use titan_client::Client;
+use titan_protocol::{DeviceId, UserId};
+use titan_server::Config;
+use titan_server::config::Backend;
+
+pub const SECRET: &str = "integration-test-secret";
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The config tests start from: memory store, a known secret, short timeouts.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::load(None).unwrap();
+    c.store.backend = Backend::Memory;
+    c.store.path = dir.to_owned();
+    c.auth.jwt_secret = SECRET.to_owned();
+    c.delivery.ack_timeout = Duration::from_secs(30);
+    c.server.workers = 2;
+    c.log.level = "warn".into();
+    c
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts with the test config changed by `tweak`.
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        Self::start_config(config, Some(dir))
+    }
+
+    pub fn start_config(config: Config, dir: Option<tempfile::TempDir>) -> Self {
+        init_logs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run_config = config.clone();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new()
+                .block_on(titan_server::run(listener, run_config, async {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        Self {
+            addr,
+            url: format!("ws://{addr}/ws"),
+            config,
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    /// A token for `user` signed with the test secret.
+    pub fn token(&self, user: &str) -> String {
+        token(user, None)
+    }
+
+    /// A connected client authenticated as (user, device).
+    pub async fn client(&self, user: &str, device: Option<&str>) -> Client {
+        let c = Client::connect(&self.url).await.unwrap();
+        c.authenticate(&self.token(user), device).await.unwrap();
+        c
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A token for `user` (optionally bound to `device`) signed with the test secret.
+pub fn token(user: &str, device: Option<&str>) -> String {
+    let auth = titan_session::Authenticator::hs256(SECRET.as_bytes(), Duration::from_secs(3600)).unwrap();
+    let device = device.map(|d| DeviceId::new(d).unwrap());
+    auth.mint(&UserId::new(user).unwrap(), device.as_ref(), None).unwrap()
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TITAN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Upper bound for any single awaited event in a test (never a synchronisation sleep).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits for the next delivery, failing the test after [`WAIT`].
+pub async fn next(c: &Client) -> titan_client::Delivery {
+    tokio::time::timeout(WAIT, c.next_delivery())
+        .await
+        .expect("timed out waiting for msg.recv")
+        .expect("connection closed while waiting for msg.recv")
+}

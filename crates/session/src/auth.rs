@@ -1,0 +1,230 @@
+//! Titan's own tokens: HS256 JWTs with `sub`, `userid` (the same, for the old clients), `iat`,
+//! `exp` and an optional `device`. Exactly HS256 is accepted: `none` and every other algorithm
+//! are refused before the signature is even looked at.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use titan_protocol::{DeviceId, UserId};
+
+/// Why a token was refused (or could not be made).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token expired")]
+    Expired,
+    #[error("bad token signature")]
+    BadSignature,
+    #[error("token algorithm not accepted")]
+    WrongAlgorithm,
+    #[error("malformed token: {reason}")]
+    Malformed { reason: String },
+    #[error("token is for device {token_device}, not {requested}")]
+    DeviceMismatch {
+        token_device: String,
+        requested: String,
+    },
+    #[error("the signing secret must not be empty")]
+    EmptySecret,
+    #[error("could not sign token: {reason}")]
+    Signing { reason: String },
+}
+
+/// Who a verified token says the client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: UserId,
+    /// The device the token is bound to, if it names one.
+    pub device: Option<DeviceId>,
+    pub expires_at: SystemTime,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    userid: Option<String>,
+    #[serde(default)]
+    iat: u64,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+}
+
+/// Mints and verifies Titan tokens with one HS256 secret.
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    default_ttl: Duration,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("algorithm", &"HS256")
+            .field("default_ttl", &self.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn hs256(secret: &[u8], default_ttl: Duration) -> Result<Self, AuthError> {
+        if secret.is_empty() {
+            return Err(AuthError::EmptySecret);
+        }
+        let encoding = EncodingKey::from_secret(secret).map_err(|_| AuthError::EmptySecret)?;
+        let decoding = DecodingKey::from_secret(secret).map_err(|_| AuthError::EmptySecret)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp"]);
+        Ok(Self {
+            encoding,
+            decoding,
+            validation,
+            default_ttl,
+        })
+    }
+
+    /// A signed token for `user` valid for `ttl` (the configured `auth.token_ttl` when `None`).
+    pub fn mint(
+        &self,
+        user: &UserId,
+        device: Option<&DeviceId>,
+        ttl: Option<Duration>,
+    ) -> Result<String, AuthError> {
+        let now = unix_secs(SystemTime::now());
+        let claims = Claims {
+            sub: Some(user.to_string()),
+            userid: Some(user.to_string()),
+            iat: now,
+            exp: now.saturating_add(ttl.unwrap_or(self.default_ttl).as_secs()),
+            device: device.map(ToString::to_string),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
+            AuthError::Signing {
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// Verifies signature, algorithm and expiry; returns who the token names.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    AuthError::WrongAlgorithm
+                }
+                other => AuthError::Malformed {
+                    reason: format!("{other:?}"),
+                },
+            })?;
+        let claims = data.claims;
+        let user = claims
+            .sub
+            .or(claims.userid)
+            .ok_or_else(|| AuthError::Malformed {
+                reason: "no sub claim".into(),
+            })
+            .and_then(|s| {
+                UserId::new(s).map_err(|e| AuthError::Malformed {
+                    reason: e.to_string(),
+                })
+            })?;
+        let device = claims
+            .device
+            .map(DeviceId::new)
+            .transpose()
+            .map_err(|e| AuthError::Malformed {
+                reason: e.to_string(),
+            })?;
+        Ok(Identity {
+            user,
+            device,
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+        })
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn auth() -> Authenticator {
+        Authenticator::hs256(b"test-secret", Duration::from_secs(3600)).unwrap()
+    }
+
+    fn raw_token(header: serde_json::Value, claims: serde_json::Value, sig: &str) -> String {
+        use std::fmt::Write;
+        let b64 = |v: &serde_json::Value| {
+            let bytes = serde_json::to_vec(v).unwrap();
+            // base64url without padding, written by hand only for this test fixture.
+            const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+                for i in 0..=chunk.len() {
+                    out.write_char(T[((n >> (18 - 6 * i)) & 63) as usize] as char).unwrap();
+                }
+            }
+            out
+        };
+        format!("{}.{}.{sig}", b64(&header), b64(&claims))
+    }
+
+    /// A minted token verifies and names its user and device (this also proves the crypto
+    /// backend is wired: jsonwebtoken panics at run time without exactly one).
+    #[test]
+    fn mint_and_verify() {
+        let a = auth();
+        let t = a.mint(&UserId::new("alice").unwrap(), Some(&DeviceId::new("phone").unwrap()), None).unwrap();
+        let id = a.verify(&t).unwrap();
+        assert_eq!(id.user.as_str(), "alice");
+        assert_eq!(id.device.unwrap().as_str(), "phone");
+    }
+
+    /// Expired, badly signed, and other-secret tokens are refused.
+    #[test]
+    fn refuses_bad_tokens() {
+        let a = auth();
+        let past = unix_secs(SystemTime::now()) - 10;
+        let claims = json!({"sub": "alice", "iat": past - 60, "exp": past});
+        let key = EncodingKey::from_secret(b"test-secret").unwrap();
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        assert_eq!(a.verify(&t), Err(AuthError::Expired));
+        let other = Authenticator::hs256(b"other", Duration::from_secs(60)).unwrap();
+        let t = other.mint(&UserId::new("alice").unwrap(), None, None).unwrap();
+        assert_eq!(a.verify(&t), Err(AuthError::BadSignature));
+        assert!(matches!(a.verify("garbage"), Err(AuthError::Malformed { .. })));
+    }
+
+    /// `alg: none` and HS512 tokens are refused even with a plausible body.
+    #[test]
+    fn refuses_other_algorithms() {
+        let claims = json!({"sub": "alice", "exp": 4_000_000_000u64});
+        let none = raw_token(json!({"alg": "none", "typ": "JWT"}), claims.clone(), "");
+        assert!(a_err(&none));
+        let hs512 = raw_token(json!({"alg": "HS512", "typ": "JWT"}), claims, "abc");
+        assert_eq!(auth().verify(&hs512), Err(AuthError::WrongAlgorithm));
+    }
+
+    fn a_err(t: &str) -> bool {
+        auth().verify(t).is_err()
+    }
+
+    /// Old tokens that carry only `userid` still work.
+    #[test]
+    fn userid_claim_alone_is_accepted() {
+        let a = auth();
+        let claims = json!({"userid": "bob", "exp": 4_000_000_000u64});
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret").unwrap()).unwrap();
+        assert_eq!(a.verify(&t).unwrap().user.as_str(), "bob");
+    }
+}

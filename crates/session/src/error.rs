@@ -1,0 +1,54 @@
+//! The session's error type, and [`to_rpc`]: the one place where an internal failure becomes
+//! the error code a client sees. Details go to the log, not to the client.
+
+use titan_delivery::DeliveryError;
+use titan_protocol::{ErrorCode, RpcError};
+use titan_store::StoreError;
+use tracing::warn;
+
+use crate::auth::AuthError;
+
+/// Why a client request failed inside the session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error("message {index} is {size} bytes, over the limit of {limit}")]
+    MessageTooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
+    #[error("connection is already authenticated as {user}/{device}")]
+    AlreadyAuthenticated { user: String, device: String },
+}
+
+/// Maps an internal error to the client-visible error. Logs what the client is not told.
+pub fn to_rpc(err: &SessionError) -> RpcError {
+    match err {
+        SessionError::Auth(e) => RpcError::with_message(ErrorCode::BadToken, format!("Bad token: {e}")),
+        SessionError::MessageTooLarge { .. } => {
+            RpcError::with_message(ErrorCode::TooLarge, format!("Message too large: {err}"))
+        }
+        SessionError::AlreadyAuthenticated { .. } => {
+            RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {err}"))
+        }
+        SessionError::Delivery(DeliveryError::Store(StoreError::InboxFull { user, max_pending })) => {
+            RpcError::with_message(
+                ErrorCode::InboxFull,
+                format!("Recipient inbox full: {user} has {max_pending} pending messages"),
+            )
+            .with_data(serde_json::json!({ "user": user }))
+        }
+        SessionError::Delivery(DeliveryError::Store(e @ StoreError::Unavailable { .. })) => {
+            warn!(error = %e, "store unavailable; msg.send not acknowledged");
+            RpcError::with_message(ErrorCode::StoreUnavailable, "Store unavailable, retry later")
+        }
+        SessionError::Delivery(e) => {
+            warn!(error = %e, "internal error in msg.send");
+            RpcError::new(ErrorCode::InternalError)
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Checks of the per-device side: cursors (`read_new`), pending sets (`ack`) and redelivery
+//! (`claim_pending`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{
+    append_stored, assert_increasing, clock_past, device, message, positions, texts, user,
+};
+use crate::inbox::{Inbox, Position};
+
+/// `ping` answers, an empty append stores nothing, and unknown users and devices read as empty.
+pub async fn ping_and_empty_cases(inbox: Arc<dyn Inbox>) {
+    let (bob, phone) = (user("bob"), device("phone"));
+    inbox.ping().await.unwrap();
+    assert!(inbox.append(Vec::new()).await.unwrap().is_empty());
+    assert_eq!(inbox.depth(&bob).await.unwrap(), 0);
+    assert!(inbox.read_new(&bob, &phone, 10).await.unwrap().is_empty());
+    let later = clock_past(SystemTime::now()).await;
+    let claimed = inbox.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    assert!(claimed.is_empty());
+    assert_eq!(inbox.ack(&bob, &phone, &[]).await.unwrap(), 0);
+    assert_eq!(inbox.trim().await.unwrap(), 0);
+}
+
+/// 100 messages appended in ten batches come back from `read_new` in order, unchanged.
+pub async fn append_then_read_new_in_order(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let mut sent = Vec::new();
+    let mut stored = Vec::new();
+    for chunk in 0..10 {
+        let batch: Vec<_> = (0..10)
+            .map(|i| message(&alice, &bob, &format!("m{}", chunk * 10 + i)))
+            .collect();
+        sent.extend(batch.iter().map(|n| n.message.clone()));
+        stored.extend(append_stored(&*inbox, batch).await);
+    }
+    assert_increasing(&stored);
+
+    let got = inbox.read_new(&bob, &phone, 1000).await.unwrap();
+    assert_eq!(positions(&got), stored);
+    let got_messages: Vec<_> = got.into_iter().map(|d| d.message).collect();
+    assert_eq!(got_messages, sent);
+}
+
+/// Two devices of one user each receive every message, whatever the other has read.
+pub async fn every_device_gets_every_message(inbox: Arc<dyn Inbox>) {
+    let (alice, bob) = (user("alice"), user("bob"));
+    let (phone, laptop) = (device("phone"), device("laptop"));
+    let batch: Vec<_> = (0..10)
+        .map(|i| message(&alice, &bob, &format!("m{i}")))
+        .collect();
+    let stored = append_stored(&*inbox, batch).await;
+
+    let phone_first = inbox.read_new(&bob, &phone, 5).await.unwrap();
+    let laptop_all = inbox.read_new(&bob, &laptop, 100).await.unwrap();
+    let phone_rest = inbox.read_new(&bob, &phone, 100).await.unwrap();
+    assert_eq!(positions(&laptop_all), stored);
+    let phone_all: Vec<_> = positions(&phone_first)
+        .into_iter()
+        .chain(positions(&phone_rest))
+        .collect();
+    assert_eq!(phone_all, stored);
+}
+
+/// A device seen for the first time gets every retained message, even ones others acked.
+pub async fn new_device_catches_up_on_retained(inbox: Arc<dyn Inbox>) {
+    let (alice, bob) = (user("alice"), user("bob"));
+    let (phone, tablet) = (device("phone"), device("tablet"));
+    let batch: Vec<_> = (0..5)
+        .map(|i| message(&alice, &bob, &format!("m{i}")))
+        .collect();
+    let stored = append_stored(&*inbox, batch).await;
+    let read = inbox.read_new(&bob, &phone, 100).await.unwrap();
+    assert_eq!(inbox.ack(&bob, &phone, &positions(&read)).await.unwrap(), 5);
+
+    let caught_up = inbox.read_new(&bob, &tablet, 100).await.unwrap();
+    assert_eq!(positions(&caught_up), stored);
+
+    let next = append_stored(&*inbox, vec![message(&alice, &bob, "late")]).await;
+    assert_eq!(
+        positions(&inbox.read_new(&bob, &phone, 100).await.unwrap()),
+        next
+    );
+    assert_eq!(
+        positions(&inbox.read_new(&bob, &tablet, 100).await.unwrap()),
+        next
+    );
+}
+
+/// A device first seen while its inbox is empty still gets the messages appended afterwards.
+pub async fn device_first_seen_on_empty_inbox_gets_later_messages(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    assert!(inbox.read_new(&bob, &phone, 10).await.unwrap().is_empty());
+    let stored = append_stored(
+        &*inbox,
+        vec![message(&alice, &bob, "a"), message(&alice, &bob, "b")],
+    )
+    .await;
+    assert_eq!(
+        positions(&inbox.read_new(&bob, &phone, 10).await.unwrap()),
+        stored
+    );
+}
+
+/// `read_new` returns at most `limit` and moves the cursor: the next call returns only newer ones.
+pub async fn read_new_moves_the_cursor(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let first = append_stored(
+        &*inbox,
+        (0..3)
+            .map(|i| message(&alice, &bob, &format!("m{i}")))
+            .collect(),
+    )
+    .await;
+    let page = inbox.read_new(&bob, &phone, 2).await.unwrap();
+    assert_eq!(positions(&page), first[..2]);
+    let page = inbox.read_new(&bob, &phone, 2).await.unwrap();
+    assert_eq!(positions(&page), first[2..]);
+    assert!(inbox.read_new(&bob, &phone, 2).await.unwrap().is_empty());
+
+    let more = append_stored(
+        &*inbox,
+        vec![message(&alice, &bob, "m3"), message(&alice, &bob, "m4")],
+    )
+    .await;
+    let page = inbox.read_new(&bob, &phone, 10).await.unwrap();
+    assert_eq!(texts(&page), ["m3", "m4"]);
+    assert_eq!(positions(&page), more);
+    assert!(inbox.read_new(&bob, &phone, 10).await.unwrap().is_empty());
+}
+
+/// Acked positions leave the pending set: `claim_pending` no longer returns them.
+pub async fn ack_removes_from_pending(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let stored = append_stored(
+        &*inbox,
+        (0..3)
+            .map(|i| message(&alice, &bob, &format!("m{i}")))
+            .collect(),
+    )
+    .await;
+    inbox.read_new(&bob, &phone, 10).await.unwrap();
+    let later = clock_past(SystemTime::now()).await;
+
+    let acked = inbox
+        .ack(&bob, &phone, &[stored[0], stored[2]])
+        .await
+        .unwrap();
+    assert_eq!(acked, 2);
+    let claimed = inbox.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    assert_eq!(positions(&claimed), [stored[1]]);
+    assert_eq!(texts(&claimed), ["m1"]);
+}
+
+/// Unknown, forged, repeated and already-acked positions are ignored by `ack`.
+pub async fn ack_ignores_unknown_positions(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let forged = Position { ms: 1, seq: 999 };
+    assert_eq!(inbox.ack(&bob, &phone, &[forged]).await.unwrap(), 0);
+
+    let stored = append_stored(
+        &*inbox,
+        vec![message(&alice, &bob, "a"), message(&alice, &bob, "b")],
+    )
+    .await;
+    // Not delivered to this device yet: nothing pending to remove.
+    assert_eq!(inbox.ack(&bob, &phone, &stored).await.unwrap(), 0);
+    inbox.read_new(&bob, &phone, 10).await.unwrap();
+
+    let wrong_ms = Position {
+        ms: stored[0].ms + 1,
+        seq: stored[0].seq,
+    };
+    assert_eq!(
+        inbox.ack(&bob, &phone, &[forged, wrong_ms]).await.unwrap(),
+        0
+    );
+    let other = device("laptop");
+    assert_eq!(inbox.ack(&bob, &other, &stored).await.unwrap(), 0);
+    assert_eq!(
+        inbox
+            .ack(&bob, &phone, &[stored[0], stored[0]])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(inbox.ack(&bob, &phone, &[stored[0]]).await.unwrap(), 0);
+
+    let later = clock_past(SystemTime::now()).await;
+    let claimed = inbox.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    assert_eq!(positions(&claimed), [stored[1]]);
+}
+
+/// `claim_pending` returns only entries delivered before the cutoff, in order, and pages: the
+/// same cutoff again yields the next entries, never the ones just claimed.
+pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let stored = append_stored(
+        &*inbox,
+        (0..10)
+            .map(|i| message(&alice, &bob, &format!("m{i}")))
+            .collect(),
+    )
+    .await;
+    let before_delivery = SystemTime::now();
+    inbox.read_new(&bob, &phone, 100).await.unwrap();
+
+    let none = inbox
+        .claim_pending(&bob, &phone, Some(before_delivery), None, 100)
+        .await
+        .unwrap();
+    assert!(
+        none.is_empty(),
+        "claimed entries delivered after the cutoff"
+    );
+
+    let cutoff = clock_past(SystemTime::now()).await;
+    let mut pages = Vec::new();
+    loop {
+        let page = inbox.claim_pending(&bob, &phone, Some(cutoff), None, 4).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        pages.push(positions(&page));
+        assert!(pages.len() <= 3, "paging does not advance: {pages:?}");
+    }
+    assert_eq!(pages, [&stored[0..4], &stored[4..8], &stored[8..10]]);
+
+    let other = device("laptop");
+    let claimed = inbox
+        .claim_pending(&bob, &other, Some(cutoff), None, 100)
+        .await
+        .unwrap();
+    assert!(
+        claimed.is_empty(),
+        "a device that never read has nothing pending"
+    );
+
+    let again = clock_past(SystemTime::now()).await;
+    let redelivered = inbox.claim_pending(&bob, &phone, Some(again), None, 100).await.unwrap();
+    assert_eq!(positions(&redelivered), stored);
+    assert_eq!(texts(&redelivered)[0], "m0");
+}

@@ -1,0 +1,253 @@
+//! The embedded backend: Titan's default single-node store, on redb.
+//!
+//! One engine, two backends: [`EmbeddedStore::open`] keeps a durable file in a directory,
+//! [`EmbeddedStore::memory`] runs the very same code on redb's in-memory backend. The latter is
+//! Titan's `memory` store for tests and throw-away runs, so tests exercise the production logic
+//! rather than a look-alike.
+//!
+//! A single writer thread owns the database (`writer`); every operation, reads included,
+//! is queued to it and answered through a oneshot channel, so no tokio worker ever waits on disk.
+//! The writer runs whatever is queued in one transaction (group commit) and fsyncs only when
+//! that transaction holds an append: cursor moves and acks may be lost in a crash, which only
+//! causes a redelivery. Sending reads through the writer too keeps one owner of the database:
+//! dropping the last handle closes it deterministically, so the same path can be reopened. That
+//! drop waits for the transaction in flight (once, at shutdown).
+//!
+//! - `tables`: the table layout and the queries operations share (`depth`).
+//! - `append`: `append` and `trim`.
+//! - `cursor`: `read_new`, `claim_pending` and `ack`.
+//! - `writer`: the thread, the operation queue and the group commit.
+
+mod append;
+mod cursor;
+mod tables;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use redb::backends::InMemoryBackend;
+use redb::{Database, DatabaseError, Durability, StorageError as RedbStorageError};
+use titan_protocol::{DeviceId, UserId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+use tables::{Tables, unix_ms};
+use writer::{Counters, Op, Reply, Writer};
+
+/// File name of the database inside the directory given to [`EmbeddedStore::open`].
+pub const DATABASE_FILE: &str = "titan.redb";
+
+/// Operations that may wait for the writer before callers feel backpressure.
+const QUEUE_CAPACITY: usize = 1024;
+
+/// Result of one operation inside a transaction: the outer error is redb's (it aborts the whole
+/// transaction), the inner one is the operation's own refusal (it affects only that operation).
+type Outcome<T> = Result<Result<T, StoreError>, RedbStorageError>;
+
+/// The redb-backed [`Inbox`]. Cheap to clone; the database closes when the last clone drops.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+/// Activity counters, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Write transactions committed. Less than `operations` when group commit batched.
+    pub transactions: u64,
+    /// Operations answered from a transaction that completed (refusals such as a full inbox
+    /// included; operations failed by a redb error not).
+    pub operations: u64,
+}
+
+/// Shared by every clone. Field order matters: `ops` drops first, which ends the writer's loop,
+/// then `_writer` joins the thread, which by then has closed the database.
+struct Inner {
+    ops: mpsc::Sender<Op>,
+    _writer: WriterThread,
+    counters: Arc<Counters>,
+}
+
+/// Joins the writer thread when dropped.
+struct WriterThread(Option<JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        // Blocks for at most the transaction in flight, once, at shutdown.
+        if let Some(handle) = self.0.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("embedded store writer thread panicked");
+        }
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the durable store in directory `path`, creating the directory.
+    /// Blocking: call it at startup or from `spawn_blocking`.
+    pub fn open(path: &Path, limits: InboxLimits) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            StoreError::unavailable(format!("cannot create {}: {e}", path.display()))
+        })?;
+        let file = path.join(DATABASE_FILE);
+        let db = Database::create(&file).map_err(|e| open_error(&file, e))?;
+        tracing::info!(path = %file.display(), "embedded store opened");
+        Self::start(db, limits)
+    }
+
+    /// A store on redb's in-memory backend: the same engine, nothing on disk.
+    pub fn memory(limits: InboxLimits) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(|e| open_error(Path::new(":memory:"), e))?;
+        Self::start(db, limits)
+    }
+
+    /// How much work the writer has done so far.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
+            operations: self.inner.counters.operations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Creates the tables (so later transactions only open them) and starts the writer.
+    fn start(db: Database, limits: InboxLimits) -> Result<Self, StoreError> {
+        create_tables(&db).map_err(StoreError::unavailable)?;
+        let counters = Arc::new(Counters::default());
+        let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            db,
+            limits,
+            counters: counters.clone(),
+            unsynced: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("titan-store-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| StoreError::unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                ops,
+                _writer: WriterThread(Some(handle)),
+                counters,
+            }),
+        })
+    }
+
+    /// Queues an operation and waits for its answer.
+    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .ops
+            .send(op(reply))
+            .await
+            .map_err(|_| StoreError::unavailable("embedded store writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::unavailable("embedded store writer dropped the operation"))?
+    }
+}
+
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    drop(Tables::open(&txn)?);
+    txn.commit()?;
+    Ok(())
+}
+
+fn open_error(file: &Path, e: DatabaseError) -> StoreError {
+    let reason = format!("cannot open {}: {e}", file.display());
+    match e {
+        DatabaseError::UpgradeRequired(_)
+        | DatabaseError::Storage(RedbStorageError::Corrupted(_)) => StoreError::Corrupt { reason },
+        _ => StoreError::Unavailable { reason },
+    }
+}
+
+#[async_trait]
+impl Inbox for EmbeddedStore {
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|reply| Op::Append { batch, reply }).await
+    }
+
+    async fn read_new(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let (user, device) = (user.clone(), device.clone());
+        self.call(|reply| Op::ReadNew {
+            user,
+            device,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    async fn claim_pending(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        delivered_before: Option<SystemTime>,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let (user, device) = (user.clone(), device.clone());
+        let before_ms = delivered_before.map_or(u64::MAX, unix_ms);
+        let after_seq = after.map_or(0, |p| p.seq);
+        self.call(|reply| Op::ClaimPending {
+            user,
+            device,
+            before_ms,
+            after_seq,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    async fn ack(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        positions: &[Position],
+    ) -> Result<u64, StoreError> {
+        if positions.is_empty() {
+            return Ok(0);
+        }
+        let (user, device, positions) = (user.clone(), device.clone(), positions.to_vec());
+        self.call(|reply| Op::Ack {
+            user,
+            device,
+            positions,
+            reply,
+        })
+        .await
+    }
+
+    async fn depth(&self, user: &UserId) -> Result<u64, StoreError> {
+        let user = user.clone();
+        self.call(|reply| Op::Depth { user, reply }).await
+    }
+
+    async fn trim(&self) -> Result<u64, StoreError> {
+        self.call(|reply| Op::Trim { reply }).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|reply| Op::Ping { reply }).await
+    }
+}

@@ -1,0 +1,193 @@
+//! `append` and `trim`: the operations that add messages to inboxes and age them out.
+//!
+//! `append` works in two phases so that a refused batch writes nothing: first it decides every
+//! message's fate (duplicate, or stored) and checks `max_pending` against the transaction's
+//! current state (which includes earlier operations of the same group commit), then it writes.
+//! Only a redb error can happen in the write phase, and that fails the whole transaction.
+
+use std::collections::HashMap;
+
+use redb::{ReadableTable, StorageError};
+use titan_protocol::{MessageId, UserId};
+
+use super::Outcome;
+use super::tables::{Head, Tables};
+use crate::error::StoreError;
+use crate::inbox::{Appended, InboxLimits, NewMessage, Position};
+
+/// What the validation phase decided for one message.
+enum Plan {
+    Store { body: Vec<u8> },
+    Duplicate { existing: MessageId },
+}
+
+/// Appends `batch` at time `now_ms`, all or nothing. See [`crate::Inbox::append`].
+pub(super) fn append(
+    t: &mut Tables<'_>,
+    batch: &[NewMessage],
+    now_ms: u64,
+    limits: &InboxLimits,
+) -> Outcome<Vec<Appended>> {
+    let cutoff = now_ms.saturating_sub(retention_ms(limits));
+    let mut plans = Vec::with_capacity(batch.len());
+    // Client ids already seen in this batch: a repeat inside one batch is a duplicate too.
+    let mut seen: HashMap<(&str, &str), &MessageId> = HashMap::new();
+    // New messages per recipient, in first-seen order so the reported full inbox is stable.
+    let mut counts: Vec<(&UserId, u64)> = Vec::new();
+
+    for new in batch {
+        let message = &new.message;
+        if let Some(client_id) = &new.client_id {
+            let key = (message.from.as_str(), client_id.as_str());
+            if let Some(existing) = seen.get(&key) {
+                plans.push(Plan::Duplicate {
+                    existing: (*existing).clone(),
+                });
+                continue;
+            }
+            if let Some(existing) = live_client_id(t, key, cutoff)? {
+                match existing {
+                    Ok(existing) => plans.push(Plan::Duplicate { existing }),
+                    Err(e) => return Ok(Err(e)),
+                }
+                continue;
+            }
+            seen.insert(key, &message.id);
+        }
+        let body = match serde_json::to_vec(message) {
+            Ok(body) => body,
+            // A struct of strings always serializes; reported rather than unwrapped all the same.
+            Err(e) => {
+                return Ok(Err(StoreError::Corrupt {
+                    reason: format!("cannot encode message: {e}"),
+                }));
+            }
+        };
+        match counts.iter_mut().find(|(user, _)| **user == message.to) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((&message.to, 1)),
+        }
+        plans.push(Plan::Store { body });
+    }
+
+    for (user, n) in &counts {
+        if t.depth(user.as_str())? + n > limits.max_pending {
+            return Ok(Err(StoreError::InboxFull {
+                user: (*user).clone(),
+                max_pending: limits.max_pending,
+            }));
+        }
+    }
+
+    let mut out = Vec::with_capacity(batch.len());
+    for (new, plan) in batch.iter().zip(plans) {
+        match plan {
+            Plan::Duplicate { existing } => out.push(Appended::Duplicate { existing }),
+            Plan::Store { body } => {
+                let message = &new.message;
+                let to = message.to.as_str();
+                let head = t.head(to)?;
+                // Never before the inbox's last message, so positions stay ordered like the
+                // inbox even if the wall clock steps back.
+                let position = Position {
+                    ms: now_ms.max(head.last_ms),
+                    seq: head.next_seq,
+                };
+                t.inbox
+                    .insert((to, position.seq), (position.ms, body.as_slice()))?;
+                t.set_head(
+                    to,
+                    Head {
+                        next_seq: position.seq + 1,
+                        last_ms: position.ms,
+                    },
+                )?;
+                if let Some(client_id) = &new.client_id {
+                    t.client_ids.insert(
+                        (message.from.as_str(), client_id.as_str()),
+                        (message.id.as_str(), now_ms),
+                    )?;
+                }
+                out.push(Appended::Stored { position });
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// The message id stored under this (sender, client id), unless the key has expired (an
+/// expired key not trimmed yet counts as absent, so behaviour does not depend on trim timing).
+fn live_client_id(
+    t: &Tables<'_>,
+    key: (&str, &str),
+    cutoff: u64,
+) -> Result<Option<Result<MessageId, StoreError>>, StorageError> {
+    let Some(guard) = t.client_ids.get(key)? else {
+        return Ok(None);
+    };
+    let (id, created_ms) = guard.value();
+    if created_ms < cutoff {
+        return Ok(None);
+    }
+    Ok(Some(MessageId::new(id).map_err(|e| StoreError::Corrupt {
+        reason: format!("invalid stored message id: {e}"),
+    })))
+}
+
+/// Drops messages older than the retention (with the pending entries pointing at them) and
+/// expired client-id keys. Returns how many messages were dropped.
+pub(super) fn trim(
+    t: &mut Tables<'_>,
+    now_ms: u64,
+    limits: &InboxLimits,
+) -> Result<u64, StorageError> {
+    let cutoff = now_ms.saturating_sub(retention_ms(limits));
+    let users = t
+        .heads
+        .iter()?
+        .map(|entry| entry.map(|(user, _)| user.value().to_owned()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dropped = 0;
+    for user in &users {
+        let user = user.as_str();
+        let mut expired = Vec::new();
+        for entry in t.inbox.range((user, 0)..=(user, u64::MAX))? {
+            let (key, value) = entry?;
+            // `ms` never decreases along the inbox, so the expired messages are a prefix.
+            if value.value().0 >= cutoff {
+                break;
+            }
+            expired.push(key.value().1);
+        }
+        let Some(&newest_expired) = expired.last() else {
+            continue;
+        };
+        for seq in &expired {
+            t.inbox.remove((user, *seq))?;
+        }
+        dropped += expired.len() as u64;
+        for (device, mut state) in t.devices_of(user)? {
+            let device = device.as_str();
+            let stale = t
+                .pending
+                .range((user, device, 0)..=(user, device, newest_expired))?
+                .map(|entry| entry.map(|(key, _)| key.value().2))
+                .collect::<Result<Vec<_>, _>>()?;
+            if stale.is_empty() {
+                continue;
+            }
+            for seq in &stale {
+                t.pending.remove((user, device, *seq))?;
+            }
+            state.pending = state.pending.saturating_sub(stale.len() as u64);
+            t.set_device(user, device, state)?;
+        }
+    }
+    t.client_ids
+        .retain(|_, (_, created_ms)| created_ms >= cutoff)?;
+    Ok(dropped)
+}
+
+fn retention_ms(limits: &InboxLimits) -> u64 {
+    u64::try_from(limits.retention.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,22 @@
+//! Persistence for Titan: per-recipient inboxes with per-device cursors and pending sets.
+//!
+//! - [`inbox`]: the [`Inbox`] trait every backend implements, and the types it speaks
+//!   ([`NewMessage`], [`Appended`], [`Delivered`], [`Position`]).
+//! - [`error`]: [`StoreError`], this crate's one error enum.
+//! - [`embedded`]: the default, durable single-node backend on redb (also used, with redb's
+//!   in-memory backend, as the `memory` backend for tests).
+//! - `conformance` (feature `conformance`, and in this crate's tests): the behaviour every
+//!   backend must show, as async checks any backend's tests can run.
+//!
+//! The trait is shaped after Redis Streams so the Redis backend maps onto it one to one:
+//! append = XADD, read new = XREADGROUP `>`, ack = XACK, claim stale pending = XAUTOCLAIM.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod embedded;
+pub mod error;
+pub mod inbox;
+
+pub use embedded::{EmbeddedStore, StoreStats};
+pub use error::StoreError;
+pub use inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};

@@ -1,0 +1,143 @@
+//! Behaviour specific to the embedded store: durability across a reopen, group commit, and the
+//! file lock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::SystemTime;
+
+use titan_store::conformance::{
+    append_stored, clock_past, device, message, message_with_client_id, positions, texts, user,
+};
+use titan_store::{Appended, EmbeddedStore, Inbox, InboxLimits, StoreError};
+
+/// Messages, cursors, pending entries and client-id keys survive dropping and reopening the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let keyed = message_with_client_id(&alice, &bob, "m0", "k");
+    let stored = {
+        let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+        let stored = append_stored(
+            &store,
+            vec![
+                keyed.clone(),
+                message(&alice, &bob, "m1"),
+                message(&alice, &bob, "m2"),
+            ],
+        )
+        .await;
+        let read = store.read_new(&bob, &phone, 2).await.unwrap();
+        assert_eq!(
+            store
+                .ack(&bob, &phone, &positions(&read[..1]))
+                .await
+                .unwrap(),
+            1
+        );
+        stored
+    };
+
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    assert_eq!(
+        store.depth(&bob).await.unwrap(),
+        2,
+        "m1 pending + m2 unread"
+    );
+    let later = clock_past(SystemTime::now()).await;
+    let pending = store.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    assert_eq!(positions(&pending), stored[1..2]);
+    let unread = store.read_new(&bob, &phone, 10).await.unwrap();
+    assert_eq!(texts(&unread), ["m2"]);
+    let retry = store.append(vec![keyed.clone()]).await.unwrap();
+    assert_eq!(
+        retry,
+        [Appended::Duplicate {
+            existing: keyed.message.id
+        }]
+    );
+    let tablet = store.read_new(&bob, &device("tablet"), 10).await.unwrap();
+    assert_eq!(positions(&tablet), stored);
+    let next = append_stored(&store, vec![message(&alice, &bob, "m3")]).await;
+    assert!(next[0] > stored[2], "sequence continues after a reopen");
+}
+
+/// 200 concurrent single-message appends share fewer than 200 write transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    let before = store.stats();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (from, to) = (user(&format!("s{i}")), user(&format!("r{}", i % 7)));
+                append_stored(&store, vec![message(&from, &to, "hi")]).await;
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = store.stats();
+    assert_eq!(after.operations - before.operations, 200);
+    let transactions = after.transactions - before.transactions;
+    assert!(
+        transactions < 200,
+        "{transactions} transactions for 200 appends"
+    );
+}
+
+/// A second open of a directory in use is refused as unavailable instead of sharing the file.
+#[tokio::test]
+async fn second_open_of_a_store_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    let second = EmbeddedStore::open(dir.path(), InboxLimits::default());
+    assert!(matches!(second, Err(StoreError::Unavailable { .. })));
+}
+
+/// Every clone talks to the same database, and it stays open until the last clone drops.
+#[tokio::test]
+async fn clones_share_one_database() {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let store = EmbeddedStore::memory(InboxLimits::default()).unwrap();
+    let clone = store.clone();
+    append_stored(&store, vec![message(&alice, &bob, "hi")]).await;
+    drop(store);
+    assert_eq!(
+        texts(&clone.read_new(&bob, &phone, 10).await.unwrap()),
+        ["hi"]
+    );
+}
+
+/// Refused appends grouped in one transaction with accepted ones leave those stored, and the
+/// limit counts earlier operations of the same transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_in_a_group_commit_do_not_undo_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = InboxLimits {
+        max_pending: 5,
+        ..InboxLimits::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), limits).unwrap();
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let store = store.clone();
+            let message = message(&alice, &bob, &format!("m{i}"));
+            tokio::spawn(async move { store.append(vec![message]).await.is_ok() })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(accepted, 5);
+    let stats = store.stats();
+    assert!(
+        stats.transactions < stats.operations,
+        "no transaction held several appends: {stats:?}"
+    );
+    assert_eq!(store.read_new(&bob, &phone, 100).await.unwrap().len(), 5);
+}
