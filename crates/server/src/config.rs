@@ -15,8 +15,10 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/titan.toml");
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Figment's message already names the key and where it came from, so it is the whole text
+    /// (not also a `source`, which would print it twice).
     #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     #[error("configuration file {path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("configuration key {key}: {reason}")]
@@ -116,6 +118,12 @@ pub enum LogFormat {
 pub struct LogSection {
     pub level: String,
     pub format: LogFormat,
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        Self::Load(e)
+    }
 }
 
 impl Config {
