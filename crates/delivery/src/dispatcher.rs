@@ -8,11 +8,11 @@
 //! [`Acked`]. The in-flight window per device bounds what a session may be asked to buffer.
 
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use titan_protocol::{DeviceId, OutgoingMessage, UserId};
-use titan_store::{Delivered, Inbox, Position, StoreError};
+use titan_store::{Bus, Delivered, Inbox, Position, StoreError};
 use tracing::{debug, warn};
 
 use crate::envelope::stamp;
@@ -57,6 +57,18 @@ pub struct Acked {
     pub positions: Vec<Position>,
 }
 
+/// New messages were stored for `user` on another instance (a cluster bus wake-up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WakeUser {
+    pub user: UserId,
+}
+
+/// Re-read every feed: the cluster bus may have missed wake-ups (it reconnected).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WakeAll;
+
 /// Tuning of delivery; see `config/titan.toml` for each value's meaning.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -70,6 +82,9 @@ pub struct DispatcherConfig {
     pub recv_bytes: usize,
     /// How often retention trimming runs.
     pub trim_interval: Duration,
+    /// With a cluster bus: how often every feed is re-read anyway, bounding the delay a lost
+    /// wake-up can cause.
+    pub poll_interval: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -80,9 +95,17 @@ impl Default for DispatcherConfig {
             recv_batch: 32,
             recv_bytes: 48 * 1024,
             trim_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
+
+/// Stores keep delivery times in whole milliseconds (truncated), so a message this feed finds
+/// overdue can share its millisecond with `now - ack_timeout` and not count as delivered before
+/// it. The redelivery claim therefore reaches one millisecond further: without it, the store
+/// returns nothing, `finish` drops the message from in flight, and it is not redelivered until
+/// the device reconnects.
+const STORE_TIME_GRANULARITY: Duration = Duration::from_millis(1);
 
 type FeedKey = (UserId, DeviceId);
 
@@ -93,7 +116,15 @@ pub struct Dispatcher {
     feeds: HashMap<FeedKey, Feed>,
     /// Devices online per user, so an append wakes only its recipient's feeds.
     devices: HashMap<UserId, Vec<DeviceId>>,
+    /// Devices with a store operation running. Kept apart from `feeds` because an operation
+    /// outlives the feed it was started for when the device goes offline and comes back before
+    /// it ends; the new feed must still wait for it, or two catch-ups overlap and the device gets
+    /// its pending messages twice.
+    running: HashSet<FeedKey>,
     trimming: bool,
+    /// Other instances sharing the store, when there are any.
+    bus: Option<Arc<dyn Bus>>,
+    last_poll: Instant,
 }
 
 impl Dispatcher {
@@ -103,7 +134,27 @@ impl Dispatcher {
             config,
             feeds: HashMap::new(),
             devices: HashMap::new(),
+            running: HashSet::new(),
             trimming: false,
+            bus: None,
+            last_poll: Instant::now(),
+        }
+    }
+
+    /// Shares deliveries with other instances: wakes them after appends, and re-reads every feed
+    /// each `poll_interval` in case a wake-up was lost.
+    pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    fn wake_all(&mut self, ctx: &mut Context<Self>) {
+        let keys: Vec<FeedKey> = self.feeds.keys().cloned().collect();
+        for key in keys {
+            if let Some(feed) = self.feeds.get_mut(&key) {
+                feed.dirty = true;
+            }
+            self.pump(key, ctx);
         }
     }
 
@@ -130,7 +181,7 @@ impl Dispatcher {
         let Some(feed) = self.feeds.get_mut(&key) else {
             return;
         };
-        if feed.busy {
+        if self.running.contains(&key) {
             feed.dirty = true;
             return;
         }
@@ -138,7 +189,7 @@ impl Dispatcher {
         let Some(step) = feed.next_step(now, self.config.ack_timeout, self.config.window) else {
             return;
         };
-        feed.busy = true;
+        self.running.insert(key.clone());
         if matches!(step, Step::ReadNew { .. }) {
             feed.dirty = false;
         }
@@ -146,12 +197,18 @@ impl Dispatcher {
         let store = self.store.clone();
         let (user, device) = key.clone();
         let cutoff = SystemTime::now()
-            .checked_sub(self.config.ack_timeout)
+            .checked_sub(
+                self.config
+                    .ack_timeout
+                    .saturating_sub(STORE_TIME_GRANULARITY),
+            )
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let op = async move {
             match step {
                 Step::CatchUp { after, limit } => {
-                    store.claim_pending(&user, &device, None, after, limit).await
+                    store
+                        .claim_pending(&user, &device, None, after, limit)
+                        .await
                 }
                 Step::Redeliver { limit } => {
                     store
@@ -175,10 +232,10 @@ impl Dispatcher {
         result: Result<Vec<Delivered>, StoreError>,
         ctx: &mut Context<Self>,
     ) {
+        self.running.remove(&key);
         let Some(feed) = self.feeds.get_mut(&key) else {
             return;
         };
-        feed.busy = false;
         if feed.conn != conn {
             // The device reconnected meanwhile. What this operation read is pending in the store
             // and the new session's catch-up (which starts now, after it) claims it.
@@ -209,11 +266,9 @@ impl Dispatcher {
                 // In-flight entries the store no longer holds as stale (acked meanwhile, or
                 // trimmed) must not trigger redelivery again.
                 let cutoff = started.checked_sub(self.config.ack_timeout);
-                let returned: std::collections::HashSet<Position> =
-                    messages.iter().map(|d| d.position).collect();
-                feed.inflight.retain(|pos, sent| {
-                    returned.contains(pos) || cutoff.is_none_or(|c| *sent > c)
-                });
+                let returned: HashSet<Position> = messages.iter().map(|d| d.position).collect();
+                feed.inflight
+                    .retain(|pos, sent| returned.contains(pos) || cutoff.is_none_or(|c| *sent > c));
                 if got > 0 {
                     debug!(user = %key.0, device = %key.1, count = got, "redelivering unacked messages");
                 }
@@ -235,11 +290,18 @@ impl Dispatcher {
     /// Periodic: redeliver overdue messages, retry feeds whose last store operation failed.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if self.bus.is_some() && now.duration_since(self.last_poll) >= self.config.poll_interval {
+            self.last_poll = now;
+            for feed in self.feeds.values_mut() {
+                feed.dirty = true;
+            }
+        }
         let due: Vec<FeedKey> = self
             .feeds
             .iter()
-            .filter(|(_, f)| {
-                !f.busy && (f.dirty || f.redelivery_due(now, self.config.ack_timeout))
+            .filter(|(k, f)| {
+                !self.running.contains(*k)
+                    && (f.dirty || f.redelivery_due(now, self.config.ack_timeout))
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -275,7 +337,8 @@ fn send_in_batches(to: &Recipient<Deliver>, messages: Vec<Delivered>, config: &D
     let mut bytes = 0;
     for d in messages {
         let size = d.message.message.len() + 200;
-        if !batch.is_empty() && (batch.len() >= config.recv_batch || bytes + size > config.recv_bytes)
+        if !batch.is_empty()
+            && (batch.len() >= config.recv_batch || bytes + size > config.recv_bytes)
         {
             to.do_send(Deliver {
                 messages: std::mem::take(&mut batch),
@@ -321,9 +384,36 @@ impl Handler<Submit> for Dispatcher {
                     for user in &recipients {
                         act.wake_user(user, ctx);
                     }
+                    if let Some(bus) = act.bus.clone() {
+                        // Off the ACK path: a lost wake-up only waits for the next poll.
+                        ctx.spawn(
+                            async move {
+                                if let Err(e) = bus.wake(&recipients).await {
+                                    debug!(error = %e, "cluster wake-up failed; the poll will deliver");
+                                }
+                            }
+                            .into_actor(act),
+                        );
+                    }
                     Ok(())
                 }),
         )
+    }
+}
+
+impl Handler<WakeUser> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: WakeUser, ctx: &mut Context<Self>) {
+        self.wake_user(&msg.user, ctx);
+    }
+}
+
+impl Handler<WakeAll> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: WakeAll, ctx: &mut Context<Self>) {
+        self.wake_all(ctx);
     }
 }
 
@@ -333,14 +423,11 @@ impl Handler<DeviceOnline> for Dispatcher {
     fn handle(&mut self, msg: DeviceOnline, ctx: &mut Context<Self>) {
         let key = (msg.user.clone(), msg.device.clone());
         match self.feeds.get_mut(&key) {
-            Some(feed) => {
-                // Keep `busy`: the running operation must finish before the catch-up starts.
-                let busy = feed.busy;
-                *feed = Feed::new(msg.conn, msg.deliver);
-                feed.busy = busy;
-            }
+            // A running operation (see `running`) finishes before the catch-up starts.
+            Some(feed) => *feed = Feed::new(msg.conn, msg.deliver),
             None => {
-                self.feeds.insert(key.clone(), Feed::new(msg.conn, msg.deliver));
+                self.feeds
+                    .insert(key.clone(), Feed::new(msg.conn, msg.deliver));
                 self.devices.entry(msg.user).or_default().push(msg.device);
             }
         }

@@ -48,7 +48,11 @@ mod tests {
     /// The echo bot, in any letter case, returns the message to the sender from "echo".
     #[test]
     fn echo_comes_back_from_echo() {
-        let out = OutgoingMessage { to: user("EcHo"), message: "hi".into(), id: None };
+        let out = OutgoingMessage {
+            to: user("EcHo"),
+            message: "hi".into(),
+            id: None,
+        };
         let m = stamp(&user("alice"), out, SystemTime::now()).message;
         assert_eq!((m.from.as_str(), m.to.as_str()), ("echo", "alice"));
     }

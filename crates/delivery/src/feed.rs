@@ -1,6 +1,7 @@
 //! Per-device delivery state, kept by the dispatcher for every device online on this instance.
-//! Store operations for one device run one at a time (`busy`), which keeps its messages in inbox
-//! order and makes a reconnect's catch-up see everything its predecessor was given.
+//! Store operations for one device run one at a time (the dispatcher tracks which are running,
+//! apart from the feeds, since an operation can outlive its feed), which keeps its messages in
+//! inbox order and makes a reconnect's catch-up see everything its predecessor was given.
 
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -40,8 +41,6 @@ pub struct Feed {
     /// Sent and not yet acked, with when they were sent.
     pub inflight: BTreeMap<Position, Instant>,
     pub phase: Phase,
-    /// A store operation for this device is running.
-    pub busy: bool,
     /// Something may be waiting: pump again when the running operation ends.
     pub dirty: bool,
 }
@@ -53,30 +52,44 @@ impl Feed {
             deliver,
             inflight: BTreeMap::new(),
             phase: Phase::CatchUp { after: None },
-            busy: false,
             dirty: true,
         }
     }
 
     /// True when something in flight has waited longer than `ack_timeout`.
     pub fn redelivery_due(&self, now: Instant, ack_timeout: Duration) -> bool {
+        self.overdue(now, ack_timeout) > 0
+    }
+
+    /// How many in-flight messages have waited longer than `ack_timeout`.
+    fn overdue(&self, now: Instant, ack_timeout: Duration) -> usize {
         self.inflight
             .values()
-            .any(|sent| now.saturating_duration_since(*sent) >= ack_timeout)
+            .filter(|sent| now.saturating_duration_since(**sent) >= ack_timeout)
+            .count()
     }
 
     /// What to do next, or `None` when the device is up to date or its window is full.
+    ///
+    /// Every step stays within the window. A redelivery claims no more than what is overdue:
+    /// the device's stale pending messages are its overdue in-flight ones, except, during a
+    /// catch-up, older pending messages the catch-up has not reached yet (after a restart with a
+    /// smaller window), which a larger claim would send early, out of order and past the window.
+    /// A catch-up claims only the free part of the window, since a device can have more pending
+    /// than the window (a restart with a smaller one); the rest follows as acks free slots.
     pub fn next_step(&self, now: Instant, ack_timeout: Duration, window: usize) -> Option<Step> {
-        if self.redelivery_due(now, ack_timeout) {
-            return Some(Step::Redeliver { limit: window });
+        let overdue = self.overdue(now, ack_timeout);
+        if overdue > 0 {
+            return Some(Step::Redeliver { limit: overdue });
         }
         let budget = window.saturating_sub(self.inflight.len());
         match self.phase {
+            _ if budget == 0 => None,
             Phase::CatchUp { after } => Some(Step::CatchUp {
                 after,
-                limit: window,
+                limit: budget,
             }),
-            Phase::Live if budget > 0 && self.dirty => Some(Step::ReadNew { limit: budget }),
+            Phase::Live if self.dirty => Some(Step::ReadNew { limit: budget }),
             Phase::Live => None,
         }
     }
@@ -104,10 +117,16 @@ mod tests {
         let ack = Duration::from_secs(30);
         assert_eq!(
             feed.next_step(now, ack, 2),
-            Some(Step::CatchUp { after: None, limit: 2 })
+            Some(Step::CatchUp {
+                after: None,
+                limit: 2
+            })
         );
         feed.phase = Phase::Live;
-        assert_eq!(feed.next_step(now, ack, 2), Some(Step::ReadNew { limit: 2 }));
+        assert_eq!(
+            feed.next_step(now, ack, 2),
+            Some(Step::ReadNew { limit: 2 })
+        );
         feed.inflight.insert(Position { ms: 1, seq: 1 }, now);
         feed.inflight.insert(Position { ms: 1, seq: 2 }, now);
         assert_eq!(feed.next_step(now, ack, 2), None);

@@ -12,7 +12,7 @@
 //!   the connection id type. Sessions implement the handlers; this crate never names their type.
 //! - [`envelope`]: turning a client's outgoing message into a stored [`titan_protocol::Message`]
 //!   (server id, sender, time, echo bot).
-//! - [`error`]: [`DeliveryError`].
+//! - [`error`]: the crate's error type, [`DeliveryError`].
 //!
 //! Offline devices are the seam for push: a message stored for a user whose device has no feed
 //! here simply waits in the store until the device connects (push providers come later).

@@ -2,13 +2,20 @@
 //! device)": when a device connects again, the newer session wins and the older one is kicked
 //! with [`CloseCode::Replaced`]. It tells the [`Dispatcher`] about every change so the dispatcher
 //! feeds exactly the live sessions.
+//!
+//! With a cluster bus (several instances on one Redis) the Router also claims each device in
+//! Redis when its session starts; the instance that held it before gets a kick event and closes
+//! its session the same way, so at most one instance considers itself the live session of a
+//! (user, device). Wake-ups from other instances pass through here to the dispatcher.
 
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use titan_protocol::{CloseCode, DeviceId, UserId};
-use tracing::debug;
+use titan_store::{Bus, BusEvent};
+use tracing::{debug, info, warn};
 
-use crate::dispatcher::{DeviceOffline, DeviceOnline, Dispatcher};
+use crate::dispatcher::{DeviceOffline, DeviceOnline, Dispatcher, WakeAll, WakeUser};
 use crate::session_link::{ConnId, Deliver, Kick};
 
 /// A session authenticated as (user, device) and is ready to receive messages.
@@ -51,6 +58,7 @@ struct Live {
 pub struct Router {
     dispatcher: Addr<Dispatcher>,
     online: HashMap<UserId, HashMap<DeviceId, Live>>,
+    bus: Option<Arc<dyn Bus>>,
 }
 
 impl Router {
@@ -58,18 +66,78 @@ impl Router {
         Self {
             dispatcher,
             online: HashMap::new(),
+            bus: None,
+        }
+    }
+}
+
+impl Router {
+    /// Coordinates sessions with other instances through `bus`.
+    pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Runs a bus call off the mailbox; failures are logged (the bus is a hint, see the module).
+    fn on_bus<F>(&self, what: &'static str, ctx: &mut Context<Self>, call: F)
+    where
+        F: FnOnce(Arc<dyn Bus>) -> futures_util::future::BoxFuture<'static, Result<(), titan_store::StoreError>>,
+    {
+        if let Some(bus) = self.bus.clone() {
+            let call = call(bus);
+            ctx.spawn(
+                async move {
+                    if let Err(e) = call.await {
+                        warn!(error = %e, what, "cluster bus call failed");
+                    }
+                }
+                .into_actor(self),
+            );
         }
     }
 }
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(events) = self.bus.as_ref().and_then(|b| b.take_events()) {
+            ctx.add_stream(futures_util::stream::unfold(events, |mut rx| async move {
+                rx.recv().await.map(|event| (event, rx))
+            }));
+        }
+    }
+}
+
+impl StreamHandler<BusEvent> for Router {
+    fn handle(&mut self, event: BusEvent, _: &mut Context<Self>) {
+        match event {
+            BusEvent::Wake { user } => self.dispatcher.do_send(WakeUser { user }),
+            BusEvent::Resync => self.dispatcher.do_send(WakeAll),
+            BusEvent::Kick { user, device, conn } => {
+                let live = self.online.get(&user).and_then(|d| d.get(&device));
+                if let Some(live) = live.filter(|l| l.conn == ConnId(conn)) {
+                    info!(%user, %device, conn, "session replaced on another instance");
+                    live.kick.do_send(Kick {
+                        code: CloseCode::Replaced,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The bus's event stream ended (the bus was dropped): keep routing locally.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<Attach> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        let (user, device, conn) = (msg.user.clone(), msg.device.clone(), msg.conn.0);
+        self.on_bus("claim", ctx, move |bus| {
+            Box::pin(async move { bus.claim(&user, &device, conn).await })
+        });
         let devices = self.online.entry(msg.user.clone()).or_default();
         let previous = devices.insert(
             msg.device.clone(),
@@ -96,17 +164,24 @@ impl Handler<Attach> for Router {
 impl Handler<Detach> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Detach, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Detach, ctx: &mut Context<Self>) {
         let Some(devices) = self.online.get_mut(&msg.user) else {
             return;
         };
-        if devices.get(&msg.device).is_none_or(|live| live.conn != msg.conn) {
+        if devices
+            .get(&msg.device)
+            .is_none_or(|live| live.conn != msg.conn)
+        {
             return;
         }
         devices.remove(&msg.device);
         if devices.is_empty() {
             self.online.remove(&msg.user);
         }
+        let (user, device, conn) = (msg.user.clone(), msg.device.clone(), msg.conn.0);
+        self.on_bus("release", ctx, move |bus| {
+            Box::pin(async move { bus.release(&user, &device, conn).await })
+        });
         self.dispatcher.do_send(DeviceOffline {
             user: msg.user,
             device: msg.device,

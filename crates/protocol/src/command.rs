@@ -34,7 +34,7 @@ impl ClientCommand {
     /// Parses a method and its params.
     pub fn parse(method: &str, params: Option<Value>) -> Result<Self, RpcError> {
         match method {
-            "auth.jwt" => Ok(Self::AuthJwt(typed(params)?)),
+            "auth.jwt" => Ok(Self::AuthJwt(typed(Some(object(params)?))?)),
             "echo" => Ok(Self::Echo(params.unwrap_or(Value::Null))),
             "msg.send" => parse_send(params).map(Self::MsgSend),
             other => Err(RpcError::with_message(
@@ -50,12 +50,33 @@ impl ClientCommand {
     }
 }
 
+/// Params that must be a JSON object. serde would also fill a struct from an array of its
+/// fields in order (`["bob", "hi"]` as a message), a shape the protocol does not define; refusing
+/// it keeps what is accepted equal to what docs/protocol.md documents.
+fn object(params: Option<Value>) -> Result<Value, RpcError> {
+    match params {
+        Some(obj @ Value::Object(_)) => Ok(obj),
+        None => Err(RpcError::with_message(
+            ErrorCode::InvalidParams,
+            "Invalid params: params are required",
+        )),
+        Some(_) => Err(RpcError::with_message(
+            ErrorCode::InvalidParams,
+            "Invalid params: expected an object",
+        )),
+    }
+}
+
 fn typed<T: DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
     let params = params.ok_or_else(|| {
-        RpcError::with_message(ErrorCode::InvalidParams, "Invalid params: params are required")
+        RpcError::with_message(
+            ErrorCode::InvalidParams,
+            "Invalid params: params are required",
+        )
     })?;
-    serde_json::from_value(params)
-        .map_err(|e| RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {e}")))
+    serde_json::from_value(params).map_err(|e| {
+        RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {e}"))
+    })
 }
 
 /// `msg.send` takes an array of 1..=[`MAX_SEND_BATCH`] messages; a single object is accepted as a
@@ -63,6 +84,10 @@ fn typed<T: DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
 fn parse_send(params: Option<Value>) -> Result<Vec<OutgoingMessage>, RpcError> {
     let messages: Vec<OutgoingMessage> = match params {
         Some(Value::Object(obj)) => vec![typed(Some(Value::Object(obj)))?],
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| typed(Some(object(Some(item))?)))
+            .collect::<Result<_, _>>()?,
         other => typed(other)?,
     };
     if messages.is_empty() || messages.len() > MAX_SEND_BATCH {
@@ -85,7 +110,9 @@ mod tests {
     #[test]
     fn parses_each_method() {
         let c = ClientCommand::parse("auth.jwt", Some(json!({"token": "t", "device": "phone"})));
-        assert!(matches!(c, Ok(ClientCommand::AuthJwt(p)) if p.token == "t" && p.device.as_ref().map(|d| d.as_str()) == Some("phone")));
+        assert!(
+            matches!(c, Ok(ClientCommand::AuthJwt(p)) if p.token == "t" && p.device.as_ref().map(|d| d.as_str()) == Some("phone"))
+        );
         assert_eq!(
             ClientCommand::parse("echo", Some(json!([1, 2]))),
             Ok(ClientCommand::Echo(json!([1, 2])))
@@ -102,12 +129,28 @@ mod tests {
             Some(json!([{"to": "bob"}])),
             Some(json!([{"to": "", "message": "x"}])),
             Some(json!([{"to": 5, "message": "x"}])),
-            Some(json!(vec![json!({"to": "b", "message": "x"}); MAX_SEND_BATCH + 1])),
+            Some(json!(vec![
+                json!({"to": "b", "message": "x"});
+                MAX_SEND_BATCH + 1
+            ])),
+            Some(json!([["bob", "x"]])),
+            Some(json!(["bob"])),
         ] {
             let err = ClientCommand::parse("msg.send", params.clone()).unwrap_err();
             assert_eq!(err.code, -32602, "{params:?}");
         }
-        assert_eq!(ClientCommand::parse("auth.jwt", Some(json!({}))).unwrap_err().code, -32602);
+        assert_eq!(
+            ClientCommand::parse("auth.jwt", Some(json!({})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
+        assert_eq!(
+            ClientCommand::parse("auth.jwt", Some(json!(["t"])))
+                .unwrap_err()
+                .code,
+            -32602
+        );
     }
 
     #[test]

@@ -77,7 +77,10 @@ pub fn parse_frame(text: &str, max_batch: usize) -> Result<Frame, RpcError> {
         )),
         Value::Array(items) if items.len() > max_batch => Err(RpcError::with_message(
             ErrorCode::InvalidRequest,
-            format!("Invalid Request: batch of {} items, at most {max_batch}", items.len()),
+            format!(
+                "Invalid Request: batch of {} items, at most {max_batch}",
+                items.len()
+            ),
         )),
         Value::Array(items) => Ok(Frame::Batch(items.into_iter().map(classify).collect())),
         other => Ok(Frame::Single(classify(other))),

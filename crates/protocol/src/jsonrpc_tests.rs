@@ -52,8 +52,11 @@ fn missing_jsonrpc_member_is_accepted() {
 /// Invalid JSON is a parse error for the whole frame.
 #[test]
 fn parse_error() {
-    let err = parse_frame(r#"{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]"#, 100)
-        .unwrap_err();
+    let err = parse_frame(
+        r#"{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]"#,
+        100,
+    )
+    .unwrap_err();
     assert_eq!(err.code, -32700);
     let err = parse_frame(
         r#"[{"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},{"jsonrpc": "2.0", "method""#,
@@ -74,11 +77,19 @@ fn invalid_request_object() {
 #[test]
 fn batch_examples() {
     assert_eq!(parse_frame("[]", 100).unwrap_err().code, -32600);
-    let Frame::Batch(items) = parse_frame("[1]", 100).unwrap() else { panic!() };
+    let Frame::Batch(items) = parse_frame("[1]", 100).unwrap() else {
+        panic!()
+    };
     assert_eq!(items.len(), 1);
-    let Frame::Batch(items) = parse_frame("[1,2,3]", 100).unwrap() else { panic!() };
+    let Frame::Batch(items) = parse_frame("[1,2,3]", 100).unwrap() else {
+        panic!()
+    };
     assert_eq!(items.len(), 3);
-    assert!(items.iter().all(|i| matches!(i, Incoming::Invalid { id: Id::Null, error } if error.code == -32600)));
+    assert!(
+        items.iter().all(
+            |i| matches!(i, Incoming::Invalid { id: Id::Null, error } if error.code == -32600)
+        )
+    );
 }
 
 /// The mixed batch of the specification classifies each element.
@@ -92,7 +103,9 @@ fn mixed_batch() {
         {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
         {"jsonrpc": "2.0", "method": "get_data", "id": "9"}
     ]"#;
-    let Frame::Batch(items) = parse_frame(text, 100).unwrap() else { panic!() };
+    let Frame::Batch(items) = parse_frame(text, 100).unwrap() else {
+        panic!()
+    };
     assert!(matches!(items[0], Incoming::Request { .. }));
     assert!(matches!(items[1], Incoming::Notification { .. }));
     assert!(matches!(items[3], Incoming::Invalid { id: Id::Null, .. }));
@@ -102,7 +115,7 @@ fn mixed_batch() {
 /// A batch over the limit is refused whole.
 #[test]
 fn batch_limit() {
-    let text = format!("[{}]", vec!["1"; 11].join(","));
+    let text = format!("[{}]", ["1"; 11].join(","));
     assert_eq!(parse_frame(&text, 10).unwrap_err().code, -32600);
 }
 
@@ -111,7 +124,10 @@ fn batch_limit() {
 fn responses() {
     assert_eq!(
         single(r#"{"jsonrpc":"2.0","result":"ok","id":7}"#),
-        Incoming::Response { id: Id::from(7), outcome: Ok(json!("ok")) }
+        Incoming::Response {
+            id: Id::from(7),
+            outcome: Ok(json!("ok"))
+        }
     );
     assert!(matches!(
         single(r#"{"error":{"code":-1,"message":"no"},"id":7}"#),
@@ -119,7 +135,10 @@ fn responses() {
     ));
     assert!(matches!(
         single(r#"{"result":1,"error":{"code":-1,"message":"no"},"id":7}"#),
-        Incoming::Response { outcome: Err(_), .. }
+        Incoming::Response {
+            outcome: Err(_),
+            ..
+        }
     ));
 }
 
@@ -142,5 +161,8 @@ fn response_serialisation() {
         r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#
     );
     let req = ServerRequest::new(Some(Id::from(3)), "msg.recv", json!([])).to_text();
-    assert_eq!(req, r#"{"jsonrpc":"2.0","method":"msg.recv","params":[],"id":3}"#);
+    assert_eq!(
+        req,
+        r#"{"jsonrpc":"2.0","method":"msg.recv","params":[],"id":3}"#
+    );
 }

@@ -66,13 +66,44 @@ impl std::fmt::Debug for AuthSection {
 pub enum Backend {
     Embedded,
     Memory,
+    Redis,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub backend: Backend,
     pub path: PathBuf,
+    /// Holds a password when there is one: hidden in `Debug` and check-config.
+    pub redis_url: String,
+    pub key_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSection")
+            .field("backend", &self.backend)
+            .field("path", &self.path)
+            .field("redis_url", &hide_password(&self.redis_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("redis_timeout", &self.redis_timeout)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` -> `redis://user:<hidden>@host`.
+pub fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            let shown = if creds.contains(':') { format!("{user}:<hidden>") } else { "<hidden>".to_owned() };
+            format!("{}{shown}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +116,8 @@ pub struct DeliverySection {
     pub max_pending: u64,
     pub window: usize,
     pub recv_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +195,15 @@ impl Config {
         if self.delivery.ack_timeout < Duration::from_millis(10) {
             return Err(invalid("delivery.ack_timeout", "must be at least 10ms"));
         }
+        if self.store.backend == Backend::Redis && self.store.redis_url.is_empty() {
+            return Err(invalid("store.redis_url", "must be set when store.backend = \"redis\""));
+        }
+        if self.store.key_prefix.is_empty() || self.store.key_prefix.contains(['{', '}']) {
+            return Err(invalid("store.key_prefix", "must be non-empty and without braces"));
+        }
+        if self.store.redis_timeout.is_zero() || self.delivery.poll_interval.is_zero() {
+            return Err(invalid("store.redis_timeout", "durations must be more than 0s"));
+        }
         if self.delivery.retention.is_zero() {
             return Err(invalid("delivery.retention", "must be more than 0s"));
         }
@@ -219,6 +261,7 @@ impl Config {
         if !shown.auth.jwt_secret.is_empty() {
             shown.auth.jwt_secret = "<hidden>".to_owned();
         }
+        shown.store.redis_url = hide_password(&shown.store.redis_url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot display: {e}"))
     }
 }

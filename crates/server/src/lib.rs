@@ -17,7 +17,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use titan_delivery::{Dispatcher, DispatcherConfig, Router};
 use titan_session::{Authenticator, SessionConfig, SessionDeps};
-use titan_store::{EmbeddedStore, Inbox, InboxLimits, StoreError};
+use titan_store::{Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError};
 use tracing::info;
 
 pub use config::Config;
@@ -37,15 +37,46 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the configured store backend.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Inbox>, ServerError> {
+/// The configured store, and the cluster bus when instances share it.
+pub struct Backends {
+    pub inbox: Arc<dyn Inbox>,
+    pub bus: Option<Arc<dyn Bus>>,
+}
+
+/// Opens the configured store backend (and, for Redis, this instance's cluster bus).
+pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
     let limits = InboxLimits {
         max_pending: config.delivery.max_pending,
         retention: config.delivery.retention,
     };
     Ok(match config.store.backend {
-        config::Backend::Embedded => Arc::new(EmbeddedStore::open(&config.store.path, limits)?),
-        config::Backend::Memory => Arc::new(EmbeddedStore::memory(limits)?),
+        config::Backend::Embedded => Backends {
+            inbox: Arc::new(EmbeddedStore::open(&config.store.path, limits)?),
+            bus: None,
+        },
+        config::Backend::Memory => Backends {
+            inbox: Arc::new(EmbeddedStore::memory(limits)?),
+            bus: None,
+        },
+        config::Backend::Redis => {
+            let options = RedisOptions {
+                connect_timeout: config.store.redis_timeout,
+                operation_timeout: config.store.redis_timeout,
+                ..RedisOptions::default()
+            };
+            let store = RedisStore::connect_with(
+                &config.store.redis_url,
+                &config.store.key_prefix,
+                limits,
+                options,
+            )
+            .await?;
+            let bus = store.bus().await?;
+            Backends {
+                inbox: Arc::new(store),
+                bus: Some(Arc::new(bus)),
+            }
+        }
     })
 }
 
@@ -78,6 +109,7 @@ fn dispatcher_config(config: &Config) -> DispatcherConfig {
         window: config.delivery.window,
         recv_batch: config.delivery.recv_batch,
         recv_bytes: config.limits.max_frame_bytes * 3 / 4,
+        poll_interval: config.delivery.poll_interval,
         ..DispatcherConfig::default()
     }
 }
@@ -89,10 +121,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServerError> {
-    let store = open_store(&config)?;
+    let backends = open_store(&config).await?;
     let auth = Arc::new(authenticator(&config)?);
-    let dispatcher = Dispatcher::new(store, dispatcher_config(&config)).start();
-    let router = Router::new(dispatcher.clone()).start();
+    let mut dispatcher = Dispatcher::new(backends.inbox, dispatcher_config(&config));
+    if let Some(bus) = &backends.bus {
+        dispatcher = dispatcher.with_bus(bus.clone());
+    }
+    let dispatcher = dispatcher.start();
+    let mut router = Router::new(dispatcher.clone());
+    if let Some(bus) = backends.bus {
+        router = router.with_bus(bus);
+    }
+    let router = router.start();
     let deps = SessionDeps {
         router,
         dispatcher,

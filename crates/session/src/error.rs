@@ -1,8 +1,10 @@
 //! The session's error type, and [`to_rpc`]: the one place where an internal failure becomes
-//! the error code a client sees. Details go to the log, not to the client.
+//! the error code a client sees. Details go to the log, not to the client. [`protocol_error`]
+//! does the same for WebSocket-level failures, which also end the connection.
 
+use actix_ws::ProtocolError;
 use titan_delivery::DeliveryError;
-use titan_protocol::{ErrorCode, RpcError};
+use titan_protocol::{CloseCode, ErrorCode, RpcError};
 use titan_store::StoreError;
 use tracing::warn;
 
@@ -28,27 +30,70 @@ pub enum SessionError {
 /// Maps an internal error to the client-visible error. Logs what the client is not told.
 pub fn to_rpc(err: &SessionError) -> RpcError {
     match err {
-        SessionError::Auth(e) => RpcError::with_message(ErrorCode::BadToken, format!("Bad token: {e}")),
+        SessionError::Auth(e) => {
+            RpcError::with_message(ErrorCode::BadToken, format!("Bad token: {e}"))
+        }
         SessionError::MessageTooLarge { .. } => {
             RpcError::with_message(ErrorCode::TooLarge, format!("Message too large: {err}"))
         }
         SessionError::AlreadyAuthenticated { .. } => {
             RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {err}"))
         }
-        SessionError::Delivery(DeliveryError::Store(StoreError::InboxFull { user, max_pending })) => {
-            RpcError::with_message(
-                ErrorCode::InboxFull,
-                format!("Recipient inbox full: {user} has {max_pending} pending messages"),
-            )
-            .with_data(serde_json::json!({ "user": user }))
-        }
+        SessionError::Delivery(DeliveryError::Store(StoreError::InboxFull {
+            user,
+            max_pending,
+        })) => RpcError::with_message(
+            ErrorCode::InboxFull,
+            format!("Recipient inbox full: {user} has {max_pending} pending messages"),
+        )
+        .with_data(serde_json::json!({ "user": user })),
         SessionError::Delivery(DeliveryError::Store(e @ StoreError::Unavailable { .. })) => {
             warn!(error = %e, "store unavailable; msg.send not acknowledged");
-            RpcError::with_message(ErrorCode::StoreUnavailable, "Store unavailable, retry later")
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Store unavailable, retry later",
+            )
         }
         SessionError::Delivery(e) => {
             warn!(error = %e, "internal error in msg.send");
             RpcError::new(ErrorCode::InternalError)
         }
+    }
+}
+
+/// The error response and close code for a WebSocket-level failure: an oversized frame or
+/// reassembled message (-32003, 1009), a text frame that is not UTF-8 (-32700, 1007), anything
+/// else (-32600, 1002). The response goes out before the close (docs/protocol.md).
+pub fn protocol_error(err: &ProtocolError, max_frame_bytes: usize) -> (RpcError, CloseCode) {
+    match err {
+        ProtocolError::Overflow => (
+            RpcError::with_message(
+                ErrorCode::TooLarge,
+                format!("Frame too large: the limit is {max_frame_bytes} bytes"),
+            ),
+            CloseCode::FrameTooLarge,
+        ),
+        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (
+            RpcError::with_message(
+                ErrorCode::ParseError,
+                "Parse error: text frame is not valid UTF-8",
+            ),
+            CloseCode::InvalidPayload,
+        ),
+        // actix-ws reports an oversized reassembled message only through this message text.
+        ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => (
+            RpcError::with_message(
+                ErrorCode::TooLarge,
+                format!("Message too large: the limit is {max_frame_bytes} bytes"),
+            ),
+            CloseCode::FrameTooLarge,
+        ),
+        _ => (
+            RpcError::with_message(
+                ErrorCode::InvalidRequest,
+                format!("WebSocket protocol error: {err}"),
+            ),
+            CloseCode::ProtocolError,
+        ),
     }
 }

@@ -26,7 +26,7 @@ use tracing::{debug, info};
 
 use crate::auth::Authenticator;
 use crate::command;
-use crate::error::{SessionError, to_rpc};
+use crate::error::{SessionError, protocol_error, to_rpc};
 use crate::limits::SessionConfig;
 use crate::outbound::{self, Outbound, QueueError};
 
@@ -190,7 +190,9 @@ impl Session {
                 self.on_response(id, outcome);
                 return Outcome::Now(None);
             }
-            Incoming::Invalid { id, error } => return Outcome::Now(Some(Response::error(id, error))),
+            Incoming::Invalid { id, error } => {
+                return Outcome::Now(Some(Response::error(id, error)));
+            }
         };
         if let Err(error) = self.admit() {
             return Outcome::Now(id.map(|id| Response::error(id, error)));
@@ -208,19 +210,18 @@ impl Session {
     fn admit(&mut self) -> Result<(), RpcError> {
         if let Err(not_until) = self.limiter.check() {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            return Err(
-                RpcError::with_message(ErrorCode::RateLimited, "Rate limited: too many requests")
-                    .with_data(serde_json::json!({ "retry_after_ms": wait.as_millis().max(1) })),
-            );
+            return Err(RpcError::with_message(
+                ErrorCode::RateLimited,
+                "Rate limited: too many requests",
+            )
+            .with_data(serde_json::json!({ "retry_after_ms": wait.as_millis().max(1) })));
         }
         if self.inflight_requests >= self.deps.config.max_inflight_requests {
-            return Err(
-                RpcError::with_message(
-                    ErrorCode::RateLimited,
-                    "Rate limited: too many requests in flight",
-                )
-                .with_data(serde_json::json!({ "retry_after_ms": 100 })),
-            );
+            return Err(RpcError::with_message(
+                ErrorCode::RateLimited,
+                "Rate limited: too many requests in flight",
+            )
+            .with_data(serde_json::json!({ "retry_after_ms": 100 })));
         }
         Ok(())
     }
@@ -249,13 +250,20 @@ impl Session {
             .and_then(Value::as_str)
             .map(DeviceId::new)
             .transpose()
-            .map_err(|e| RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {e}")))?;
+            .map_err(|e| {
+                RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {e}"))
+            })?;
         let token = token.to_owned();
         self.authenticate(&token, device, ctx)
             .map_err(|e| to_rpc(&e))
     }
 
-    fn execute(&mut self, command: ClientCommand, id: Option<Id>, ctx: &mut Context<Self>) -> Outcome {
+    fn execute(
+        &mut self,
+        command: ClientCommand,
+        id: Option<Id>,
+        ctx: &mut Context<Self>,
+    ) -> Outcome {
         let result = match command {
             ClientCommand::AuthJwt(p) => self
                 .authenticate(&p.token, p.device, ctx)
@@ -264,7 +272,9 @@ impl Session {
             ClientCommand::Echo(params) => Ok(params),
             ClientCommand::MsgSend(messages) => {
                 let Some(me) = &self.identity else {
-                    return Outcome::Now(id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())));
+                    return Outcome::Now(
+                        id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())),
+                    );
                 };
                 let limit = self.deps.config.max_message_bytes;
                 match command::send(&self.deps.dispatcher, me.user.clone(), messages, limit) {
@@ -278,7 +288,10 @@ impl Session {
                 }
             }
         };
-        Outcome::Now(id.map(|id| Response { id, outcome: result }))
+        Outcome::Now(id.map(|id| Response {
+            id,
+            outcome: result,
+        }))
     }
 
     /// Verifies a token and binds the connection to its (user, device).
@@ -350,7 +363,11 @@ impl Session {
     /// them pending for redelivery.
     fn on_response(&mut self, id: Id, outcome: Result<Value, RpcError>) {
         let Some(positions) = id.as_u64().and_then(|n| self.awaiting.remove(&n)) else {
-            debug!(conn = self.conn.0, ?id, "response to an unknown request ignored");
+            debug!(
+                conn = self.conn.0,
+                ?id,
+                "response to an unknown request ignored"
+            );
             return;
         };
         let Some(me) = &self.identity else { return };
@@ -362,36 +379,17 @@ impl Session {
                 positions,
             }),
             Err(error) => {
-                debug!(conn = self.conn.0, code = error.code, "client refused msg.recv; messages stay pending");
+                debug!(
+                    conn = self.conn.0,
+                    code = error.code,
+                    "client refused msg.recv; messages stay pending"
+                );
             }
         }
     }
 
     fn on_protocol_error(&mut self, err: ProtocolError, ctx: &mut Context<Self>) {
-        let (error, code) = match &err {
-            ProtocolError::Overflow => (
-                RpcError::with_message(
-                    ErrorCode::TooLarge,
-                    format!("Frame too large: the limit is {} bytes", self.deps.config.max_frame_bytes),
-                ),
-                CloseCode::FrameTooLarge,
-            ),
-            ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (
-                RpcError::with_message(ErrorCode::ParseError, "Parse error: text frame is not valid UTF-8"),
-                CloseCode::InvalidPayload,
-            ),
-            ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => (
-                RpcError::with_message(
-                    ErrorCode::TooLarge,
-                    format!("Message too large: the limit is {} bytes", self.deps.config.max_frame_bytes),
-                ),
-                CloseCode::FrameTooLarge,
-            ),
-            _ => (
-                RpcError::with_message(ErrorCode::InvalidRequest, format!("WebSocket protocol error: {err}")),
-                CloseCode::ProtocolError,
-            ),
-        };
+        let (error, code) = protocol_error(&err, self.deps.config.max_frame_bytes);
         info!(conn = self.conn.0, error = %err, "closing on protocol error");
         self.send_responses(vec![Response::error(Id::Null, error)], false, ctx);
         self.close(code, ctx);
@@ -402,7 +400,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        debug!(conn = self.conn.0, peer = %self.peer, "connection opened");
+        info!(conn = self.conn.0, peer = %self.peer, "connection opened");
         let config = self.deps.config.clone();
         ctx.run_later(config.auth_timeout, |act, ctx| {
             if act.identity.is_none() {
@@ -485,7 +483,11 @@ impl Handler<Kick> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
-        info!(conn = self.conn.0, code = msg.code.code(), "closing on server request");
+        info!(
+            conn = self.conn.0,
+            code = msg.code.code(),
+            "closing on server request"
+        );
         self.close(msg.code, ctx);
     }
 }

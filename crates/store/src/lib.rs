@@ -2,9 +2,11 @@
 //!
 //! - [`inbox`]: the [`Inbox`] trait every backend implements, and the types it speaks
 //!   ([`NewMessage`], [`Appended`], [`Delivered`], [`Position`]).
+//! - [`bus`]: the [`Bus`] trait: presence and wake-ups between instances sharing a store.
 //! - [`error`]: [`StoreError`], this crate's one error enum.
 //! - [`embedded`]: the default, durable single-node backend on redb (also used, with redb's
 //!   in-memory backend, as the `memory` backend for tests).
+//! - [`redis`]: the Redis Streams backend, for several Titan nodes sharing one store.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the behaviour every
 //!   backend must show, as async checks any backend's tests can run.
 //!
@@ -13,10 +15,14 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod bus;
 pub mod embedded;
 pub mod error;
 pub mod inbox;
+pub mod redis;
 
+pub use self::redis::{RedisBus, RedisOptions, RedisStore};
+pub use bus::{Bus, BusEvent};
 pub use embedded::{EmbeddedStore, StoreStats};
 pub use error::StoreError;
 pub use inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};

@@ -17,7 +17,10 @@ pub async fn ping_and_empty_cases(inbox: Arc<dyn Inbox>) {
     assert_eq!(inbox.depth(&bob).await.unwrap(), 0);
     assert!(inbox.read_new(&bob, &phone, 10).await.unwrap().is_empty());
     let later = clock_past(SystemTime::now()).await;
-    let claimed = inbox.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    let claimed = inbox
+        .claim_pending(&bob, &phone, Some(later), None, 10)
+        .await
+        .unwrap();
     assert!(claimed.is_empty());
     assert_eq!(inbox.ack(&bob, &phone, &[]).await.unwrap(), 0);
     assert_eq!(inbox.trim().await.unwrap(), 0);
@@ -148,7 +151,10 @@ pub async fn ack_removes_from_pending(inbox: Arc<dyn Inbox>) {
         .await
         .unwrap();
     assert_eq!(acked, 2);
-    let claimed = inbox.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    let claimed = inbox
+        .claim_pending(&bob, &phone, Some(later), None, 10)
+        .await
+        .unwrap();
     assert_eq!(positions(&claimed), [stored[1]]);
     assert_eq!(texts(&claimed), ["m1"]);
 }
@@ -188,7 +194,10 @@ pub async fn ack_ignores_unknown_positions(inbox: Arc<dyn Inbox>) {
     assert_eq!(inbox.ack(&bob, &phone, &[stored[0]]).await.unwrap(), 0);
 
     let later = clock_past(SystemTime::now()).await;
-    let claimed = inbox.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    let claimed = inbox
+        .claim_pending(&bob, &phone, Some(later), None, 10)
+        .await
+        .unwrap();
     assert_eq!(positions(&claimed), [stored[1]]);
 }
 
@@ -218,7 +227,10 @@ pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox
     let cutoff = clock_past(SystemTime::now()).await;
     let mut pages = Vec::new();
     loop {
-        let page = inbox.claim_pending(&bob, &phone, Some(cutoff), None, 4).await.unwrap();
+        let page = inbox
+            .claim_pending(&bob, &phone, Some(cutoff), None, 4)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -239,7 +251,10 @@ pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox
     );
 
     let again = clock_past(SystemTime::now()).await;
-    let redelivered = inbox.claim_pending(&bob, &phone, Some(again), None, 100).await.unwrap();
+    let redelivered = inbox
+        .claim_pending(&bob, &phone, Some(again), None, 100)
+        .await
+        .unwrap();
     assert_eq!(positions(&redelivered), stored);
     assert_eq!(texts(&redelivered)[0], "m0");
 }

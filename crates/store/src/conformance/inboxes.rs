@@ -142,7 +142,10 @@ pub async fn depth_counts_the_slowest_device(inbox: Arc<dyn Inbox>) {
     let rest = inbox.read_new(&bob, &tablet, 10).await.unwrap();
     assert_eq!(inbox.depth(&bob).await.unwrap(), 4, "tablet: 4 pending");
     let later = clock_past(SystemTime::now()).await;
-    let all = inbox.claim_pending(&bob, &tablet, Some(later), None, 10).await.unwrap();
+    let all = inbox
+        .claim_pending(&bob, &tablet, Some(later), None, 10)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 4);
     assert_eq!(rest.len(), 3);
     inbox.ack(&bob, &tablet, &positions(&all)).await.unwrap();
@@ -201,7 +204,10 @@ pub async fn trim_drops_expired_messages_keys_and_pending(inbox: Arc<dyn Inbox>)
     assert!(inbox.read_new(&bob, &phone, 10).await.unwrap().is_empty());
     assert!(inbox.read_new(&dave, &phone, 10).await.unwrap().is_empty());
     let later = clock_past(SystemTime::now()).await;
-    let claimed = inbox.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    let claimed = inbox
+        .claim_pending(&bob, &phone, Some(later), None, 10)
+        .await
+        .unwrap();
     assert!(claimed.is_empty(), "pending entry of a trimmed message");
     assert_eq!(inbox.ack(&bob, &phone, &old).await.unwrap(), 0);
 

@@ -1,0 +1,498 @@
+//! The JSON-RPC 2.0 specification's examples (and the rules behind them), spoken frame by frame
+//! over a real WebSocket to the real server. Titan's methods stand in for the spec's: `echo` for
+//! `sum`/`subtract`/`get_data`, unknown names for `foobar`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{TestServer, WAIT, next};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use titan_client::RawSocket;
+
+/// Checks the shape of every response object the server writes: `"jsonrpc":"2.0"`, an `id`
+/// member, and exactly one of `result` and `error` (with an integer code and a string message).
+fn assert_response_shape(response: &Value) {
+    let obj = response
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {response}"));
+    assert_eq!(obj.get("jsonrpc"), Some(&json!("2.0")), "{response}");
+    assert!(obj.contains_key("id"), "no id: {response}");
+    assert!(
+        !obj.contains_key("method"),
+        "a request, not a response: {response}"
+    );
+    match (obj.get("result"), obj.get("error")) {
+        (Some(_), None) => {}
+        (None, Some(error)) => {
+            assert!(error["code"].is_i64(), "{response}");
+            assert!(error["message"].is_string(), "{response}");
+        }
+        _ => panic!("not exactly one of result and error: {response}"),
+    }
+}
+
+/// The next frame, parsed, with every response in it shape-checked.
+async fn recv(raw: &mut RawSocket) -> Value {
+    let frame = tokio::time::timeout(WAIT, raw.next_json())
+        .await
+        .expect("timed out waiting for a frame")
+        .unwrap()
+        .expect("connection closed");
+    match &frame {
+        Value::Array(items) => items.iter().for_each(assert_response_shape),
+        single => assert_response_shape(single),
+    }
+    frame
+}
+
+/// Sends `text` as one frame and returns the single (non-batch) response.
+async fn call_text(raw: &mut RawSocket, text: &str) -> Value {
+    raw.send_text(text).await.unwrap();
+    let response = recv(raw).await;
+    assert!(
+        response.is_object(),
+        "expected one response object, got {response}"
+    );
+    response
+}
+
+/// A raw socket authenticated as `user` (device "default").
+async fn authed(server: &TestServer, user: &str) -> RawSocket {
+    let mut raw = RawSocket::connect(&server.url).await.unwrap();
+    let auth = json!({"jsonrpc": "2.0", "method": "auth.jwt", "params": {"token": server.token(user)}, "id": "auth"});
+    let response = call_text(&mut raw, &auth.to_string()).await;
+    assert_eq!(
+        response,
+        json!({"jsonrpc": "2.0", "result": "ACK", "id": "auth"})
+    );
+    raw
+}
+
+/// Proves nothing was written for what was sent before: a fresh request's response must be the
+/// very next frame.
+async fn assert_nothing_pending(raw: &mut RawSocket) {
+    let probe = json!({"jsonrpc": "2.0", "method": "echo", "params": ["probe"], "id": "probe"});
+    let response = call_text(raw, &probe.to_string()).await;
+    assert_eq!(
+        response,
+        json!({"jsonrpc": "2.0", "result": ["probe"], "id": "probe"})
+    );
+}
+
+fn error_code(response: &Value) -> i64 {
+    response["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error: {response}"))
+}
+
+/// Responses of a batch keyed by their id's JSON text (several null ids collect in one entry).
+fn by_id(batch: &Value) -> HashMap<String, Vec<Value>> {
+    let mut map: HashMap<String, Vec<Value>> = HashMap::new();
+    for response in batch
+        .as_array()
+        .unwrap_or_else(|| panic!("not a batch: {batch}"))
+    {
+        map.entry(response["id"].to_string())
+            .or_default()
+            .push(response.clone());
+    }
+    map
+}
+
+/// Spec: "rpc call with invalid JSON" gets -32700 with id null.
+#[tokio::test]
+async fn invalid_json_is_parse_error_with_null_id() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    let r = call_text(
+        &mut raw,
+        r#"{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]"#,
+    )
+    .await;
+    assert_eq!(error_code(&r), -32700);
+    assert_eq!(r["id"], Value::Null);
+    assert_nothing_pending(&mut raw).await;
+}
+
+/// Spec: "rpc call with invalid Request object" (and other non-requests) get -32600, with the
+/// id echoed when it is readable and null otherwise.
+#[tokio::test]
+async fn invalid_request_objects_get_invalid_request() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    for (text, id) in [
+        (
+            r#"{"jsonrpc": "2.0", "method": 1, "params": "bar"}"#,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "method": "echo", "params": "bar", "id": 3}"#,
+            json!(3),
+        ),
+        (
+            r#"{"jsonrpc": "1.0", "method": "echo", "id": "v1"}"#,
+            json!("v1"),
+        ),
+        (r#"{"jsonrpc": 2.0, "method": "echo", "id": 4}"#, json!(4)),
+        (
+            r#"{"jsonrpc": "2.0", "method": "echo", "id": {"a": 1}}"#,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "method": "echo", "id": [1]}"#,
+            Value::Null,
+        ),
+        (r#"{"jsonrpc": "2.0", "id": 5}"#, json!(5)),
+        ("{}", Value::Null),
+        (r#""echo""#, Value::Null),
+        ("42", Value::Null),
+        ("null", Value::Null),
+        ("true", Value::Null),
+    ] {
+        let r = call_text(&mut raw, text).await;
+        assert_eq!(error_code(&r), -32600, "{text} -> {r}");
+        assert_eq!(r["id"], id, "{text} -> {r}");
+    }
+    assert_nothing_pending(&mut raw).await;
+}
+
+/// Spec: "rpc call Batch, invalid JSON" is a single -32700 error, not an array.
+#[tokio::test]
+async fn batch_with_invalid_json_is_one_parse_error() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    let text = r#"[
+        {"jsonrpc": "2.0", "method": "echo", "params": [1,2,4], "id": "1"},
+        {"jsonrpc": "2.0", "method"
+    ]"#;
+    let r = call_text(&mut raw, text).await;
+    assert_eq!(error_code(&r), -32700);
+    assert_eq!(r["id"], Value::Null);
+}
+
+/// Spec: "rpc call with an empty Array" is a single -32600 object, not an array.
+#[tokio::test]
+async fn empty_batch_is_one_invalid_request() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    let r = call_text(&mut raw, "[]").await;
+    assert_eq!(error_code(&r), -32600);
+    assert_eq!(r["id"], Value::Null);
+    assert_nothing_pending(&mut raw).await;
+}
+
+/// Spec: "rpc call with an invalid Batch (but not empty)" `[1]` is an array of one -32600.
+#[tokio::test]
+async fn batch_of_one_non_object_is_array_of_one_error() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    raw.send_text("[1]").await.unwrap();
+    let r = recv(&mut raw).await;
+    let items = r.as_array().unwrap_or_else(|| panic!("not an array: {r}"));
+    assert_eq!(items.len(), 1, "{r}");
+    assert_eq!(error_code(&items[0]), -32600);
+    assert_eq!(items[0]["id"], Value::Null);
+}
+
+/// Spec: "rpc call with invalid Batch" `[1,2,3]` is an array of three -32600 errors.
+#[tokio::test]
+async fn batch_of_three_non_objects_is_array_of_three_errors() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    raw.send_text("[1,2,3]").await.unwrap();
+    let r = recv(&mut raw).await;
+    let items = r.as_array().unwrap_or_else(|| panic!("not an array: {r}"));
+    assert_eq!(items.len(), 3, "{r}");
+    for item in items {
+        assert_eq!(error_code(item), -32600);
+        assert_eq!(item["id"], Value::Null);
+    }
+}
+
+/// Spec: "rpc call Batch" mixing valid calls, a notification, an invalid object and an unknown
+/// method gets one array with an answer for every item but the notification.
+#[tokio::test]
+async fn mixed_batch_answers_everything_but_notifications() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "method": "echo", "params": [1, 2, 4], "id": "1"},
+        {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]},
+        {"jsonrpc": "2.0", "method": "echo", "params": [42, 23], "id": "2"},
+        {"foo": "boo"},
+        {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
+        {"jsonrpc": "2.0", "method": "echo", "id": "9"},
+        {"jsonrpc": "2.0", "method": "echo", "params": ["quiet"]},
+    ]);
+    raw.send_text(batch.to_string()).await.unwrap();
+    let r = recv(&mut raw).await;
+    assert_eq!(r.as_array().map(Vec::len), Some(5), "{r}");
+    let answers = by_id(&r);
+    assert_eq!(
+        answers[r#""1""#],
+        vec![json!({"jsonrpc": "2.0", "result": [1, 2, 4], "id": "1"})]
+    );
+    assert_eq!(
+        answers[r#""2""#],
+        vec![json!({"jsonrpc": "2.0", "result": [42, 23], "id": "2"})]
+    );
+    assert_eq!(error_code(&answers["null"][0]), -32600);
+    assert_eq!(error_code(&answers[r#""5""#][0]), -32601);
+    assert_eq!(
+        answers[r#""9""#],
+        vec![json!({"jsonrpc": "2.0", "result": null, "id": "9"})]
+    );
+    assert_nothing_pending(&mut raw).await;
+}
+
+/// Spec: "rpc call Batch (all notifications)" gets no response at all; so does a batch of only
+/// responses.
+#[tokio::test]
+async fn all_notification_batch_gets_nothing() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "method": "notify_sum", "params": [1, 2, 4]},
+        {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]},
+        {"jsonrpc": "2.0", "method": "echo", "params": [1]},
+    ]);
+    raw.send_text(batch.to_string()).await.unwrap();
+    assert_nothing_pending(&mut raw).await;
+    let responses = json!([
+        {"jsonrpc": "2.0", "result": "ACK", "id": 1000},
+        {"jsonrpc": "2.0", "error": {"code": -1, "message": "no"}, "id": 1001},
+    ]);
+    raw.send_text(responses.to_string()).await.unwrap();
+    assert_nothing_pending(&mut raw).await;
+}
+
+/// Spec: notifications are never answered, whether they succeed, name an unknown method or
+/// carry invalid params.
+#[tokio::test]
+async fn notifications_get_no_response() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    for notification in [
+        json!({"jsonrpc": "2.0", "method": "update", "params": [1, 2, 3, 4, 5]}),
+        json!({"jsonrpc": "2.0", "method": "foobar"}),
+        json!({"jsonrpc": "2.0", "method": "echo", "params": {"a": 1}}),
+        json!({"jsonrpc": "2.0", "method": "msg.send", "params": []}),
+        json!({"jsonrpc": "2.0", "method": "auth.jwt", "params": {}}),
+        json!({"method": "echo"}),
+    ] {
+        raw.send_text(notification.to_string()).await.unwrap();
+        assert_nothing_pending(&mut raw).await;
+    }
+}
+
+/// Before authentication a notification is refused silently too (no -32001 without an id).
+#[tokio::test]
+async fn unauthenticated_notification_gets_no_response() {
+    let server = TestServer::start();
+    let mut raw = RawSocket::connect(&server.url).await.unwrap();
+    raw.send_text(json!({"jsonrpc": "2.0", "method": "echo", "params": [1]}).to_string())
+        .await
+        .unwrap();
+    let r = call_text(&mut raw, r#"{"jsonrpc": "2.0", "method": "echo", "id": 1}"#).await;
+    assert_eq!(error_code(&r), -32001);
+    assert_eq!(r["id"], json!(1));
+}
+
+/// A `msg.send` notification still stores and delivers its messages.
+#[tokio::test]
+async fn msg_send_notification_is_delivered() {
+    let server = TestServer::start();
+    let bob = server.client("bob", None).await;
+    let mut raw = authed(&server, "alice").await;
+    let send = json!({"jsonrpc": "2.0", "method": "msg.send", "params": [{"to": "bob", "message": "quiet hi"}]});
+    raw.send_text(send.to_string()).await.unwrap();
+    assert_nothing_pending(&mut raw).await;
+    let d = next(&bob).await;
+    assert_eq!(d.messages.len(), 1);
+    assert_eq!(
+        (d.messages[0].from.as_str(), d.messages[0].message.as_str()),
+        ("alice", "quiet hi")
+    );
+    d.ack().await.unwrap();
+}
+
+/// Ids come back verbatim: strings (escapes, unicode, empty), integers up to u64::MAX and down to
+/// i64::MIN, floats, and null.
+#[tokio::test]
+async fn ids_are_echoed_verbatim() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    for id in [
+        json!("abc"),
+        json!(""),
+        json!("ünï \"quoted\" \\ \n tab\t"),
+        json!("1"),
+        json!(0),
+        json!(-7),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(1.5),
+        json!(-0.25),
+        json!(1e300),
+        Value::Null,
+    ] {
+        let request =
+            json!({"jsonrpc": "2.0", "method": "echo", "params": [id.clone()], "id": id.clone()});
+        let r = call_text(&mut raw, &request.to_string()).await;
+        assert_eq!(r["id"], id, "{r}");
+        assert_eq!(r["result"], json!([id]), "{r}");
+    }
+    // Large integers are not rounded through a float on the way.
+    raw.send_text(r#"{"jsonrpc":"2.0","method":"echo","id":18446744073709551615}"#)
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(WAIT, raw.next_text())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(text.contains(r#""id":18446744073709551615"#), "{text}");
+    // Errors echo the id too.
+    let r = call_text(&mut raw, r#"{"jsonrpc":"2.0","method":"nope","id":"x-1"}"#).await;
+    assert_eq!((error_code(&r), &r["id"]), (-32601, &json!("x-1")));
+}
+
+/// Frames without a `jsonrpc` member (the old Go clients) are served, and the answer still
+/// carries `"jsonrpc":"2.0"`.
+#[tokio::test]
+async fn frames_without_jsonrpc_member_are_accepted() {
+    let server = TestServer::start();
+    let mut raw = RawSocket::connect(&server.url).await.unwrap();
+    let auth = json!({"method": "auth.jwt", "params": {"token": server.token("alice")}, "id": 1});
+    let r = call_text(&mut raw, &auth.to_string()).await;
+    assert_eq!(r, json!({"jsonrpc": "2.0", "result": "ACK", "id": 1}));
+    let r = call_text(&mut raw, r#"{"method":"echo","params":{"k":"v"},"id":2}"#).await;
+    assert_eq!(r, json!({"jsonrpc": "2.0", "result": {"k": "v"}, "id": 2}));
+    raw.send_text(r#"[{"method":"echo","params":[1],"id":3},{"method":"nope","id":4}]"#)
+        .await
+        .unwrap();
+    let answers = by_id(&recv(&mut raw).await);
+    assert_eq!(
+        answers["3"],
+        vec![json!({"jsonrpc": "2.0", "result": [1], "id": 3})]
+    );
+    assert_eq!(error_code(&answers["4"][0]), -32601);
+}
+
+/// Spec: "rpc call of non-existent method" gets -32601 with the request's id.
+#[tokio::test]
+async fn unknown_method_is_method_not_found() {
+    let server = TestServer::start();
+    let mut raw = authed(&server, "alice").await;
+    for method in ["foobar", "msg.sendx", "Echo", "", "auth"] {
+        let request = json!({"jsonrpc": "2.0", "method": method, "id": "1"});
+        let r = call_text(&mut raw, &request.to_string()).await;
+        assert_eq!(error_code(&r), -32601, "{method}: {r}");
+        assert_eq!(r["id"], json!("1"));
+    }
+}
+
+/// Wrong params get -32602 and store nothing: msg.send with 0 or 101 messages, a missing or
+/// empty `to`, a missing or non-string `message`, no params; auth.jwt without a token.
+#[tokio::test]
+async fn invalid_params() {
+    let server = TestServer::start();
+    let bob = server.client("bob", None).await;
+    let mut raw = authed(&server, "alice").await;
+    let one = json!({"to": "bob", "message": "x"});
+    for (method, params) in [
+        ("msg.send", Some(json!([]))),
+        ("msg.send", Some(Value::Array(vec![one.clone(); 101]))),
+        ("msg.send", Some(json!([{"message": "no to"}]))),
+        ("msg.send", Some(json!([{"to": "", "message": "empty to"}]))),
+        (
+            "msg.send",
+            Some(json!([{"to": 5, "message": "numeric to"}])),
+        ),
+        ("msg.send", Some(json!([{"to": "bob"}]))),
+        ("msg.send", Some(json!([{"to": "bob", "message": 5}]))),
+        ("msg.send", Some(json!([one.clone(), {"to": "bob"}]))),
+        ("msg.send", Some(json!([1]))),
+        ("msg.send", None),
+        ("auth.jwt", None),
+        ("auth.jwt", Some(json!({}))),
+        ("auth.jwt", Some(json!({"token": 5}))),
+    ] {
+        let mut request = json!({"jsonrpc": "2.0", "method": method, "id": 7});
+        if let Some(params) = &params {
+            request["params"] = params.clone();
+        }
+        let r = call_text(&mut raw, &request.to_string()).await;
+        assert_eq!(error_code(&r), -32602, "{method} {params:?}: {r}");
+        assert_eq!(r["id"], json!(7));
+    }
+    // 100 messages is the most one call may carry.
+    let hundred = Value::Array(vec![json!({"to": "carol", "message": "x"}); 100]);
+    let request = json!({"jsonrpc": "2.0", "method": "msg.send", "params": hundred, "id": 8});
+    assert_eq!(
+        call_text(&mut raw, &request.to_string()).await["result"],
+        "ACK"
+    );
+    // None of the refused calls stored anything for bob: his first delivery is this message.
+    let request = json!({"jsonrpc": "2.0", "method": "msg.send", "params": [{"to": "bob", "message": "valid"}], "id": 9});
+    assert_eq!(
+        call_text(&mut raw, &request.to_string()).await["result"],
+        "ACK"
+    );
+    let d = next(&bob).await;
+    let bodies: Vec<_> = d.messages.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(bodies, ["valid"]);
+    d.ack().await.unwrap();
+}
+
+/// `auth.jwt` early in a batch authenticates the connection for the `msg.send` after it.
+#[tokio::test]
+async fn auth_inside_batch_before_send() {
+    let server = TestServer::start();
+    let bob = server.client("bob", None).await;
+    let mut raw = RawSocket::connect(&server.url).await.unwrap();
+    let batch = json!([
+        {"jsonrpc": "2.0", "method": "auth.jwt", "params": {"token": server.token("alice"), "device": "tablet"}, "id": "a"},
+        {"jsonrpc": "2.0", "method": "msg.send", "params": [{"to": "bob", "message": "batched"}], "id": "s"},
+        {"jsonrpc": "2.0", "method": "echo", "params": ["after auth"], "id": "e"},
+    ]);
+    raw.send_text(batch.to_string()).await.unwrap();
+    let answers = by_id(&recv(&mut raw).await);
+    assert_eq!(
+        answers[r#""a""#],
+        vec![json!({"jsonrpc": "2.0", "result": "ACK", "id": "a"})]
+    );
+    assert_eq!(
+        answers[r#""s""#],
+        vec![json!({"jsonrpc": "2.0", "result": "ACK", "id": "s"})]
+    );
+    assert_eq!(
+        answers[r#""e""#],
+        vec![json!({"jsonrpc": "2.0", "result": ["after auth"], "id": "e"})]
+    );
+    let d = next(&bob).await;
+    assert_eq!(
+        (d.messages[0].from.as_str(), d.messages[0].message.as_str()),
+        ("alice", "batched")
+    );
+    d.ack().await.unwrap();
+}
+
+/// A batch whose `msg.send` comes before its `auth.jwt` gets -32001 for the send (items run in
+/// order), and the auth still succeeds.
+#[tokio::test]
+async fn send_before_auth_in_batch_is_refused() {
+    let server = TestServer::start();
+    let mut raw = RawSocket::connect(&server.url).await.unwrap();
+    let batch = json!([
+        {"jsonrpc": "2.0", "method": "msg.send", "params": [{"to": "bob", "message": "too early"}], "id": "s"},
+        {"jsonrpc": "2.0", "method": "auth.jwt", "params": {"token": server.token("alice")}, "id": "a"},
+    ]);
+    raw.send_text(batch.to_string()).await.unwrap();
+    let answers = by_id(&recv(&mut raw).await);
+    assert_eq!(error_code(&answers[r#""s""#][0]), -32001);
+    assert_eq!(answers[r#""a""#][0]["result"], "ACK");
+    assert_nothing_pending(&mut raw).await;
+}

@@ -1,0 +1,236 @@
+//! [`RedisBus`]: the [`Bus`] on Redis, for several instances sharing one Redis store.
+//!
+//! - Presence: a hash per user, `{prefix}:{<user>}:presence`, device -> `"<instance> <conn>"`.
+//!   Each instance keeps `{prefix}:instance:<id>` alive with a short TTL, so a device whose
+//!   instance died without cleaning up counts as offline within seconds.
+//! - Events: each instance subscribes to one channel, `{prefix}:events:<id>`, on a dedicated
+//!   pub/sub connection that is re-established on failure (then a [`BusEvent::Resync`] tells the
+//!   dispatcher to re-read every feed, covering anything missed meanwhile).
+//! - claim/release/wake/online are Lua scripts: one round trip each, atomic.
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{AsyncCommands, Client, Script};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use std::sync::Mutex;
+use std::time::Duration;
+use titan_protocol::{DeviceId, UserId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::keys::Keys;
+use crate::bus::{Bus, BusEvent};
+use crate::error::StoreError;
+
+/// How long an instance counts as alive after its last heartbeat.
+const ALIVE_TTL: Duration = Duration::from_secs(10);
+/// How often the heartbeat renews it.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+/// Pause before re-subscribing after the pub/sub connection failed.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+/// Events buffered for the Router before the subscriber waits for it.
+const EVENT_BUFFER: usize = 4096;
+
+/// See the module docs. Dropping it stops the heartbeat and the subscriber.
+pub struct RedisBus {
+    instance: String,
+    conn: ConnectionManager,
+    keys: Keys,
+    timeout: Duration,
+    scripts: BusScripts,
+    events: Mutex<Option<mpsc::Receiver<BusEvent>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct BusScripts {
+    claim: Script,
+    release: Script,
+    wake: Script,
+    online: Script,
+}
+
+impl RedisBus {
+    pub(super) async fn start(
+        client: Client,
+        conn: ConnectionManager,
+        keys: Keys,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let instance = uuid::Uuid::now_v7().simple().to_string();
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let channel = keys.events_channel(&instance);
+        // Subscribe before returning, so no event meant for us is published before we listen.
+        let first = tokio::time::timeout(timeout, subscribe(&client, &channel))
+            .await
+            .map_err(|_| StoreError::unavailable("redis pub/sub: subscribe timed out"))??;
+        let subscriber = tokio::spawn(listen(client, channel, first, tx));
+        let heartbeat = tokio::spawn(heartbeat(conn.clone(), keys.instance_alive(&instance)));
+        info!(%instance, "cluster bus started");
+        Ok(Self {
+            instance,
+            conn,
+            keys,
+            timeout,
+            scripts: BusScripts {
+                claim: Script::new(include_str!("lua/claim.lua")),
+                release: Script::new(include_str!("lua/release.lua")),
+                wake: Script::new(include_str!("lua/wake.lua")),
+                online: Script::new(include_str!("lua/online.lua")),
+            },
+            events: Mutex::new(Some(rx)),
+            tasks: vec![subscriber, heartbeat],
+        })
+    }
+
+    fn owner(&self, conn: u64) -> String {
+        format!("{} {conn}", self.instance)
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::unavailable(format!("redis bus {what}: {e}"))),
+            Err(_) => Err(StoreError::unavailable(format!("redis bus {what}: timed out"))),
+        }
+    }
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    async fn claim(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let mut call = self.scripts.claim.key(self.keys.presence(user.as_str()));
+        call.arg(device.as_str())
+            .arg(self.owner(conn))
+            .arg(self.keys.events_channel(""))
+            .arg(&self.instance)
+            .arg(user.as_str());
+        self.bounded("claim", call.invoke_async::<i64>(&mut c)).await?;
+        Ok(())
+    }
+
+    async fn release(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let mut call = self.scripts.release.key(self.keys.presence(user.as_str()));
+        call.arg(device.as_str()).arg(self.owner(conn));
+        self.bounded("release", call.invoke_async::<i64>(&mut c)).await?;
+        Ok(())
+    }
+
+    async fn wake(&self, users: &[UserId]) -> Result<(), StoreError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let mut call = self.scripts.wake.prepare_invoke();
+        for user in users {
+            call.key(self.keys.presence(user.as_str()));
+        }
+        call.arg(self.keys.events_channel("")).arg(&self.instance);
+        for user in users {
+            let event = BusEvent::Wake { user: user.clone() };
+            call.arg(serde_json::to_string(&event).map_err(StoreError::unavailable)?);
+        }
+        self.bounded("wake", call.invoke_async::<i64>(&mut c)).await?;
+        Ok(())
+    }
+
+    async fn is_online(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let mut call = self.scripts.online.key(self.keys.presence(user.as_str()));
+        call.arg(device.as_str()).arg(self.keys.instance_alive(""));
+        let n = self.bounded("online", call.invoke_async::<i64>(&mut c)).await?;
+        Ok(n == 1)
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
+        self.events.lock().ok()?.take()
+    }
+}
+
+/// A live subscription: the sink is kept because dropping it would end the subscription.
+type Subscription = (::redis::aio::PubSubSink, ::redis::aio::PubSubStream);
+
+async fn subscribe(client: &Client, channel: &str) -> Result<Subscription, StoreError> {
+    let pubsub = client
+        .get_async_pubsub()
+        .await
+        .map_err(|e| StoreError::unavailable(format!("redis pub/sub connect: {e}")))?;
+    let (mut sink, stream) = pubsub.split();
+    sink.subscribe(channel)
+        .await
+        .map_err(|e| StoreError::unavailable(format!("redis pub/sub subscribe: {e}")))?;
+    Ok((sink, stream))
+}
+
+/// Forwards events until the receiver is gone; re-subscribes whenever the connection drops.
+async fn listen(
+    client: Client,
+    channel: String,
+    first: Subscription,
+    tx: mpsc::Sender<BusEvent>,
+) {
+    let mut stream = Some(first);
+    loop {
+        if let Some((_sink, mut messages)) = stream.take() {
+            while let Some(msg) = messages.next().await {
+                let Ok(payload) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                match serde_json::from_str::<BusEvent>(&payload) {
+                    Ok(event) => {
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "ignoring malformed bus event"),
+                }
+            }
+            warn!("redis pub/sub connection lost; re-subscribing");
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+        match subscribe(&client, &channel).await {
+            Ok(s) => {
+                info!("redis pub/sub re-subscribed");
+                stream = Some(s);
+                if tx.send(BusEvent::Resync).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => debug!(error = %e, "re-subscribe failed; retrying"),
+        }
+    }
+}
+
+/// Keeps this instance's liveness key alive.
+async fn heartbeat(mut conn: ConnectionManager, key: String) {
+    let ttl = u64::try_from(ALIVE_TTL.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let set: ::redis::RedisResult<()> = conn.pset_ex(&key, 1, ttl).await;
+        if let Err(e) = set {
+            debug!(error = %e, "instance heartbeat failed");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The Redis key layout, and the mapping between [`Position`]s and stream ids.
+//!
+//! Every key of one user carries the user in a Cluster hash tag (`{...}`), so all of them hash
+//! to the same slot. The user is escaped inside the tag (`%`, `{` and `}` become `%25`, `%7B`,
+//! `%7D`): the tag then always ends right after the user, and two different users can never
+//! produce the same key, whatever characters their ids hold.
+
+use crate::error::StoreError;
+use crate::inbox::Position;
+
+/// Builds the keys of one store (one key prefix).
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Checks the prefix: non-empty and free of braces, so the user's hash tag is always the
+    /// first `{...}` of every key.
+    pub(crate) fn new(prefix: &str) -> Result<Self, StoreError> {
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(StoreError::unavailable(format!(
+                "invalid redis key prefix {prefix:?}: it must be non-empty and without braces"
+            )));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The user's inbox stream: `{prefix}:{<user>}:inbox`. Its consumer groups are the devices.
+    pub(crate) fn inbox(&self, user: &str) -> String {
+        format!("{}:{{{}}}:inbox", self.prefix, escape(user))
+    }
+
+    /// The idempotency key of a (sender, client id): `{prefix}:{<sender>}:cid:<client id>`,
+    /// holding the message id and expiring after the retention.
+    pub(crate) fn client_id(&self, sender: &str, client_id: &str) -> String {
+        format!("{}:{{{}}}:cid:{client_id}", self.prefix, escape(sender))
+    }
+
+    /// Who holds each device of the user: hash device -> `"<instance> <conn>"`.
+    pub(crate) fn presence(&self, user: &str) -> String {
+        format!("{}:{{{}}}:presence", self.prefix, escape(user))
+    }
+
+    /// The pub/sub channel of one instance (with an empty id: the prefix scripts append to).
+    pub(crate) fn events_channel(&self, instance: &str) -> String {
+        format!("{}:events:{instance}", self.prefix)
+    }
+
+    /// The key an instance keeps alive while it runs (with an empty id: the prefix).
+    pub(crate) fn instance_alive(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}", self.prefix)
+    }
+
+    /// The registry of inboxes holding messages: a sorted set of user ids scored by the time
+    /// (ms) of their oldest retained message, so `trim` visits only inboxes with expired
+    /// messages. The one key outside any user's slot.
+    pub(crate) fn registry(&self) -> String {
+        format!("{}:inboxes", self.prefix)
+    }
+}
+
+/// Makes a user id safe inside a hash tag, injectively.
+fn escape(user: &str) -> String {
+    let mut out = String::with_capacity(user.len());
+    for c in user.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The stream id of a position: `<ms>-<seq>`.
+pub(crate) fn stream_id(position: Position) -> String {
+    format!("{}-{}", position.ms, position.seq)
+}
+
+/// The position of a stream id.
+pub(crate) fn position(id: &str) -> Result<Position, StoreError> {
+    let parsed = id
+        .split_once('-')
+        .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
+    match parsed {
+        Some((ms, seq)) => Ok(Position { ms, seq }),
+        None => Err(StoreError::Corrupt {
+            reason: format!("invalid stream id {id:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Keys put the user in a hash tag and escape braces so the tag cannot end early.
+    #[test]
+    fn keys_are_hash_tagged_and_escaped() {
+        let keys = Keys::new("titan").unwrap();
+        assert_eq!(keys.inbox("alice"), "titan:{alice}:inbox");
+        assert_eq!(keys.client_id("alice", "c1"), "titan:{alice}:cid:c1");
+        assert_eq!(keys.inbox("a}:x{%"), "titan:{a%7D:x%7B%25}:inbox");
+        assert_ne!(
+            keys.client_id("x}:cid:y", "z"),
+            keys.client_id("x", "y}:cid:z")
+        );
+        assert_eq!(keys.registry(), "titan:inboxes");
+    }
+
+    /// A prefix with braces would break the hash tag, so it is refused.
+    #[test]
+    fn prefix_must_be_brace_free() {
+        assert!(Keys::new("").is_err());
+        assert!(Keys::new("ti{tan}").is_err());
+        assert!(Keys::new("titan:test:1").is_ok());
+    }
+
+    /// Positions and stream ids convert both ways; malformed ids are corrupt data.
+    #[test]
+    fn positions_round_trip_through_stream_ids() {
+        let p = Position {
+            ms: 1_700_000_000_123,
+            seq: 7,
+        };
+        assert_eq!(stream_id(p), "1700000000123-7");
+        assert_eq!(position("1700000000123-7").unwrap(), p);
+        for bad in ["", "12", "a-1", "1-b", "-1"] {
+            assert!(
+                matches!(position(bad), Err(StoreError::Corrupt { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,88 @@
+-- append: stores a batch of messages, all or nothing, in one atomic script.
+--
+-- KEYS[1]            the inbox registry (sorted set: user -> ms of its oldest retained entry)
+-- KEYS[1 + i]        inbox stream i, for i = 1..R
+-- KEYS[1 + R + c]    client-id key c, for c = 1..C
+-- ARGV[1]            max_pending
+-- ARGV[2]            retention in ms (TTL of the client-id keys)
+-- ARGV[3]            R, the number of inboxes
+-- ARGV[4]            N, the number of messages
+-- ARGV[4 + i]        the user of inbox i (its registry member), for i = 1..R
+-- then per message, 4 arguments: inbox index, client-id key index (0 = none), message id, JSON
+--
+-- Returns {'full', <inbox index>} when an inbox would exceed max_pending (nothing written), or
+-- {'ok', kind1, value1, ...} with per message 's', <stream id> (stored) or 'd', <existing
+-- message id> (duplicate client id).
+local max_pending = tonumber(ARGV[1])
+local retention = ARGV[2]
+local inboxes = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
+local first = 5 + inboxes
+
+local function arg(i, field)
+  return ARGV[first + 4 * i + field]
+end
+
+-- Phase 1: decide every message's fate without writing anything.
+local existing = {}  -- message -> id of the message already sent with its client id, or false
+local claimed = {}   -- client-id key -> message id claiming it in this batch
+local adding = {}    -- inbox -> messages to store
+for i = 0, count - 1 do
+  local cid = tonumber(arg(i, 1))
+  local found = false
+  if cid > 0 then
+    found = claimed[cid] or redis.call('GET', KEYS[1 + inboxes + cid])
+    if not found then
+      claimed[cid] = arg(i, 2)
+    end
+  end
+  existing[i] = found
+  if not found then
+    local inbox = tonumber(arg(i, 0))
+    adding[inbox] = (adding[inbox] or 0) + 1
+  end
+end
+
+-- Phase 2: max_pending, per inbox in order of its first stored message.
+local checked = {}
+for i = 0, count - 1 do
+  local inbox = tonumber(arg(i, 0))
+  if not existing[i] and not checked[inbox] then
+    checked[inbox] = true
+    if inbox_depth(KEYS[1 + inbox], max_pending + 1) + adding[inbox] > max_pending then
+      return {'full', tostring(inbox)}
+    end
+  end
+end
+
+-- Phase 3: write. Redis assigns each inbox's first stream id (so an inbox's order is acceptance
+-- order); the batch's later messages to that inbox follow it in the same millisecond, so one
+-- batch has one acceptance time per inbox even when the clock ticks while the script runs.
+local out = {'ok'}
+local previous = {}  -- inbox -> {ms, seq} of the batch's latest entry in it
+for i = 0, count - 1 do
+  if existing[i] then
+    out[#out + 1] = 'd'
+    out[#out + 1] = existing[i]
+  else
+    local inbox = tonumber(arg(i, 0))
+    local first_in_inbox = not previous[inbox]
+    local id = '*'
+    if not first_in_inbox then
+      id = previous[inbox][1] .. '-' .. string.format('%d', previous[inbox][2] + 1)
+    end
+    id = redis.call('XADD', KEYS[1 + inbox], id, 'm', arg(i, 3))
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    previous[inbox] = {ms, tonumber(seq)}
+    local cid = tonumber(arg(i, 1))
+    if cid > 0 then
+      redis.call('SET', KEYS[1 + inboxes + cid], arg(i, 2), 'PX', retention, 'NX')
+    end
+    if first_in_inbox then
+      redis.call('ZADD', KEYS[1], 'NX', ms, ARGV[4 + inbox])
+    end
+    out[#out + 1] = 's'
+    out[#out + 1] = id
+  end
+end
+return out

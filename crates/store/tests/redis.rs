@@ -1,0 +1,219 @@
+//! The Redis backend against a real `redis-server` started by the test: the conformance suite,
+//! then what only Redis has (key layout, round trips, depth without lag, paging with `after`).
+//! Connection behaviour (outages, restarts, passwords, TLS) is in `redis_connection.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod redis_server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use redis_server::{RedisServer, ServerConfig, fresh_prefix};
+use titan_store::conformance::{
+    self, append_stored, device, message, message_with_client_id, positions, texts, user,
+};
+use titan_store::{Inbox, InboxLimits, RedisStore};
+
+async fn connect(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::connect(url, prefix, InboxLimits::default())
+        .await
+        .unwrap()
+}
+
+/// A plain connection for inspecting what the store wrote.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// The Redis backend passes every conformance check, each under its own key prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_backend_conforms() {
+    let server = RedisServer::start(ServerConfig::default());
+    let url = server.url();
+    conformance::run_all(|limits| {
+        let url = url.clone();
+        async move {
+            let store = RedisStore::connect(&url, &fresh_prefix(), limits)
+                .await
+                .unwrap();
+            Arc::new(store) as Arc<dyn Inbox>
+        }
+    })
+    .await;
+}
+
+/// Every key of one user carries that user, and only that user, as its Cluster hash tag.
+#[tokio::test]
+async fn keys_are_hash_tagged_per_user() {
+    let server = RedisServer::start(ServerConfig::default());
+    let prefix = fresh_prefix();
+    let store = connect(&server.url(), &prefix).await;
+    let (alice, bob, odd) = (user("alice"), user("bob"), user("x}{y"));
+    append_stored(
+        &store,
+        vec![
+            message_with_client_id(&alice, &bob, "hi", "c1"),
+            message_with_client_id(&bob, &alice, "hey", "c2"),
+            message(&alice, &odd, "braces"),
+        ],
+    )
+    .await;
+    store.read_new(&bob, &device("phone"), 10).await.unwrap();
+
+    let mut conn = raw(&server).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    let expected = [
+        format!("{prefix}:inboxes"),
+        format!("{prefix}:{{alice}}:cid:c1"),
+        format!("{prefix}:{{alice}}:inbox"),
+        format!("{prefix}:{{bob}}:cid:c2"),
+        format!("{prefix}:{{bob}}:inbox"),
+        format!("{prefix}:{{x%7D%7By}}:inbox"),
+    ];
+    assert_eq!(keys, expected);
+    // Redis hashes the text between the first `{` and the next `}`: exactly the (escaped) user.
+    let tags: BTreeMap<&str, &str> = keys[1..]
+        .iter()
+        .map(|k| {
+            let open = k.find('{').unwrap();
+            let close = open + k[open..].find('}').unwrap();
+            (k.as_str(), &k[open + 1..close])
+        })
+        .collect();
+    assert_eq!(
+        tags.values().copied().collect::<Vec<_>>(),
+        ["alice", "alice", "bob", "bob", "x%7D%7By"]
+    );
+}
+
+/// One `append` of several messages, client ids included, is one script call (one round trip),
+/// and a read plus an ack is one script call plus one XACK.
+#[tokio::test]
+async fn append_and_delivery_cost_one_round_trip_each() {
+    let server = RedisServer::start(ServerConfig::default());
+    let store = connect(&server.url(), &fresh_prefix()).await;
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    // Warm-up: loads the scripts (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA the first time).
+    append_stored(&store, vec![message(&alice, &bob, "warm-up")]).await;
+    let read = store.read_new(&bob, &phone, 10).await.unwrap();
+    store.ack(&bob, &phone, &positions(&read)).await.unwrap();
+    let mut conn = raw(&server).await;
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let batch = vec![
+        message_with_client_id(&alice, &bob, "one", "k1"),
+        message(&alice, &user("carol"), "two"),
+        message(&alice, &bob, "three"),
+    ];
+    append_stored(&store, batch).await;
+    let append = command_stats(&mut conn).await;
+    assert_eq!(append.get("evalsha"), Some(&1), "{append:?}");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let read = store.read_new(&bob, &phone, 10).await.unwrap();
+    assert_eq!(texts(&read), ["one", "three"]);
+    assert_eq!(store.ack(&bob, &phone, &positions(&read)).await.unwrap(), 2);
+    let delivery = command_stats(&mut conn).await;
+    assert_eq!(delivery.get("evalsha"), Some(&1), "{delivery:?}");
+    assert_eq!(delivery.get("xack"), Some(&1), "{delivery:?}");
+}
+
+/// Calls per command since the last CONFIG RESETSTAT (commands run by scripts included), less
+/// the INFO and CONFIG of this inspection itself.
+async fn command_stats(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "config|resetstat" && name != "info")
+        .collect()
+}
+
+/// When Redis cannot tell a group's lag (a deleted entry after its cursor), depth counts the
+/// entries after the cursor instead.
+#[tokio::test]
+async fn depth_without_lag_counts_entries_after_the_cursor() {
+    let server = RedisServer::start(ServerConfig::default());
+    let prefix = fresh_prefix();
+    let store = connect(&server.url(), &prefix).await;
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let stored = append_stored(
+        &store,
+        (0..4)
+            .map(|i| message(&alice, &bob, &format!("m{i}")))
+            .collect(),
+    )
+    .await;
+    store.read_new(&bob, &phone, 1).await.unwrap();
+    let mut conn = raw(&server).await;
+    let key = format!("{prefix}:{{bob}}:inbox");
+    let deleted: u64 = redis::cmd("XDEL")
+        .arg(&key)
+        .arg(format!("{}-{}", stored[2].ms, stored[2].seq))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(groups[0]["lag"], redis::Value::Nil, "{groups:?}");
+    assert_eq!(store.depth(&bob).await.unwrap(), 3, "1 pending + 2 unread");
+}
+
+/// `claim_pending` pages with `after`: each page starts after the given position.
+#[tokio::test]
+async fn claim_pending_pages_after_a_position() {
+    let server = RedisServer::start(ServerConfig::default());
+    let store = connect(&server.url(), &fresh_prefix()).await;
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let stored = append_stored(
+        &store,
+        (0..5)
+            .map(|i| message(&alice, &bob, &format!("m{i}")))
+            .collect(),
+    )
+    .await;
+    store.read_new(&bob, &phone, 10).await.unwrap();
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .claim_pending(&bob, &phone, None, after, 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.position);
+        pages.push(positions(&page));
+    }
+    assert_eq!(pages, [&stored[0..2], &stored[2..4], &stored[4..5]]);
+}
