@@ -1,13 +1,24 @@
-//! HTTP routes: the WebSocket endpoint (`GET /` and `GET /ws`) and a liveness probe.
+//! HTTP routes: the WebSocket endpoint (`GET /` and `GET /ws`), liveness and readiness probes.
 
 use actix_web::{HttpRequest, HttpResponse, Responder, http::header, web};
+use std::sync::Arc;
+use std::time::Duration;
 use titan_session::SessionDeps;
+use titan_store::Inbox;
+
+/// The store handle the readiness probe pings.
+#[derive(Clone)]
+pub struct Readiness {
+    pub inbox: Arc<dyn Inbox>,
+    pub timeout: Duration,
+}
 
 /// Registers Titan's routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(root))
         .route("/ws", web::get().to(websocket))
-        .route("/healthz", web::get().to(healthz));
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
 }
 
 fn wants_websocket(req: &HttpRequest) -> bool {
@@ -41,4 +52,18 @@ async fn websocket(
 
 async fn healthz() -> impl Responder {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// `GET /readyz`: 200 when the store answers within its timeout, 503 otherwise (a load balancer
+/// then sends new clients elsewhere; connected sessions stay open).
+async fn readyz(ready: web::Data<Readiness>) -> impl Responder {
+    match tokio::time::timeout(ready.timeout, ready.inbox.ping()).await {
+        Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: {e}\n")),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready: store did not answer in time\n"),
+    }
 }

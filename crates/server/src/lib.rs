@@ -123,6 +123,10 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let backends = open_store(&config).await?;
     let auth = Arc::new(authenticator(&config)?);
+    let readiness = http::Readiness {
+        inbox: backends.inbox.clone(),
+        timeout: config.store.redis_timeout,
+    };
     let mut dispatcher = Dispatcher::new(backends.inbox, dispatcher_config(&config));
     if let Some(bus) = &backends.bus {
         dispatcher = dispatcher.with_bus(bus.clone());
@@ -143,6 +147,7 @@ pub async fn run(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(deps.clone()))
+            .app_data(web::Data::new(readiness.clone()))
             .configure(http::routes)
     })
     .disable_signals()
