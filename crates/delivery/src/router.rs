@@ -81,7 +81,10 @@ impl Router {
     /// Runs a bus call off the mailbox; failures are logged (the bus is a hint, see the module).
     fn on_bus<F>(&self, what: &'static str, ctx: &mut Context<Self>, call: F)
     where
-        F: FnOnce(Arc<dyn Bus>) -> futures_util::future::BoxFuture<'static, Result<(), titan_store::StoreError>>,
+        F: FnOnce(
+            Arc<dyn Bus>,
+        )
+            -> futures_util::future::BoxFuture<'static, Result<(), titan_store::StoreError>>,
     {
         if let Some(bus) = self.bus.clone() {
             let call = call(bus);

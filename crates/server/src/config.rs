@@ -55,7 +55,14 @@ pub struct AuthSection {
 impl std::fmt::Debug for AuthSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSection")
-            .field("jwt_secret", &if self.jwt_secret.is_empty() { "" } else { "<hidden>" })
+            .field(
+                "jwt_secret",
+                &if self.jwt_secret.is_empty() {
+                    ""
+                } else {
+                    "<hidden>"
+                },
+            )
             .field("token_ttl", &self.token_ttl)
             .finish()
     }
@@ -99,7 +106,11 @@ pub fn hide_password(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             let user = creds.split(':').next().unwrap_or("");
-            let shown = if creds.contains(':') { format!("{user}:<hidden>") } else { "<hidden>".to_owned() };
+            let shown = if creds.contains(':') {
+                format!("{user}:<hidden>")
+            } else {
+                "<hidden>".to_owned()
+            };
             format!("{}{shown}{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_owned(),
@@ -196,13 +207,22 @@ impl Config {
             return Err(invalid("delivery.ack_timeout", "must be at least 10ms"));
         }
         if self.store.backend == Backend::Redis && self.store.redis_url.is_empty() {
-            return Err(invalid("store.redis_url", "must be set when store.backend = \"redis\""));
+            return Err(invalid(
+                "store.redis_url",
+                "must be set when store.backend = \"redis\"",
+            ));
         }
         if self.store.key_prefix.is_empty() || self.store.key_prefix.contains(['{', '}']) {
-            return Err(invalid("store.key_prefix", "must be non-empty and without braces"));
+            return Err(invalid(
+                "store.key_prefix",
+                "must be non-empty and without braces",
+            ));
         }
         if self.store.redis_timeout.is_zero() || self.delivery.poll_interval.is_zero() {
-            return Err(invalid("store.redis_timeout", "durations must be more than 0s"));
+            return Err(invalid(
+                "store.redis_timeout",
+                "durations must be more than 0s",
+            ));
         }
         if self.delivery.retention.is_zero() {
             return Err(invalid("delivery.retention", "must be more than 0s"));
@@ -213,10 +233,19 @@ impl Config {
             ("delivery.recv_batch", self.delivery.recv_batch),
             ("limits.max_batch", self.limits.max_batch),
             ("limits.outbound_queue", self.limits.outbound_queue),
-            ("limits.requests_per_second", self.limits.requests_per_second as usize),
+            (
+                "limits.requests_per_second",
+                self.limits.requests_per_second as usize,
+            ),
             ("limits.request_burst", self.limits.request_burst as usize),
-            ("limits.max_inflight_requests", self.limits.max_inflight_requests),
-            ("limits.max_auth_failures", self.limits.max_auth_failures as usize),
+            (
+                "limits.max_inflight_requests",
+                self.limits.max_inflight_requests,
+            ),
+            (
+                "limits.max_auth_failures",
+                self.limits.max_auth_failures as usize,
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -225,7 +254,9 @@ impl Config {
         if self.limits.max_frame_bytes < 1024 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
         }
-        if self.limits.max_message_bytes == 0 || self.limits.max_message_bytes > self.limits.max_frame_bytes {
+        if self.limits.max_message_bytes == 0
+            || self.limits.max_message_bytes > self.limits.max_frame_bytes
+        {
             return Err(invalid(
                 "limits.max_message_bytes",
                 "must be at least 1 and at most limits.max_frame_bytes",
@@ -240,8 +271,19 @@ impl Config {
                 return Err(invalid(key, "must be more than 0s"));
             }
         }
+        if self.limits.outbound_queue <= self.delivery.window {
+            // One catch-up can queue a frame per in-flight message; a smaller queue would close
+            // even a prompt reader as a slow consumer on every reconnect.
+            return Err(invalid(
+                "limits.outbound_queue",
+                "must be larger than delivery.window",
+            ));
+        }
         if self.limits.idle_timeout <= self.limits.ping_interval {
-            return Err(invalid("limits.idle_timeout", "must be longer than limits.ping_interval"));
+            return Err(invalid(
+                "limits.idle_timeout",
+                "must be longer than limits.ping_interval",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
@@ -249,10 +291,13 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.listen.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-            key: "server.listen",
-            reason: format!("{:?} is not host:port ({e})", self.server.listen),
-        })
+        self.server
+            .listen
+            .parse()
+            .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                key: "server.listen",
+                reason: format!("{:?} is not host:port ({e})", self.server.listen),
+            })
     }
 
     /// The effective configuration as TOML, with secrets hidden.

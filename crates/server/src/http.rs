@@ -58,7 +58,9 @@ async fn healthz() -> impl Responder {
 /// then sends new clients elsewhere; connected sessions stay open).
 async fn readyz(ready: web::Data<Readiness>) -> impl Responder {
     match tokio::time::timeout(ready.timeout, ready.inbox.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Ok(Ok(())) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
         Ok(Err(e)) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(format!("not ready: {e}\n")),

@@ -10,7 +10,11 @@ use titan_server::Config;
 use titan_server::config::LogFormat;
 
 #[derive(Parser)]
-#[command(name = "titan-server", version, about = "Titan real-time messaging server")]
+#[command(
+    name = "titan-server",
+    version,
+    about = "Titan real-time messaging server"
+)]
 struct Cli {
     /// TOML file overriding the built-in defaults.
     #[arg(long, global = true, env = "TITAN_CONFIG")]
@@ -58,7 +62,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { user, device, ttl } => {
             let user = UserId::new(user).context("invalid user")?;
-            let device = device.map(DeviceId::new).transpose().context("invalid device")?;
+            let device = device
+                .map(DeviceId::new)
+                .transpose()
+                .context("invalid device")?;
             let auth = titan_server::authenticator(&config)?;
             // The token is this command's output (for scripts), not a log line.
             println!("{}", auth.mint(&user, device.as_ref(), ttl)?);
@@ -70,7 +77,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -80,7 +89,8 @@ fn init_logs(config: &Config) {
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(&config);
     let addr = config.listen_addr()?;
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     actix_web::rt::System::new().block_on(async move {
         let shutdown = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

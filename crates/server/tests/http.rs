@@ -27,9 +27,15 @@ async fn probes_and_plain_root() {
     let health = get(&server, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let ready = get(&server, "/readyz").await;
-    assert!(ready.starts_with("HTTP/1.1 200") && ready.contains("ready"), "{ready}");
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("ready"),
+        "{ready}"
+    );
     let root = get(&server, "/").await;
-    assert!(root.starts_with("HTTP/1.1 200") && root.contains("WebSocket"), "{root}");
+    assert!(
+        root.starts_with("HTTP/1.1 200") && root.contains("WebSocket"),
+        "{root}"
+    );
     let missing = get(&server, "/nope").await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }

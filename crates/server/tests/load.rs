@@ -104,10 +104,9 @@ async fn collect_reconnecting(
         let c = connect(&url, &token, "tablet").await;
         let target = expected * (round + 1) / (reconnects + 1);
         while got.len() < target {
-            let d = c
-                .next_delivery()
-                .await
-                .expect("connection closed while receiving");
+            let Some(d) = c.next_delivery().await else {
+                panic!("connection closed while receiving: {:?}", c.closed().await);
+            };
             for m in d.messages {
                 if seen.insert(m.id.clone()) {
                     got.push(m);

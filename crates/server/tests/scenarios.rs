@@ -13,7 +13,10 @@ use titan_client::{Client, Outgoing};
 async fn valid_token_then_echo() {
     let server = TestServer::start();
     let c = server.client("alice", None).await;
-    assert_eq!(c.echo(json!({"hello": [1, 2]})).await.unwrap(), json!({"hello": [1, 2]}));
+    assert_eq!(
+        c.echo(json!({"hello": [1, 2]})).await.unwrap(),
+        json!({"hello": [1, 2]})
+    );
 }
 
 /// An invalid token gets a -32002 error reply (not a dropped socket) and the connection stays
@@ -24,9 +27,15 @@ async fn invalid_token_is_an_error_reply() {
     let c = Client::connect(&server.url).await.unwrap();
     let err = c.authenticate("not-a-jwt", None).await.unwrap_err();
     assert_eq!(err.rpc_code(), Some(-32002));
-    let other = titan_session::Authenticator::hs256(b"wrong", std::time::Duration::from_secs(60)).unwrap();
-    let forged = other.mint(&titan_protocol::UserId::new("alice").unwrap(), None, None).unwrap();
-    assert_eq!(c.authenticate(&forged, None).await.unwrap_err().rpc_code(), Some(-32002));
+    let other =
+        titan_session::Authenticator::hs256(b"wrong", std::time::Duration::from_secs(60)).unwrap();
+    let forged = other
+        .mint(&titan_protocol::UserId::new("alice").unwrap(), None, None)
+        .unwrap();
+    assert_eq!(
+        c.authenticate(&forged, None).await.unwrap_err().rpc_code(),
+        Some(-32002)
+    );
     c.authenticate(&server.token("alice"), None).await.unwrap();
     assert_eq!(c.echo(json!([1])).await.unwrap(), json!([1]));
 }
@@ -36,8 +45,14 @@ async fn invalid_token_is_an_error_reply() {
 async fn unauthenticated_requests_are_refused() {
     let server = TestServer::start();
     let c = Client::connect(&server.url).await.unwrap();
-    assert_eq!(c.echo(json!([1])).await.unwrap_err().rpc_code(), Some(-32001));
-    assert_eq!(c.send("bob", "hi").await.unwrap_err().rpc_code(), Some(-32001));
+    assert_eq!(
+        c.echo(json!([1])).await.unwrap_err().rpc_code(),
+        Some(-32001)
+    );
+    assert_eq!(
+        c.send("bob", "hi").await.unwrap_err().rpc_code(),
+        Some(-32001)
+    );
 }
 
 /// A message to the echo bot comes back to the sender from "echo".
@@ -49,7 +64,10 @@ async fn echo_bot() {
     let d = next(&c).await;
     assert_eq!(d.messages.len(), 1);
     let m = &d.messages[0];
-    assert_eq!((m.from.as_str(), m.to.as_str(), m.message.as_str()), ("echo", "alice", "ping"));
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str(), m.message.as_str()),
+        ("echo", "alice", "ping")
+    );
     d.ack().await.unwrap();
 }
 
@@ -90,7 +108,10 @@ async fn online_send_both_ways() {
     alice.send("bob", "hi bob").await.unwrap();
     let d = next(&bob).await;
     let m = &d.messages[0];
-    assert_eq!((m.from.as_str(), m.to.as_str(), m.message.as_str()), ("alice", "bob", "hi bob"));
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str(), m.message.as_str()),
+        ("alice", "bob", "hi bob")
+    );
     assert!(m.time.ends_with('Z'), "{}", m.time);
     d.ack().await.unwrap();
     bob.send("alice", "hi alice").await.unwrap();
@@ -106,7 +127,10 @@ async fn sender_cannot_be_forged() {
     let alice = server.client("alice", None).await;
     let bob = server.client("bob", None).await;
     alice
-        .call("msg.send", json!([{"to": "bob", "message": "x", "from": "mallory"}]))
+        .call(
+            "msg.send",
+            json!([{"to": "bob", "message": "x", "from": "mallory"}]),
+        )
         .await
         .unwrap();
     assert_eq!(next(&bob).await.messages[0].from.as_str(), "alice");
@@ -129,7 +153,9 @@ async fn several_messages_in_one_send() {
     let server = TestServer::start();
     let alice = server.client("alice", None).await;
     let bob = server.client("bob", None).await;
-    let batch: Vec<Outgoing> = (0..5).map(|i| Outgoing::new("bob", format!("m{i}"))).collect();
+    let batch: Vec<Outgoing> = (0..5)
+        .map(|i| Outgoing::new("bob", format!("m{i}")))
+        .collect();
     alice.send_many(&batch).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 5 {
@@ -158,9 +184,14 @@ async fn server_first_disconnect() {
     let old = server.client("alice", Some("phone")).await;
     let new = server.client("alice", Some("phone")).await;
     assert_eq!(
-        tokio::time::timeout(common::WAIT, old.close_code()).await.unwrap(),
+        tokio::time::timeout(common::WAIT, old.close_code())
+            .await
+            .unwrap(),
         Some(4002)
     );
-    assert_eq!(old.echo(json!([1])).await.unwrap_err().close_code(), Some(4002));
+    assert_eq!(
+        old.echo(json!([1])).await.unwrap_err().close_code(),
+        Some(4002)
+    );
     assert_eq!(new.echo(json!([2])).await.unwrap(), json!([2]));
 }

@@ -41,8 +41,7 @@ pub trait Bus: Send + Sync + 'static {
     async fn claim(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError>;
 
     /// Forgets the claim of `conn`, unless a newer session has claimed the device since.
-    async fn release(&self, user: &UserId, device: &DeviceId, conn: u64)
-    -> Result<(), StoreError>;
+    async fn release(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError>;
 
     /// Sends [`BusEvent::Wake`] to every other instance holding a session of these users.
     async fn wake(&self, users: &[UserId]) -> Result<(), StoreError>;

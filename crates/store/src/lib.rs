@@ -13,9 +13,9 @@
 //! The trait is shaped after Redis Streams so the Redis backend maps onto it one to one:
 //! append = XADD, read new = XREADGROUP `>`, ack = XACK, claim stale pending = XAUTOCLAIM.
 
+pub mod bus;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-pub mod bus;
 pub mod embedded;
 pub mod error;
 pub mod inbox;

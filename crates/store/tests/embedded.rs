@@ -44,7 +44,10 @@ async fn state_survives_a_reopen() {
         "m1 pending + m2 unread"
     );
     let later = clock_past(SystemTime::now()).await;
-    let pending = store.claim_pending(&bob, &phone, Some(later), None, 10).await.unwrap();
+    let pending = store
+        .claim_pending(&bob, &phone, Some(later), None, 10)
+        .await
+        .unwrap();
     assert_eq!(positions(&pending), stored[1..2]);
     let unread = store.read_new(&bob, &phone, 10).await.unwrap();
     assert_eq!(texts(&unread), ["m2"]);

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod process;
+pub mod raw;
+pub mod silent_peer;
+
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -97,9 +101,11 @@ impl Drop for TestServer {
 
 /// A token for `user` (optionally bound to `device`) signed with the test secret.
 pub fn token(user: &str, device: Option<&str>) -> String {
-    let auth = titan_session::Authenticator::hs256(SECRET.as_bytes(), Duration::from_secs(3600)).unwrap();
+    let auth =
+        titan_session::Authenticator::hs256(SECRET.as_bytes(), Duration::from_secs(3600)).unwrap();
     let device = device.map(|d| DeviceId::new(d).unwrap());
-    auth.mint(&UserId::new(user).unwrap(), device.as_ref(), None).unwrap()
+    auth.mint(&UserId::new(user).unwrap(), device.as_ref(), None)
+        .unwrap()
 }
 
 fn init_logs() {

@@ -73,10 +73,10 @@ impl RedisBus {
             keys,
             timeout,
             scripts: BusScripts {
-                claim: Script::new(include_str!("lua/claim.lua")),
-                release: Script::new(include_str!("lua/release.lua")),
-                wake: Script::new(include_str!("lua/wake.lua")),
-                online: Script::new(include_str!("lua/online.lua")),
+                claim: Script::new(include_str!("lua/bus_claim.lua")),
+                release: Script::new(include_str!("lua/bus_release.lua")),
+                wake: Script::new(include_str!("lua/bus_wake.lua")),
+                online: Script::new(include_str!("lua/bus_online.lua")),
             },
             events: Mutex::new(Some(rx)),
             tasks: vec![subscriber, heartbeat],
@@ -95,7 +95,9 @@ impl RedisBus {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::unavailable(format!("redis bus {what}: {e}"))),
-            Err(_) => Err(StoreError::unavailable(format!("redis bus {what}: timed out"))),
+            Err(_) => Err(StoreError::unavailable(format!(
+                "redis bus {what}: timed out"
+            ))),
         }
     }
 }
@@ -122,7 +124,8 @@ impl Bus for RedisBus {
             .arg(self.keys.events_channel(""))
             .arg(&self.instance)
             .arg(user.as_str());
-        self.bounded("claim", call.invoke_async::<i64>(&mut c)).await?;
+        self.bounded("claim", call.invoke_async::<i64>(&mut c))
+            .await?;
         Ok(())
     }
 
@@ -130,7 +133,8 @@ impl Bus for RedisBus {
         let mut c = self.conn.clone();
         let mut call = self.scripts.release.key(self.keys.presence(user.as_str()));
         call.arg(device.as_str()).arg(self.owner(conn));
-        self.bounded("release", call.invoke_async::<i64>(&mut c)).await?;
+        self.bounded("release", call.invoke_async::<i64>(&mut c))
+            .await?;
         Ok(())
     }
 
@@ -148,7 +152,8 @@ impl Bus for RedisBus {
             let event = BusEvent::Wake { user: user.clone() };
             call.arg(serde_json::to_string(&event).map_err(StoreError::unavailable)?);
         }
-        self.bounded("wake", call.invoke_async::<i64>(&mut c)).await?;
+        self.bounded("wake", call.invoke_async::<i64>(&mut c))
+            .await?;
         Ok(())
     }
 
@@ -156,7 +161,9 @@ impl Bus for RedisBus {
         let mut c = self.conn.clone();
         let mut call = self.scripts.online.key(self.keys.presence(user.as_str()));
         call.arg(device.as_str()).arg(self.keys.instance_alive(""));
-        let n = self.bounded("online", call.invoke_async::<i64>(&mut c)).await?;
+        let n = self
+            .bounded("online", call.invoke_async::<i64>(&mut c))
+            .await?;
         Ok(n == 1)
     }
 
@@ -181,12 +188,7 @@ async fn subscribe(client: &Client, channel: &str) -> Result<Subscription, Store
 }
 
 /// Forwards events until the receiver is gone; re-subscribes whenever the connection drops.
-async fn listen(
-    client: Client,
-    channel: String,
-    first: Subscription,
-    tx: mpsc::Sender<BusEvent>,
-) {
+async fn listen(client: Client, channel: String, first: Subscription, tx: mpsc::Sender<BusEvent>) {
     let mut stream = Some(first);
     loop {
         if let Some((_sink, mut messages)) = stream.take() {

@@ -1,13 +1,69 @@
--- claim(presence) ARGV: device, owner ("<instance> <conn>"), channel prefix, my instance, user
--- Records the new owner of (user, device) and tells the previous owner's instance to close its
--- session. Atomic, so of two racing claims exactly the later one wins and kicks the other.
-local previous = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if previous and previous ~= ARGV[2] then
-  local instance, conn = string.match(previous, '^(%S+) (%d+)$')
-  if instance and instance ~= ARGV[4] then
-    local kick = cjson.encode({e = 'kick', user = ARGV[5], device = ARGV[1], conn = tonumber(conn)})
-    redis.call('PUBLISH', ARGV[3] .. instance, kick)
+-- claim_pending: KEYS[1] = inbox stream;
+-- ARGV = group (device), consumer, cutoff (ms since the epoch, or '' for any delivery time),
+-- start ('-' or '(<id>' for "after <id>"), count.
+-- Claims up to `count` pending entries after `start` last delivered before the cutoff, in
+-- stream order, resetting their delivery time to now. Returns {id1, json1, id2, json2, ...}.
+--
+-- Why not XAUTOCLAIM: its min-idle-time is relative to the server's clock while the cutoff is
+-- an absolute time, its start id is inclusive (paging with `after` needs exclusive), and it
+-- stops after scanning COUNT * 10 entries, returning fewer than it could. XPENDING IDLE with an
+-- exclusive start, then XCLAIM of exactly those ids, does what `claim_pending` says.
+local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local cutoff, start, count = ARGV[3], ARGV[4], tonumber(ARGV[5])
+if count <= 0 then
+  return {}
+end
+
+-- "Delivered before the cutoff" = delivery < cutoff = idle > now - cutoff, in whole ms.
+local min_idle = 0
+if cutoff ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  min_idle = math.max(0, now - tonumber(cutoff) + 1)
+end
+
+local pending = redis.pcall('XPENDING', key, group, 'IDLE', min_idle, start, '+', count)
+if type(pending) == 'table' and pending.err then
+  -- No stream or no group: the device has nothing pending.
+  if string.find(pending.err, '^NOGROUP') then
+    return {}
+  end
+  return pending
+end
+if #pending == 0 then
+  return {}
+end
+
+local ids = {}
+for i, entry in ipairs(pending) do
+  ids[i] = entry[1]
+end
+local claimed = redis.call('XCLAIM', key, group, consumer, 0, unpack(ids))
+
+local out, found = {}, {}
+for _, entry in ipairs(claimed) do
+  -- Redis before 7.0 answers nil for a pending entry whose message was trimmed.
+  if type(entry) == 'table' then
+    found[entry[1]] = true
+    local json = ''
+    local fields = entry[2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'm' then
+        json = fields[f + 1]
+      end
+    end
+    out[#out + 1] = entry[1]
+    out[#out + 1] = json
   end
 end
-return 1
+-- Pending entries of trimmed messages are dropped (7.0+ XCLAIM already removed them).
+local gone = {}
+for _, id in ipairs(ids) do
+  if not found[id] then
+    gone[#gone + 1] = id
+  end
+end
+if #gone > 0 then
+  redis.call('XACK', key, group, unpack(gone))
+end
+return out
