@@ -1,0 +1,315 @@
+//! Several `titan-server` processes sharing one Redis behave as one server: messages cross
+//! instances, a device moves between instances with its pending messages, the newest session of
+//! a device wins across instances, and neither a killed instance nor a Redis outage or restart
+//! loses an ACKed message. Real child processes and a real (throw-away) `redis-server`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../store/tests/redis_server/mod.rs"]
+mod redis_server;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::process::ServerProcess;
+use redis_server::{RedisServer, ServerConfig, fresh_prefix};
+use titan_client::{Client, ClientError};
+
+/// The close code of a session replaced by a newer one of the same (user, device).
+const REPLACED: u16 = 4002;
+/// The JSON-RPC error code of "store unavailable".
+const STORE_UNAVAILABLE: i64 = -32006;
+/// Pause between retries of a `msg.send` while Titan reconnects to a restarted Redis (pacing a
+/// retry loop that is itself bounded by [`common::WAIT`], not a synchronisation sleep).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// One Redis and the Titan instances sharing it (one key prefix). Instances are killed before
+/// Redis is.
+struct Cluster {
+    instances: Vec<ServerProcess>,
+    redis: RedisServer,
+    prefix: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A Redis (`durable`: AOF with `appendfsync always`) and `n` instances whose
+    /// `[delivery]` section holds `delivery` (TOML lines) on top of the defaults.
+    fn start(n: usize, durable: bool, delivery: &str) -> Self {
+        let mut cluster = Self {
+            instances: Vec::new(),
+            redis: RedisServer::start(ServerConfig {
+                durable,
+                ..ServerConfig::default()
+            }),
+            prefix: fresh_prefix(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for i in 0..n {
+            let config = cluster.write_config(i, delivery);
+            cluster.instances.push(ServerProcess::start(&config));
+        }
+        cluster
+    }
+
+    fn write_config(&self, i: usize, delivery: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("titan-{i}.toml"));
+        let text = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+workers = 1
+[auth]
+jwt_secret = "{secret}"
+[store]
+backend = "redis"
+path = "{data}"
+redis_url = "{url}"
+key_prefix = "{prefix}"
+redis_timeout = "500ms"
+[delivery]
+{delivery}
+"#,
+            secret = common::SECRET,
+            data = self.dir.path().join(format!("data-{i}")).display(),
+            url = self.redis.url(),
+            prefix = self.prefix,
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn url(&self, i: usize) -> &str {
+        &self.instances[i].url
+    }
+
+    /// A client of instance `i`, authenticated as (user, device).
+    async fn client(&self, i: usize, user: &str, device: &str) -> Client {
+        let client = Client::connect(self.url(i)).await.unwrap();
+        client
+            .authenticate(&common::token(user, None), Some(device))
+            .await
+            .unwrap();
+        client
+    }
+}
+
+/// Receives (acking each delivery) until every message of `wanted` has been seen; returns the
+/// bodies seen, duplicates included. Each wait is bounded by [`common::WAIT`].
+async fn receive_all(client: &Client, wanted: &[String]) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut missing: HashSet<&String> = wanted.iter().collect();
+    while !missing.is_empty() {
+        let delivery = common::next(client).await;
+        for m in &delivery.messages {
+            missing.remove(&m.message);
+            got.push(m.message.clone());
+        }
+        delivery.ack().await.unwrap();
+    }
+    got
+}
+
+/// Sends `body` from `client`, retrying while the store is unavailable (Redis coming back);
+/// bounded by [`common::WAIT`].
+async fn send_when_store_is_back(client: &Client, to: &str, body: &str) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        match client.send(to, body).await {
+            Ok(()) => return,
+            Err(e) if e.rpc_code() == Some(STORE_UNAVAILABLE) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the store did not come back: {e}"
+                );
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => panic!("msg.send failed: {e}"),
+        }
+    }
+}
+
+/// A message sent on one instance reaches its recipient on another through the bus wake-up
+/// alone (the periodic re-read is pushed out of the test's reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_crosses_instances_via_the_wake_up() {
+    let cluster = Cluster::start(2, false, r#"poll_interval = "1h""#);
+    let bob = cluster.client(1, "bob", "phone").await;
+    let alice = cluster.client(0, "alice", "phone").await;
+
+    for i in 0..3 {
+        alice.send("bob", &format!("hi bob {i}")).await.unwrap();
+        let delivery = common::next(&bob).await;
+        assert_eq!(delivery.messages.len(), 1);
+        assert_eq!(delivery.messages[0].from.as_str(), "alice");
+        assert_eq!(delivery.messages[0].message, format!("hi bob {i}"));
+        delivery.ack().await.unwrap();
+    }
+}
+
+/// Messages a device received but did not ack on one instance come again, with the same ids,
+/// when it reconnects to another instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_follow_the_device_to_another_instance() {
+    let cluster = Cluster::start(3, false, "");
+    let alice = cluster.client(0, "alice", "phone").await;
+    let bob = cluster.client(1, "bob", "phone").await;
+    let sent: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    for body in &sent {
+        alice.send("bob", body).await.unwrap();
+    }
+
+    let mut first = Vec::new();
+    while first.len() < sent.len() {
+        let delivery = common::next(&bob).await;
+        first.extend(delivery.messages.iter().map(|m| (m.id.clone(), m.message.clone())));
+        // Not acked: the messages stay pending for bob's phone.
+    }
+    assert_eq!(
+        first.iter().map(|(_, body)| body).collect::<Vec<_>>(),
+        sent.iter().collect::<Vec<_>>()
+    );
+    bob.close().await.unwrap();
+
+    let bob = cluster.client(2, "bob", "phone").await;
+    let mut again = Vec::new();
+    while again.len() < sent.len() {
+        let delivery = common::next(&bob).await;
+        again.extend(delivery.messages.iter().map(|m| (m.id.clone(), m.message.clone())));
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(again, first, "same messages, same ids, same order");
+}
+
+/// A device connecting on a second instance closes its session on the first with 4002; the new
+/// session gets the messages sent afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_session_wins_across_instances() {
+    let cluster = Cluster::start(2, false, "");
+    let alice = cluster.client(0, "alice", "phone").await;
+    let old = cluster.client(0, "bob", "phone").await;
+    // A delivery proves the old session is live (attached and claimed) before the new one comes.
+    alice.send("bob", "first").await.unwrap();
+    receive_all(&old, &["first".to_owned()]).await;
+
+    let new = cluster.client(1, "bob", "phone").await;
+    let code = tokio::time::timeout(common::WAIT, old.close_code())
+        .await
+        .expect("the replaced session was not closed");
+    assert_eq!(code, Some(REPLACED));
+
+    alice.send("bob", "second").await.unwrap();
+    let got = receive_all(&new, &["second".to_owned()]).await;
+    assert!(got.iter().all(|m| m == "first" || m == "second"), "{got:?}");
+    assert_eq!(new.echo(serde_json::json!("still here")).await.unwrap(), "still here");
+}
+
+/// `kill -9` of the recipient's instance in the middle of a stream loses nothing: on another
+/// instance the device gets every message its sender got an ACK for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_an_instance_loses_no_acked_message() {
+    const TOTAL: usize = 300;
+    const KILL_AFTER: usize = 100;
+    let mut cluster = Cluster::start(2, false, "");
+    let alice = cluster.client(0, "alice", "phone").await;
+    let bob = cluster.client(1, "bob", "phone").await;
+
+    let sender = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..TOTAL {
+            let body = format!("stream {i}");
+            alice.send("bob", &body).await.unwrap();
+            acked.push(body);
+        }
+        acked
+    });
+
+    let mut got = Vec::new();
+    let mut deliveries = 0;
+    while got.len() < KILL_AFTER {
+        let delivery = common::next(&bob).await;
+        got.extend(delivery.messages.iter().map(|m| m.message.clone()));
+        // Ack every other delivery: the rest stay pending when the instance dies.
+        if deliveries % 2 == 0 {
+            delivery.ack().await.unwrap();
+        }
+        deliveries += 1;
+    }
+    cluster.instances.remove(1).kill();
+    drop(bob);
+
+    let bob = cluster.client(0, "bob", "phone").await;
+    let acked = sender.await.unwrap();
+    got.extend(receive_all(&bob, &acked).await);
+    let got: HashSet<&String> = got.iter().collect();
+    let lost: Vec<&String> = acked.iter().filter(|m| !got.contains(m)).collect();
+    assert!(lost.is_empty(), "lost after kill -9: {lost:?}");
+}
+
+/// With Redis down `msg.send` fails with -32006 (bounded) while sessions stay open; once Redis
+/// is back (same AOF), sending works again without restarting Titan, and the recipient gets
+/// every message ACKed before the outage and after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_sends_then_recovers() {
+    let mut cluster = Cluster::start(2, true, "");
+    let alice = cluster.client(0, "alice", "phone").await;
+    let bob = cluster.client(1, "bob", "phone").await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let body = format!("before {i}");
+        alice.send("bob", &body).await.unwrap();
+        acked.push(body);
+    }
+
+    cluster.redis.stop();
+    let failed = tokio::time::timeout(common::WAIT, alice.send("bob", "during"))
+        .await
+        .expect("msg.send hung while Redis was down");
+    match failed {
+        Err(ClientError::Rpc(e)) => assert_eq!(e.code, STORE_UNAVAILABLE, "{e:?}"),
+        other => panic!("expected -32006, got {other:?}"),
+    }
+    for (who, client) in [("alice", &alice), ("bob", &bob)] {
+        let echoed = client.echo(serde_json::json!(who)).await.unwrap();
+        assert_eq!(echoed, who, "{who}'s session must stay usable");
+    }
+
+    cluster.redis.restart();
+    for i in 0..5 {
+        let body = format!("after {i}");
+        send_when_store_is_back(&alice, "bob", &body).await;
+        acked.push(body);
+    }
+    receive_all(&bob, &acked).await;
+}
+
+/// Redis killed and restarted on its AOF (`appendfsync always`): every message ACKed before,
+/// whether already delivered and unacked or not yet read, is delivered after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_aof_keeps_acked_messages() {
+    let mut cluster = Cluster::start(2, true, "");
+    let alice = cluster.client(0, "alice", "phone").await;
+    let bob = cluster.client(1, "bob", "phone").await;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let body = format!("read {i}");
+        alice.send("bob", &body).await.unwrap();
+        acked.push(body);
+    }
+    // Delivered but never acked: pending in Redis when it dies.
+    let mut delivered = 0;
+    while delivered < acked.len() {
+        delivered += common::next(&bob).await.messages.len();
+    }
+    bob.close().await.unwrap();
+    for i in 0..20 {
+        let body = format!("unread {i}");
+        alice.send("bob", &body).await.unwrap();
+        acked.push(body);
+    }
+
+    cluster.redis.restart();
+    let bob = cluster.client(0, "bob", "phone").await;
+    receive_all(&bob, &acked).await;
+}
