@@ -6,16 +6,21 @@
 //! With a cluster bus (several instances on one Redis) the Router also claims each device in
 //! Redis when its session starts; the instance that held it before gets a kick event and closes
 //! its session the same way, so at most one instance considers itself the live session of a
-//! (user, device). Wake-ups from other instances pass through here to the dispatcher.
+//! (user, device). The device's feed starts once the claim is answered, so wake-ups for anything
+//! stored after its first read reach this instance. Wake-ups from other instances pass through
+//! here to the dispatcher. When the bus reconnects ([`BusEvent::Resync`]) every live device's
+//! claim is checked (re-made if Redis lost it; the session closed if a newer one took the device
+//! meanwhile) and its feed restarted.
 
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use titan_protocol::{CloseCode, DeviceId, UserId};
 use titan_store::{Bus, BusEvent};
 use tracing::{debug, info, warn};
 
-use crate::dispatcher::{DeviceOffline, DeviceOnline, Dispatcher, WakeAll, WakeUser};
+use crate::dispatcher::{DeviceOffline, DeviceOnline, Dispatcher, WakeUser};
 use crate::session_link::{ConnId, Deliver, Kick};
 
 /// A session authenticated as (user, device) and is ready to receive messages.
@@ -49,9 +54,40 @@ pub struct Presence {
     pub devices: usize,
 }
 
+/// How often claims that failed (Redis unreachable) are tried again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
+/// Where a live session's claim in the cluster bus stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// A bus call about it is running; its answer settles the state (and starts the feed if
+    /// one is due, see [`Live::feed_due`]).
+    Pending,
+    /// Recorded in the bus.
+    Held,
+    /// The call failed (it may or may not have been applied); tried again every
+    /// [`CLAIM_RETRY`].
+    Failed,
+}
+
+/// Which bus call asserts a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Assert {
+    /// Take the device, kicking any other holder (a new session; a failed claim retried).
+    Claim,
+    /// Keep it if it is ours or unclaimed; lose it to another holder (after a resync).
+    Reclaim,
+}
+
 struct Live {
     conn: ConnId,
     kick: Recipient<Kick>,
+    /// Kept to (re)start the device's feed.
+    deliver: Recipient<Deliver>,
+    claim: Claim,
+    /// The feed must be (re)started once the pending claim is answered: a new session, or a
+    /// resync.
+    feed_due: bool,
 }
 
 /// See the module docs.
@@ -69,33 +105,129 @@ impl Router {
             bus: None,
         }
     }
-}
 
-impl Router {
     /// Coordinates sessions with other instances through `bus`.
     pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> Self {
         self.bus = Some(bus);
         self
     }
 
-    /// Runs a bus call off the mailbox; failures are logged (the bus is a hint, see the module).
-    fn on_bus<F>(&self, what: &'static str, ctx: &mut Context<Self>, call: F)
-    where
-        F: FnOnce(
-            Arc<dyn Bus>,
-        )
-            -> futures_util::future::BoxFuture<'static, Result<(), titan_store::StoreError>>,
-    {
-        if let Some(bus) = self.bus.clone() {
-            let call = call(bus);
-            ctx.spawn(
-                async move {
-                    if let Err(e) = call.await {
-                        warn!(error = %e, what, "cluster bus call failed");
-                    }
+    fn live_mut(&mut self, user: &UserId, device: &DeviceId, conn: ConnId) -> Option<&mut Live> {
+        self.online
+            .get_mut(user)
+            .and_then(|d| d.get_mut(device))
+            .filter(|live| live.conn == conn)
+    }
+
+    /// Starts (or restarts: a fresh catch-up of everything pending) the live device's feed.
+    fn start_feed(&self, user: UserId, device: DeviceId) {
+        if let Some(live) = self.online.get(&user).and_then(|d| d.get(&device)) {
+            self.dispatcher.do_send(DeviceOnline {
+                conn: live.conn,
+                deliver: live.deliver.clone(),
+                user,
+                device,
+            });
+        }
+    }
+
+    /// Asserts the claim of a live session in the bus, then settles it: starts its feed if one
+    /// is due, closes the session if another one holds the device, releases the claim if the
+    /// session ended meanwhile (after the claim, so the release cannot overtake it). A new
+    /// session's feed starts only once its claim is answered: from its first read on, every
+    /// append on another instance finds the claim and wakes us, so nothing waits for the
+    /// periodic re-read.
+    fn assert_claim(
+        &self,
+        bus: Arc<dyn Bus>,
+        user: UserId,
+        device: DeviceId,
+        conn: ConnId,
+        how: Assert,
+        ctx: &mut Context<Self>,
+    ) {
+        let call = {
+            let (bus, user, device) = (bus.clone(), user.clone(), device.clone());
+            async move {
+                match how {
+                    Assert::Claim => bus.claim(&user, &device, conn.0).await.map(|()| true),
+                    Assert::Reclaim => bus.reclaim(&user, &device, conn.0).await,
                 }
-                .into_actor(self),
-            );
+            }
+        };
+        ctx.spawn(call.into_actor(self).map(move |result, act, ctx| {
+            let Some(live) = act.live_mut(&user, &device, conn) else {
+                // Ended meanwhile; its Detach left the release to us.
+                act.release(bus, user, device, conn, ctx);
+                return;
+            };
+            match result {
+                Ok(true) => live.claim = Claim::Held,
+                Ok(false) => {
+                    info!(%user, %device, conn = conn.0, "session replaced on another instance (seen on resync)");
+                    live.claim = Claim::Held;
+                    live.kick.do_send(Kick {
+                        code: CloseCode::Replaced,
+                    });
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, %user, %device, ?how, "cluster bus claim failed; retrying");
+                    live.claim = Claim::Failed;
+                }
+            }
+            // Delivery does not wait for the bus: without the claim, other instances' appends
+            // reach this device through the periodic re-read.
+            if std::mem::take(&mut live.feed_due) {
+                act.start_feed(user, device);
+            }
+        }));
+    }
+
+    /// Forgets the claim of `conn` (a no-op in the bus if a newer session claimed since).
+    fn release(
+        &self,
+        bus: Arc<dyn Bus>,
+        user: UserId,
+        device: DeviceId,
+        conn: ConnId,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.spawn(
+            async move {
+                if let Err(e) = bus.release(&user, &device, conn.0).await {
+                    // Harmless: a stale claim only sends wake-ups to an instance that ignores them.
+                    warn!(error = %e, %user, %device, "cluster bus release failed");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Asserts the claims of live devices again: on a resync every one of them (re-made if
+    /// Redis lost it, the session closed if a newer one took the device meanwhile, whose kick
+    /// may be lost) and then their feeds restarted, since Redis may also have lost the replies
+    /// of reads (messages then pending in the store but never delivered), which a restarted
+    /// feed's catch-up re-sends; otherwise only the claims that failed.
+    fn reassert_claims(&mut self, resync: bool, ctx: &mut Context<Self>) {
+        let Some(bus) = self.bus.clone() else { return };
+        let mut calls = Vec::new();
+        for (user, devices) in &mut self.online {
+            for (device, live) in devices.iter_mut() {
+                live.feed_due |= resync;
+                let how = match live.claim {
+                    // Its answer starts the feed if due.
+                    Claim::Pending => continue,
+                    Claim::Held if resync => Assert::Reclaim,
+                    Claim::Held => continue,
+                    Claim::Failed => Assert::Claim,
+                };
+                live.claim = Claim::Pending;
+                calls.push((user.clone(), device.clone(), live.conn, how));
+            }
+        }
+        for (user, device, conn, how) in calls {
+            self.assert_claim(bus.clone(), user, device, conn, how, ctx);
         }
     }
 }
@@ -109,14 +241,17 @@ impl Actor for Router {
                 rx.recv().await.map(|event| (event, rx))
             }));
         }
+        if self.bus.is_some() {
+            ctx.run_interval(CLAIM_RETRY, |act, ctx| act.reassert_claims(false, ctx));
+        }
     }
 }
 
 impl StreamHandler<BusEvent> for Router {
-    fn handle(&mut self, event: BusEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, event: BusEvent, ctx: &mut Context<Self>) {
         match event {
             BusEvent::Wake { user } => self.dispatcher.do_send(WakeUser { user }),
-            BusEvent::Resync => self.dispatcher.do_send(WakeAll),
+            BusEvent::Resync => self.reassert_claims(true, ctx),
             BusEvent::Kick { user, device, conn } => {
                 let live = self.online.get(&user).and_then(|d| d.get(&device));
                 if let Some(live) = live.filter(|l| l.conn == ConnId(conn)) {
@@ -137,30 +272,26 @@ impl Handler<Attach> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
-        let (user, device, conn) = (msg.user.clone(), msg.device.clone(), msg.conn.0);
-        self.on_bus("claim", ctx, move |bus| {
-            Box::pin(async move { bus.claim(&user, &device, conn).await })
-        });
+        let live = Live {
+            conn: msg.conn,
+            kick: msg.kick,
+            deliver: msg.deliver,
+            claim: Claim::Pending,
+            feed_due: true,
+        };
         let devices = self.online.entry(msg.user.clone()).or_default();
-        let previous = devices.insert(
-            msg.device.clone(),
-            Live {
-                conn: msg.conn,
-                kick: msg.kick,
-            },
-        );
-        if let Some(old) = previous {
+        if let Some(old) = devices.insert(msg.device.clone(), live) {
             debug!(user = %msg.user, device = %msg.device, old = old.conn.0, new = msg.conn.0, "session replaced");
             old.kick.do_send(Kick {
                 code: CloseCode::Replaced,
             });
         }
-        self.dispatcher.do_send(DeviceOnline {
-            user: msg.user,
-            device: msg.device,
-            conn: msg.conn,
-            deliver: msg.deliver,
-        });
+        match self.bus.clone() {
+            Some(bus) => {
+                self.assert_claim(bus, msg.user, msg.device, msg.conn, Assert::Claim, ctx);
+            }
+            None => self.start_feed(msg.user, msg.device),
+        }
     }
 }
 
@@ -177,14 +308,16 @@ impl Handler<Detach> for Router {
         {
             return;
         }
-        devices.remove(&msg.device);
+        let live = devices.remove(&msg.device);
         if devices.is_empty() {
             self.online.remove(&msg.user);
         }
-        let (user, device, conn) = (msg.user.clone(), msg.device.clone(), msg.conn.0);
-        self.on_bus("release", ctx, move |bus| {
-            Box::pin(async move { bus.release(&user, &device, conn).await })
-        });
+        // A pending claim is released by its own completion, so the release follows it.
+        if let Some(bus) = self.bus.clone()
+            && live.is_some_and(|l| l.claim != Claim::Pending)
+        {
+            self.release(bus, msg.user.clone(), msg.device.clone(), msg.conn, ctx);
+        }
         self.dispatcher.do_send(DeviceOffline {
             user: msg.user,
             device: msg.device,

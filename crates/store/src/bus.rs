@@ -25,7 +25,8 @@ pub enum BusEvent {
         device: DeviceId,
         conn: u64,
     },
-    /// The bus reconnected and may have missed events: re-read every feed.
+    /// The bus reconnected and may have missed events (and Redis may have restarted): re-assert
+    /// every local claim and re-read every feed.
     #[serde(skip)]
     Resync,
 }
@@ -39,6 +40,17 @@ pub trait Bus: Send + Sync + 'static {
     /// Records that (user, device) is live here as `conn`. If another instance held it, that
     /// instance receives [`BusEvent::Kick`] for its session (the newest session wins).
     async fn claim(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError>;
+
+    /// Re-asserts the claim of `conn` after the bus may have missed events (see
+    /// [`BusEvent::Resync`]): records it again when the device has no claim (Redis lost it) and
+    /// returns `false`, changing nothing, when another session holds the device: a newer one,
+    /// whose kick may have been lost, so the caller closes its own session.
+    async fn reclaim(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        conn: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Forgets the claim of `conn`, unless a newer session has claimed the device since.
     async fn release(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError>;

@@ -6,10 +6,11 @@
 //! - Events: each instance subscribes to one channel, `{prefix}:events:<id>`, on a dedicated
 //!   pub/sub connection that is re-established on failure (then a [`BusEvent::Resync`] tells the
 //!   dispatcher to re-read every feed, covering anything missed meanwhile).
-//! - claim/release/wake/online are Lua scripts: one round trip each, atomic.
+//! - claim/reclaim/release/wake/online are Lua scripts (`lua/bus_*.lua`; `lua/claim.lua` is the
+//!   store's `claim_pending`): one round trip each, atomic.
 
 use ::redis::aio::ConnectionManager;
-use ::redis::{AsyncCommands, Client, Script};
+use ::redis::{AsyncCommands, Client, Script, ScriptInvocation};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use std::sync::Mutex;
@@ -45,6 +46,7 @@ pub struct RedisBus {
 
 struct BusScripts {
     claim: Script,
+    reclaim: Script,
     release: Script,
     wake: Script,
     online: Script,
@@ -61,10 +63,8 @@ impl RedisBus {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let channel = keys.events_channel(&instance);
         // Subscribe before returning, so no event meant for us is published before we listen.
-        let first = tokio::time::timeout(timeout, subscribe(&client, &channel))
-            .await
-            .map_err(|_| StoreError::unavailable("redis pub/sub: subscribe timed out"))??;
-        let subscriber = tokio::spawn(listen(client, channel, first, tx));
+        let first = subscribe(&client, &channel, timeout).await?;
+        let subscriber = tokio::spawn(listen(client, channel, timeout, first, tx));
         let heartbeat = tokio::spawn(heartbeat(conn.clone(), keys.instance_alive(&instance)));
         info!(%instance, "cluster bus started");
         Ok(Self {
@@ -74,6 +74,7 @@ impl RedisBus {
             timeout,
             scripts: BusScripts {
                 claim: Script::new(include_str!("lua/bus_claim.lua")),
+                reclaim: Script::new(include_str!("lua/bus_reclaim.lua")),
                 release: Script::new(include_str!("lua/bus_release.lua")),
                 wake: Script::new(include_str!("lua/bus_wake.lua")),
                 online: Script::new(include_str!("lua/bus_online.lua")),
@@ -87,12 +88,18 @@ impl RedisBus {
         format!("{} {conn}", self.instance)
     }
 
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        op: impl std::future::Future<Output = ::redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, op).await {
+    /// Runs a script within the timeout. The first command after Redis went away (a restart)
+    /// finds the shared connection dead and only starts its reconnection; every bus script is
+    /// idempotent, so it runs once more instead of failing a claim for that reason alone.
+    async fn invoke(&self, what: &str, call: &ScriptInvocation<'_>) -> Result<i64, StoreError> {
+        let mut c = self.conn.clone();
+        let attempts = async {
+            match call.invoke_async::<i64>(&mut c).await {
+                Err(e) if e.is_connection_dropped() => call.invoke_async::<i64>(&mut c).await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::unavailable(format!("redis bus {what}: {e}"))),
             Err(_) => Err(StoreError::unavailable(format!(
@@ -117,32 +124,39 @@ impl Bus for RedisBus {
     }
 
     async fn claim(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
         let mut call = self.scripts.claim.key(self.keys.presence(user.as_str()));
         call.arg(device.as_str())
             .arg(self.owner(conn))
             .arg(self.keys.events_channel(""))
             .arg(&self.instance)
             .arg(user.as_str());
-        self.bounded("claim", call.invoke_async::<i64>(&mut c))
-            .await?;
+        self.invoke("claim", &call).await?;
         Ok(())
     }
 
     async fn release(&self, user: &UserId, device: &DeviceId, conn: u64) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
         let mut call = self.scripts.release.key(self.keys.presence(user.as_str()));
         call.arg(device.as_str()).arg(self.owner(conn));
-        self.bounded("release", call.invoke_async::<i64>(&mut c))
-            .await?;
+        self.invoke("release", &call).await?;
         Ok(())
+    }
+
+    async fn reclaim(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        conn: u64,
+    ) -> Result<bool, StoreError> {
+        let mut call = self.scripts.reclaim.key(self.keys.presence(user.as_str()));
+        call.arg(device.as_str()).arg(self.owner(conn));
+        let held = self.invoke("reclaim", &call).await?;
+        Ok(held == 1)
     }
 
     async fn wake(&self, users: &[UserId]) -> Result<(), StoreError> {
         if users.is_empty() {
             return Ok(());
         }
-        let mut c = self.conn.clone();
         let mut call = self.scripts.wake.prepare_invoke();
         for user in users {
             call.key(self.keys.presence(user.as_str()));
@@ -152,18 +166,14 @@ impl Bus for RedisBus {
             let event = BusEvent::Wake { user: user.clone() };
             call.arg(serde_json::to_string(&event).map_err(StoreError::unavailable)?);
         }
-        self.bounded("wake", call.invoke_async::<i64>(&mut c))
-            .await?;
+        self.invoke("wake", &call).await?;
         Ok(())
     }
 
     async fn is_online(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError> {
-        let mut c = self.conn.clone();
         let mut call = self.scripts.online.key(self.keys.presence(user.as_str()));
         call.arg(device.as_str()).arg(self.keys.instance_alive(""));
-        let n = self
-            .bounded("online", call.invoke_async::<i64>(&mut c))
-            .await?;
+        let n = self.invoke("online", &call).await?;
         Ok(n == 1)
     }
 
@@ -175,20 +185,37 @@ impl Bus for RedisBus {
 /// A live subscription: the sink is kept because dropping it would end the subscription.
 type Subscription = (::redis::aio::PubSubSink, ::redis::aio::PubSubStream);
 
-async fn subscribe(client: &Client, channel: &str) -> Result<Subscription, StoreError> {
-    let pubsub = client
-        .get_async_pubsub()
+/// Opens a pub/sub connection subscribed to `channel`, within `timeout` (an unreachable Redis
+/// must not stall the re-subscribe loop for the operating system's connect timeout).
+async fn subscribe(
+    client: &Client,
+    channel: &str,
+    timeout: Duration,
+) -> Result<Subscription, StoreError> {
+    let connect = async {
+        let pubsub = client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("redis pub/sub connect: {e}")))?;
+        let (mut sink, stream) = pubsub.split();
+        sink.subscribe(channel)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("redis pub/sub subscribe: {e}")))?;
+        Ok((sink, stream))
+    };
+    tokio::time::timeout(timeout, connect)
         .await
-        .map_err(|e| StoreError::unavailable(format!("redis pub/sub connect: {e}")))?;
-    let (mut sink, stream) = pubsub.split();
-    sink.subscribe(channel)
-        .await
-        .map_err(|e| StoreError::unavailable(format!("redis pub/sub subscribe: {e}")))?;
-    Ok((sink, stream))
+        .map_err(|_| StoreError::unavailable("redis pub/sub: subscribe timed out"))?
 }
 
 /// Forwards events until the receiver is gone; re-subscribes whenever the connection drops.
-async fn listen(client: Client, channel: String, first: Subscription, tx: mpsc::Sender<BusEvent>) {
+async fn listen(
+    client: Client,
+    channel: String,
+    timeout: Duration,
+    first: Subscription,
+    tx: mpsc::Sender<BusEvent>,
+) {
     let mut stream = Some(first);
     loop {
         if let Some((_sink, mut messages)) = stream.take() {
@@ -211,7 +238,7 @@ async fn listen(client: Client, channel: String, first: Subscription, tx: mpsc::
             return;
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
-        match subscribe(&client, &channel).await {
+        match subscribe(&client, &channel, timeout).await {
             Ok(s) => {
                 info!("redis pub/sub re-subscribed");
                 stream = Some(s);
