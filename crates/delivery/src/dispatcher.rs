@@ -245,8 +245,13 @@ impl Dispatcher {
         let messages = match result {
             Ok(messages) => messages,
             Err(err) => {
+                // The store may have applied the operation without answering (a timeout, a dropped
+                // connection): its messages would then be pending but untracked here. Starting
+                // over with a full catch-up re-sends everything pending (clients dedupe by id).
                 // Retried by the tick; the messages stay safe in the store.
                 warn!(user = %key.0, device = %key.1, error = %err, "delivery read failed");
+                feed.phase = Phase::CatchUp { after: None };
+                feed.inflight.clear();
                 feed.dirty = true;
                 return;
             }
