@@ -64,11 +64,6 @@ pub struct WakeUser {
     pub user: UserId,
 }
 
-/// Re-read every feed: the cluster bus may have missed wake-ups (it reconnected).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WakeAll;
-
 /// Tuning of delivery; see `config/titan.toml` for each value's meaning.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -146,16 +141,6 @@ impl Dispatcher {
     pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> Self {
         self.bus = Some(bus);
         self
-    }
-
-    fn wake_all(&mut self, ctx: &mut Context<Self>) {
-        let keys: Vec<FeedKey> = self.feeds.keys().cloned().collect();
-        for key in keys {
-            if let Some(feed) = self.feeds.get_mut(&key) {
-                feed.dirty = true;
-            }
-            self.pump(key, ctx);
-        }
     }
 
     /// How often feeds are checked for overdue acks and retried after store errors.
@@ -411,14 +396,6 @@ impl Handler<WakeUser> for Dispatcher {
 
     fn handle(&mut self, msg: WakeUser, ctx: &mut Context<Self>) {
         self.wake_user(&msg.user, ctx);
-    }
-}
-
-impl Handler<WakeAll> for Dispatcher {
-    type Result = ();
-
-    fn handle(&mut self, _: WakeAll, ctx: &mut Context<Self>) {
-        self.wake_all(ctx);
     }
 }
 
