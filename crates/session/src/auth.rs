@@ -208,23 +208,9 @@ mod tests {
     }
 
     fn raw_token(header: serde_json::Value, claims: serde_json::Value, sig: &str) -> String {
-        use std::fmt::Write;
+        use base64::Engine;
         let b64 = |v: &serde_json::Value| {
-            let bytes = serde_json::to_vec(v).unwrap();
-            // base64url without padding, written by hand only for this test fixture.
-            const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-                for i in 0..=chunk.len() {
-                    out.write_char(T[((n >> (18 - 6 * i)) & 63) as usize] as char)
-                        .unwrap();
-                }
-            }
-            out
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
         };
         format!("{}.{}.{sig}", b64(&header), b64(&claims))
     }
