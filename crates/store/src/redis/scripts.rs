@@ -9,6 +9,9 @@ use ::redis::Script;
 /// `inbox_depth(key, cap)`, prepended to the scripts that need it (a script cannot call another).
 const DEPTH_FUNCTION: &str = include_str!("lua/depth.lua");
 
+/// `entries_reply(entries)`, prepended to the scripts that return stream entries.
+const ENTRIES_FUNCTION: &str = include_str!("lua/entries.lua");
+
 /// Every script a store runs.
 pub(super) struct Scripts {
     pub(super) append: Script,
@@ -21,10 +24,11 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Self {
         let with_depth = |body: &str| Script::new(&format!("{DEPTH_FUNCTION}\n{body}"));
+        let with_entries = |body: &str| Script::new(&format!("{ENTRIES_FUNCTION}\n{body}"));
         Self {
             append: with_depth(include_str!("lua/append.lua")),
-            read: Script::new(include_str!("lua/read.lua")),
-            claim: Script::new(include_str!("lua/claim.lua")),
+            read: with_entries(include_str!("lua/read.lua")),
+            claim: with_entries(include_str!("lua/claim.lua")),
             depth: with_depth(include_str!("lua/inbox_depth.lua")),
             trim: Script::new(include_str!("lua/trim.lua")),
         }

@@ -38,23 +38,10 @@ local ids = {}
 for i, entry in ipairs(pending) do
   ids[i] = entry[1]
 end
-local claimed = redis.call('XCLAIM', key, group, consumer, 0, unpack(ids))
-
-local out, found = {}, {}
-for _, entry in ipairs(claimed) do
-  -- Redis before 7.0 answers nil for a pending entry whose message was trimmed.
-  if type(entry) == 'table' then
-    found[entry[1]] = true
-    local json = ''
-    local fields = entry[2]
-    for f = 1, #fields, 2 do
-      if fields[f] == 'm' then
-        json = fields[f + 1]
-      end
-    end
-    out[#out + 1] = entry[1]
-    out[#out + 1] = json
-  end
+local out = entries_reply(redis.call('XCLAIM', key, group, consumer, 0, unpack(ids)))
+local found = {}
+for i = 1, #out, 2 do
+  found[out[i]] = true
 end
 -- Pending entries of trimmed messages are dropped (7.0+ XCLAIM already removed them).
 local gone = {}

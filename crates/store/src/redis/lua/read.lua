@@ -39,18 +39,7 @@ if type(reply) == 'table' and reply.err then
   end
 end
 
-local out = {}
-if reply then
-  for _, entry in ipairs(reply[1][2]) do
-    local json = ''
-    local fields = entry[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'm' then
-        json = fields[i + 1]
-      end
-    end
-    out[#out + 1] = entry[1]
-    out[#out + 1] = json
-  end
+if not reply then
+  return {}
 end
-return out
+return entries_reply(reply[1][2])
