@@ -218,11 +218,11 @@ impl Config {
                 "must be non-empty and without braces",
             ));
         }
-        if self.store.redis_timeout.is_zero() || self.delivery.poll_interval.is_zero() {
-            return Err(invalid(
-                "store.redis_timeout",
-                "durations must be more than 0s",
-            ));
+        if self.store.redis_timeout.is_zero() {
+            return Err(invalid("store.redis_timeout", "must be more than 0s"));
+        }
+        if self.delivery.poll_interval.is_zero() {
+            return Err(invalid("delivery.poll_interval", "must be more than 0s"));
         }
         if self.delivery.retention.is_zero() {
             return Err(invalid("delivery.retention", "must be more than 0s"));

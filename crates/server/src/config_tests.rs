@@ -81,6 +81,18 @@ fn invalid_values_are_rejected() {
         ("TITAN__SERVER__LISTEN", "nowhere", "server.listen"),
         ("TITAN__STORE__BACKEND", "floppy", "backend"),
         ("TITAN__DELIVERY__WINDOW", "0", "delivery.window"),
+        (
+            "TITAN__LIMITS__OUTBOUND_QUEUE",
+            "256",
+            "limits.outbound_queue",
+        ),
+        ("TITAN__STORE__BACKEND", "redis", "store.redis_url"),
+        ("TITAN__STORE__KEY_PREFIX", "a{b}", "store.key_prefix"),
+        (
+            "TITAN__DELIVERY__POLL_INTERVAL",
+            "0s",
+            "delivery.poll_interval",
+        ),
     ] {
         Jail::expect_with(|jail| {
             jail.set_env(key, value);
@@ -110,6 +122,29 @@ fn display_hides_secret() {
         assert!(!shown.contains("s3cret-value"));
         assert!(shown.contains("<hidden>"));
         assert!(!format!("{c:?}").contains("s3cret-value"));
+        Ok(())
+    });
+}
+
+/// Redis URLs keep their shape but never show a password, in check-config or Debug.
+#[test]
+fn redis_password_is_hidden() {
+    assert_eq!(
+        hide_password("redis://:pw@h:6379/0"),
+        "redis://:<hidden>@h:6379/0"
+    );
+    assert_eq!(hide_password("rediss://u:pw@h"), "rediss://u:<hidden>@h");
+    assert_eq!(hide_password("redis://pw@h"), "redis://<hidden>@h");
+    assert_eq!(hide_password("redis://h:6379"), "redis://h:6379");
+    Jail::expect_with(|jail| {
+        jail.set_env("TITAN__STORE__BACKEND", "redis");
+        jail.set_env(
+            "TITAN__STORE__REDIS_URL",
+            "redis://:topsecret@127.0.0.1:6379",
+        );
+        let c = Config::load(None).unwrap();
+        assert!(!c.to_display_toml().contains("topsecret"));
+        assert!(!format!("{c:?}").contains("topsecret"));
         Ok(())
     });
 }

@@ -87,6 +87,15 @@ level = "info,titan_delivery=debug,titan_store=debug"
     }
 
     /// A client of instance `i`, authenticated as (user, device).
+    /// Instance `i`'s HTTP address.
+    fn addr(&self, i: usize) -> std::net::SocketAddr {
+        let url = &self.instances[i].url;
+        url.trim_start_matches("ws://")
+            .trim_end_matches("/ws")
+            .parse()
+            .unwrap()
+    }
+
     async fn client(&self, i: usize, user: &str, device: &str) -> Client {
         let client = Client::connect(self.url(i)).await.unwrap();
         client
@@ -286,7 +295,11 @@ async fn redis_outage_fails_sends_then_recovers() {
         acked.push(body);
     }
 
+    let ready = common::http_get(cluster.addr(0), "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     cluster.redis.stop();
+    let unready = common::http_get(cluster.addr(0), "/readyz").await;
+    assert!(unready.starts_with("HTTP/1.1 503"), "{unready}");
     let failed = tokio::time::timeout(common::WAIT, alice.send("bob", "during"))
         .await
         .expect("msg.send hung while Redis was down");
@@ -304,6 +317,17 @@ async fn redis_outage_fails_sends_then_recovers() {
     }
 
     cluster.redis.restart();
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while !common::http_get(cluster.addr(0), "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never became ready again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for i in 0..5 {
         let body = format!("after {i}");
         send_when_store_is_back(&alice, "bob", &body).await;

@@ -4,38 +4,24 @@
 
 mod common;
 
-use common::TestServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sends one HTTP/1.1 GET and returns the whole response text.
-async fn get(server: &TestServer, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(common::WAIT, tcp.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    response
-}
+use common::{TestServer, http_get};
 
 /// /healthz and /readyz answer 200 on a healthy single node; a plain GET / explains itself.
 #[tokio::test]
 async fn probes_and_plain_root() {
     let server = TestServer::start();
-    let health = get(&server, "/healthz").await;
+    let health = http_get(server.addr, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let ready = get(&server, "/readyz").await;
+    let ready = http_get(server.addr, "/readyz").await;
     assert!(
         ready.starts_with("HTTP/1.1 200") && ready.contains("ready"),
         "{ready}"
     );
-    let root = get(&server, "/").await;
+    let root = http_get(server.addr, "/").await;
     assert!(
         root.starts_with("HTTP/1.1 200") && root.contains("WebSocket"),
         "{root}"
     );
-    let missing = get(&server, "/nope").await;
+    let missing = http_get(server.addr, "/nope").await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }

@@ -125,3 +125,17 @@ pub async fn next(c: &Client) -> titan_client::Delivery {
         .expect("timed out waiting for msg.recv")
         .expect("connection closed while waiting for msg.recv")
 }
+
+/// Sends one HTTP/1.1 GET to `addr` and returns the whole response text.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))
+        .await
+        .expect("no HTTP response in time")
+        .unwrap();
+    response
+}
