@@ -387,3 +387,49 @@ async fn claims_are_restored_after_redis_loses_them() {
     alice.send("bob", "after 1").await.unwrap();
     receive_all(&bob, &["after 1".to_owned()]).await;
 }
+
+/// A Redis that stops answering (frozen with SIGSTOP: connections stay open and commands go
+/// unanswered, as in a partition) fails `msg.send` with -32006 within the bound while sessions
+/// and `/readyz` keep answering; once Redis answers again, the send retried with its client id
+/// is stored once (the timed-out attempt may have been applied late), and new sessions and
+/// cross-instance delivery work without a restart: no actor is left wedged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresponsive_redis_times_out_then_recovers() {
+    let cluster = Cluster::start(2, false, "");
+    let alice = cluster.client(0, "alice", "phone").await;
+    let bob = cluster.client(1, "bob", "phone").await;
+    alice.send("bob", "before").await.unwrap();
+
+    cluster.redis.freeze();
+    let during = [Outgoing::new("bob", "during").with_id("during")];
+    let failed = tokio::time::timeout(common::WAIT, alice.send_many(&during))
+        .await
+        .expect("msg.send hung on an unresponsive Redis");
+    match failed {
+        Err(ClientError::Rpc(e)) => assert_eq!(e.code, STORE_UNAVAILABLE, "{e:?}"),
+        other => panic!("expected -32006, got {other:?}"),
+    }
+    let unready = tokio::time::timeout(common::WAIT, common::http_get(cluster.addr(0), "/readyz"))
+        .await
+        .expect("/readyz hung on an unresponsive Redis");
+    assert!(unready.starts_with("HTTP/1.1 503"), "{unready}");
+    for (who, client) in [("alice", &alice), ("bob", &bob)] {
+        let echoed = tokio::time::timeout(common::WAIT, client.echo(serde_json::json!([who])))
+            .await
+            .expect("a session hung while Redis was unresponsive")
+            .unwrap();
+        assert_eq!(echoed, serde_json::json!([who]));
+    }
+    cluster.redis.thaw();
+
+    send_when_store_is_back(&alice, "bob", "during").await;
+    send_when_store_is_back(&alice, "bob", "after").await;
+    let wanted = ["before", "during", "after"].map(String::from);
+    let got = receive_all(&bob, &wanted).await;
+    let copies = got.iter().filter(|m| *m == "during").count();
+    assert_eq!(copies, 1, "the retried send was stored twice: {got:?}");
+
+    let carol = cluster.client(1, "carol", "phone").await;
+    alice.send("carol", "hello carol").await.unwrap();
+    receive_all(&carol, &["hello carol".to_owned()]).await;
+}

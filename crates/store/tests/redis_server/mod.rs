@@ -110,6 +110,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server with SIGSTOP: connections stay open and commands are queued but not
+    /// answered, as behind a network partition. [`RedisServer::thaw`] resumes it (the queued
+    /// commands then run); a frozen server is still killed on drop.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a server frozen by [`RedisServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed: {status}");
+    }
+
     /// Stops the server and starts it again on the same port and directory.
     pub fn restart(&mut self) {
         self.stop();
