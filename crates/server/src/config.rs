@@ -101,7 +101,12 @@ impl std::fmt::Debug for StoreSection {
 }
 
 /// `redis://user:secret@host` -> `redis://user:<hidden>@host`.
-pub fn hide_password(url: &str) -> String {
+pub fn hide_password(urls: &str) -> String {
+    // A Redis Cluster is given as several comma-separated node URLs.
+    urls.split(',').map(hide_one).collect::<Vec<_>>().join(",")
+}
+
+fn hide_one(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

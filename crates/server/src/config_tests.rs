@@ -136,6 +136,10 @@ fn redis_password_is_hidden() {
     assert_eq!(hide_password("rediss://u:pw@h"), "rediss://u:<hidden>@h");
     assert_eq!(hide_password("redis://pw@h"), "redis://<hidden>@h");
     assert_eq!(hide_password("redis://h:6379"), "redis://h:6379");
+    assert_eq!(
+        hide_password("redis://:pw@a:1,redis://u:pw@b:2"),
+        "redis://:<hidden>@a:1,redis://u:<hidden>@b:2"
+    );
     Jail::expect_with(|jail| {
         jail.set_env("TITAN__STORE__BACKEND", "redis");
         jail.set_env(

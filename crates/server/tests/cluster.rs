@@ -55,31 +55,13 @@ impl Cluster {
     }
 
     fn write_config(&self, i: usize, delivery: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("titan-{i}.toml"));
-        let text = format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-workers = 1
-[auth]
-jwt_secret = "{secret}"
-[store]
-backend = "redis"
-path = "{data}"
-redis_url = "{url}"
-key_prefix = "{prefix}"
-redis_timeout = "500ms"
-[delivery]
-{delivery}
-[log]
-level = "info,titan_delivery=debug,titan_store=debug"
-"#,
-            secret = common::SECRET,
-            data = self.dir.path().join(format!("data-{i}")).display(),
-            url = self.redis.url(),
-            prefix = self.prefix,
-        );
-        std::fs::write(&path, text).unwrap();
-        path
+        common::process::redis_config(
+            self.dir.path(),
+            &format!("titan-{i}"),
+            &self.redis.url(),
+            &self.prefix,
+            delivery,
+        )
     }
 
     fn url(&self, i: usize) -> &str {

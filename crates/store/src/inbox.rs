@@ -22,7 +22,8 @@ pub struct Position {
 }
 
 /// A message to append. `message.id`, `message.from` and `message.time` are already set by the
-/// server. `client_id`, when present, makes the append idempotent per (sender, client id).
+/// server. `client_id`, when present, makes the append idempotent per (sender, recipient,
+/// client id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub message: Message,

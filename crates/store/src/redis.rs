@@ -12,7 +12,8 @@
 //!   the device's pending set. There is no separate device list: the groups are the devices.
 //! - append = one Lua script (`lua/append.lua`) per call: client-id lookups, the `max_pending`
 //!   check and every XADD run atomically, all or nothing across recipients. Client-id keys
-//!   `{prefix}:{<sender>}:cid:<client id>` hold the message id and expire after the retention.
+//!   `{prefix}:{<recipient>}:cid:<sender>:<client id>` hold the message id and expire after the
+//!   retention.
 //! - read_new = XREADGROUP `>`; claim_pending = XPENDING IDLE + XCLAIM (see `lua/claim.lua` for
 //!   why not XAUTOCLAIM); ack = XACK; depth = max over groups of lag + pending (XINFO GROUPS), or
 //!   XLEN without groups; trim = XTRIM MINID on the inboxes listed in the registry sorted set
@@ -30,17 +31,18 @@
 //! append may or may not have been applied: client ids make the retry safe.
 //!
 //! # Redis Cluster
-//! Every key of one user shares a slot (hash tag), but the append script touches the inboxes of
-//! all recipients, the senders' client-id keys and the registry: a Cluster refuses that with
-//! CROSSSLOT. This backend targets a single Redis primary (with replicas or Sentinel for
-//! failover). A Cluster version would run one script per recipient slot, with a two-phase
-//! reservation for all-or-nothing across slots, and keep one registry per slot.
+//! `connect` detects a Cluster node and then routes through a Cluster connection
+//! (`connection`). Every key of one user shares a slot (hash tag), and client-id keys live in
+//! the recipient's slot, so each script touches one slot, except where noted: `append` runs one
+//! script per recipient slot (a dry run per slot first when there are several), the trim
+//! registry is kept per slot, `wake` runs per slot, and `is_online` is two commands.
 //!
 //! - `keys`: the key layout and stream ids. `scripts`: the Lua scripts.
 //! - `append`: `append`. `cursor`: `read_new`, `claim_pending`, `ack`. `trim`: `trim`, `depth`.
 
 mod append;
 mod bus;
+mod connection;
 mod cursor;
 mod keys;
 mod scripts;
@@ -50,13 +52,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates};
+use ::redis::{Client, ErrorKind, RedisError};
 use async_trait::async_trait;
 use titan_protocol::{DeviceId, UserId};
 
 use crate::error::StoreError;
 use crate::inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+use connection::Connection;
 use keys::Keys;
 use scripts::Scripts;
 
@@ -109,14 +111,14 @@ impl fmt::Debug for RedisOptions {
 /// reconnects by itself.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     shared: Arc<Shared>,
 }
 
 /// What every clone shares.
 struct Shared {
-    /// Kept to open the bus's dedicated pub/sub connection.
-    client: Client,
+    /// Kept to open the bus's dedicated pub/sub connection (one per configured node).
+    pubsub: Vec<Client>,
     keys: Keys,
     scripts: Scripts,
     limits: InboxLimits,
@@ -137,7 +139,7 @@ impl RedisStore {
     /// Starts this instance's cluster bus (presence and wake-ups) on the same Redis.
     pub async fn bus(&self) -> Result<RedisBus, StoreError> {
         RedisBus::start(
-            self.shared.client.clone(),
+            self.shared.pubsub.clone(),
             self.conn.clone(),
             self.shared.keys.clone(),
             self.shared.options.operation_timeout,
@@ -164,42 +166,11 @@ impl RedisStore {
         options: RedisOptions,
     ) -> Result<Self, StoreError> {
         let keys = Keys::new(key_prefix)?;
-        // The parse error never echoes the URL, so it cannot leak the password.
-        let info = url
-            .into_connection_info()
-            .map_err(|e| StoreError::unavailable(format!("invalid redis url: {e}")))?;
-        if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-            // rustls needs a process-wide crypto provider; an already installed one is kept.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        }
-        let client = match &options.tls_root_certificates {
-            Some(pem) => Client::build_with_tls(
-                info,
-                TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => Client::open(info),
-        }
-        .map_err(|e| redis_error("configure the client", e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.operation_timeout))
-            .set_number_of_retries(RECONNECT_RETRIES as usize)
-            .set_max_delay(options.connect_timeout);
-        // Every attempt and every back-off pause takes at most `connect_timeout`.
-        let bound = options.connect_timeout * (2 * RECONNECT_RETRIES + 1);
-        let conn = bounded(
-            bound,
-            "connect",
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await?;
+        let connection::Opened { conn, pubsub } = connection::open(url, &options).await?;
         let store = Self {
             conn,
             shared: Arc::new(Shared {
-                client,
+                pubsub,
                 keys,
                 scripts: Scripts::new(),
                 limits,
@@ -213,14 +184,38 @@ impl RedisStore {
                 version.0, version.1, MIN_REDIS_VERSION.0, MIN_REDIS_VERSION.1
             )));
         }
-        tracing::info!(prefix = key_prefix, ?version, "redis store connected");
+        tracing::info!(
+            prefix = key_prefix,
+            ?version,
+            cluster = store.conn.is_cluster(),
+            "redis store connected"
+        );
         Ok(store)
+    }
+
+    /// The Cluster hash slot of `user`'s keys; 0 for every user on a standalone Redis, where
+    /// any set of keys can be used together.
+    fn shard(&self, user: &str) -> u16 {
+        if self.conn.is_cluster() {
+            connection::slot(&self.shared.keys.inbox(user))
+        } else {
+            0
+        }
+    }
+
+    /// The inbox registry that `shard`'s inboxes are listed in (see [`Keys::slot_registry`]).
+    fn registry(&self, shard: u16) -> String {
+        if self.conn.is_cluster() {
+            self.shared.keys.slot_registry(shard)
+        } else {
+            self.shared.keys.registry()
+        }
     }
 
     /// Runs `op` on a handle to the shared connection, within the operation timeout.
     async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         bounded(
@@ -232,8 +227,9 @@ impl RedisStore {
     }
 
     /// (major, minor) of the server, from `INFO server`.
+    /// On a Redis Cluster, INFO goes to every primary and the oldest version counts.
     async fn server_version(&self) -> Result<(u32, u32), StoreError> {
-        let info: String = self
+        let info: ::redis::Value = self
             .run("read the server version", |mut conn| async move {
                 ::redis::cmd("INFO")
                     .arg("server")
@@ -241,16 +237,30 @@ impl RedisStore {
                     .await
             })
             .await?;
-        let version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .and_then(|v| {
-                let mut parts = v.trim().split('.').map(str::parse::<u32>);
-                Some((parts.next()?.ok()?, parts.next()?.ok()?))
-            });
-        version.ok_or_else(|| StoreError::Corrupt {
-            reason: "INFO server has no readable redis_version".to_owned(),
-        })
+        let texts: Vec<String> = match info {
+            ::redis::Value::Map(nodes) => nodes
+                .into_iter()
+                .map(|(_, text)| ::redis::from_redis_value(text))
+                .collect::<Result<_, _>>(),
+            single => ::redis::from_redis_value(single).map(|text| vec![text]),
+        }
+        .map_err(|e| StoreError::Corrupt {
+            reason: format!("unreadable INFO server reply: {e}"),
+        })?;
+        let versions = texts.iter().map(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .and_then(|v| {
+                    let mut parts = v.trim().split('.').map(str::parse::<u32>);
+                    Some((parts.next()?.ok()?, parts.next()?.ok()?))
+                })
+        });
+        versions
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().min())
+            .ok_or_else(|| StoreError::Corrupt {
+                reason: "INFO server has no readable redis_version".to_owned(),
+            })
     }
 }
 

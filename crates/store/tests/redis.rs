@@ -8,6 +8,7 @@ mod redis_server;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use redis_server::cluster::RedisCluster;
 use redis_server::{RedisServer, ServerConfig, fresh_prefix};
 use titan_store::conformance::{
     self, append_stored, device, message, message_with_client_id, positions, texts, user,
@@ -70,9 +71,9 @@ async fn keys_are_hash_tagged_per_user() {
     keys.sort();
     let expected = [
         format!("{prefix}:inboxes"),
-        format!("{prefix}:{{alice}}:cid:c1"),
+        format!("{prefix}:{{alice}}:cid:bob:c2"),
         format!("{prefix}:{{alice}}:inbox"),
-        format!("{prefix}:{{bob}}:cid:c2"),
+        format!("{prefix}:{{bob}}:cid:alice:c1"),
         format!("{prefix}:{{bob}}:inbox"),
         format!("{prefix}:{{x%7D%7By}}:inbox"),
     ];
@@ -216,4 +217,22 @@ async fn claim_pending_pages_after_a_position() {
         pages.push(positions(&page));
     }
     assert_eq!(pages, [&stored[0..2], &stored[2..4], &stored[4..5]]);
+}
+
+/// On a Redis Cluster (3 primaries) the backend passes the same conformance checks: batches to
+/// users in different slots, client ids and trimming included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_backend_conforms() {
+    let cluster = RedisCluster::start(3);
+    let url = cluster.url();
+    conformance::run_all(|limits| {
+        let url = url.clone();
+        async move {
+            let store = RedisStore::connect(&url, &fresh_prefix(), limits)
+                .await
+                .unwrap();
+            Arc::new(store) as Arc<dyn Inbox>
+        }
+    })
+    .await;
 }

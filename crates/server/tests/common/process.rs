@@ -3,7 +3,7 @@
 //! and killed (SIGKILL) and reaped on drop.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -109,4 +109,39 @@ impl Drop for ServerProcess {
             eprintln!("--- log of titan-server {}:\n{}", self.url, self.log_text());
         }
     }
+}
+
+/// Writes `<dir>/<name>.toml`: an instance on `127.0.0.1:0` (one worker) using the Redis store at
+/// `redis_url` under `prefix`, its local files in `<dir>/<name>-data`, and `delivery` (TOML
+/// lines) as its `[delivery]` section. Returns the file's path.
+pub fn redis_config(
+    dir: &Path,
+    name: &str,
+    redis_url: &str,
+    prefix: &str,
+    delivery: &str,
+) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+workers = 1
+[auth]
+jwt_secret = "{secret}"
+[store]
+backend = "redis"
+path = "{data}"
+redis_url = "{redis_url}"
+key_prefix = "{prefix}"
+redis_timeout = "500ms"
+[delivery]
+{delivery}
+[log]
+level = "info,titan_delivery=debug,titan_store=debug"
+"#,
+        secret = super::SECRET,
+        data = dir.join(format!("{name}-data")).display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }

@@ -12,8 +12,9 @@ use super::{
 use crate::error::StoreError;
 use crate::inbox::{Appended, Inbox};
 
-/// A repeated (sender, client id) is a `Duplicate` naming the first message, also within one
-/// batch; the same client id from another sender is a different message.
+/// A repeated (sender, recipient, client id) is a `Duplicate` naming the first message, also
+/// within one batch; the same client id from another sender, or to another recipient (one
+/// client id for every copy of a group message), is a different message.
 pub async fn client_id_makes_append_idempotent(inbox: Arc<dyn Inbox>) {
     let (alice, carol, bob, phone) = (user("alice"), user("carol"), user("bob"), device("phone"));
     let first = message_with_client_id(&alice, &bob, "hello", "c1");
@@ -34,6 +35,29 @@ pub async fn client_id_makes_append_idempotent(inbox: Arc<dyn Inbox>) {
     )
     .await;
 
+    let to_carol = message_with_client_id(&alice, &carol, "hello carol", "c1");
+    let out = inbox.append(vec![to_carol.clone()]).await.unwrap();
+    assert!(matches!(out[0], Appended::Stored { .. }), "{out:?}");
+    let group = [
+        message_with_client_id(&carol, &alice, "group", "g1"),
+        message_with_client_id(&carol, &bob, "group", "g1"),
+    ];
+    let out = inbox.append(group.to_vec()).await.unwrap();
+    assert!(
+        out.iter().all(|a| matches!(a, Appended::Stored { .. })),
+        "{out:?}"
+    );
+    let again = inbox.append(group.to_vec()).await.unwrap();
+    assert_eq!(
+        again,
+        group
+            .iter()
+            .map(|m| Appended::Duplicate {
+                existing: m.message.id.clone()
+            })
+            .collect::<Vec<_>>()
+    );
+
     let x = message_with_client_id(&alice, &bob, "x", "c2");
     let y = message_with_client_id(&alice, &bob, "y", "c2");
     let z = message(&alice, &bob, "z");
@@ -48,7 +72,10 @@ pub async fn client_id_makes_append_idempotent(inbox: Arc<dyn Inbox>) {
     assert!(matches!(out[2], Appended::Stored { .. }));
 
     let inbox_now = inbox.read_new(&bob, &phone, 100).await.unwrap();
-    assert_eq!(texts(&inbox_now), ["hello", "from carol", "x", "z"]);
+    assert_eq!(
+        texts(&inbox_now),
+        ["hello", "from carol", "group", "x", "z"]
+    );
 }
 
 /// An append that would exceed `max_pending` (3) for any recipient fails whole and stores

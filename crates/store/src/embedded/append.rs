@@ -31,14 +31,18 @@ pub(super) fn append(
     let cutoff = now_ms.saturating_sub(retention_ms(limits));
     let mut plans = Vec::with_capacity(batch.len());
     // Client ids already seen in this batch: a repeat inside one batch is a duplicate too.
-    let mut seen: HashMap<(&str, &str), &MessageId> = HashMap::new();
+    let mut seen: HashMap<(&str, &str, &str), &MessageId> = HashMap::new();
     // New messages per recipient, in first-seen order so the reported full inbox is stable.
     let mut counts: Vec<(&UserId, u64)> = Vec::new();
 
     for new in batch {
         let message = &new.message;
         if let Some(client_id) = &new.client_id {
-            let key = (message.from.as_str(), client_id.as_str());
+            let key = (
+                message.from.as_str(),
+                message.to.as_str(),
+                client_id.as_str(),
+            );
             if let Some(existing) = seen.get(&key) {
                 plans.push(Plan::Duplicate {
                     existing: (*existing).clone(),
@@ -104,7 +108,11 @@ pub(super) fn append(
                 )?;
                 if let Some(client_id) = &new.client_id {
                     t.client_ids.insert(
-                        (message.from.as_str(), client_id.as_str()),
+                        (
+                            message.from.as_str(),
+                            message.to.as_str(),
+                            client_id.as_str(),
+                        ),
                         (message.id.as_str(), now_ms),
                     )?;
                 }
@@ -115,11 +123,11 @@ pub(super) fn append(
     Ok(Ok(out))
 }
 
-/// The message id stored under this (sender, client id), unless the key has expired (an
+/// The message id stored under this (sender, recipient, client id), unless the key has expired (an
 /// expired key not trimmed yet counts as absent, so behaviour does not depend on trim timing).
 fn live_client_id(
     t: &Tables<'_>,
-    key: (&str, &str),
+    key: (&str, &str, &str),
     cutoff: u64,
 ) -> Result<Option<Result<MessageId, StoreError>>, StorageError> {
     let Some(guard) = t.client_ids.get(key)? else {

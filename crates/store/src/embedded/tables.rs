@@ -29,10 +29,11 @@ pub(super) const DEVICES: TableDefinition<(&str, &str), (u64, u64)> =
 pub(super) const PENDING: TableDefinition<(&str, &str, u64), (u64, u64)> =
     TableDefinition::new("pending");
 
-/// `(sender, client id) -> (message id, created ms)`: makes appends with a client id idempotent
-/// within the retention.
-pub(super) const CLIENT_IDS: TableDefinition<(&str, &str), (&str, u64)> =
-    TableDefinition::new("client_ids");
+/// `(sender, recipient, client id) -> (message id, created ms)`: makes appends with a client id
+/// idempotent within the retention. (Keyed by recipient too since the Redis Cluster layout put
+/// client ids in the recipient's slot; the older `client_ids` table of earlier files is unused.)
+pub(super) const CLIENT_IDS: TableDefinition<(&str, &str, &str), (&str, u64)> =
+    TableDefinition::new("client_ids_per_recipient");
 
 /// Every table, opened once per write transaction and shared by all operations of the batch.
 pub(super) struct Tables<'t> {
@@ -40,7 +41,7 @@ pub(super) struct Tables<'t> {
     pub heads: Table<'t, &'static str, (u64, u64)>,
     pub devices: Table<'t, (&'static str, &'static str), (u64, u64)>,
     pub pending: Table<'t, (&'static str, &'static str, u64), (u64, u64)>,
-    pub client_ids: Table<'t, (&'static str, &'static str), (&'static str, u64)>,
+    pub client_ids: Table<'t, (&'static str, &'static str, &'static str), (&'static str, u64)>,
 }
 
 /// Where an inbox's next message goes.

@@ -1,6 +1,6 @@
-//! `append`: one call of `lua/append.lua` per batch, so a `msg.send` costs one round trip
-//! whatever its size, and the client-id checks, the `max_pending` check and the XADDs are one
-//! atomic step.
+//! `append`: one call of `lua/append.lua` per batch (per hash slot on a Redis Cluster), so a
+//! `msg.send` costs one round trip whatever its size, and the client-id checks, the
+//! `max_pending` check and the XADDs are one atomic step.
 
 use std::collections::HashMap;
 
@@ -14,8 +14,22 @@ use crate::inbox::{Appended, NewMessage};
 /// The longest client-id TTL Redis accepts with margin (it refuses expiry times past i64 ms).
 const MAX_TTL_MS: u64 = i64::MAX as u64 / 4;
 
+/// Whether a script call writes or only checks (see `lua/append.lua`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    DryRun,
+    Write,
+}
+
 impl RedisStore {
     /// See [`crate::Inbox::append`].
+    ///
+    /// On a standalone Redis the whole batch is one script call. On a Redis Cluster it is one
+    /// call per hash slot among the recipients, run concurrently: when the batch spans several
+    /// slots, a dry run in each first checks `max_pending` (and client ids), and the writes
+    /// follow only if every slot has room. A concurrent append can still fill an inbox between
+    /// the two, in which case the slots already written keep their messages and the call fails
+    /// with `InboxFull`; client ids make the client's retry store nothing twice.
     pub(super) async fn append_batch(
         &self,
         batch: Vec<NewMessage>,
@@ -23,6 +37,53 @@ impl RedisStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, new) in batch.iter().enumerate() {
+            let shard = self.shard(new.message.to.as_str());
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((shard, vec![i])),
+            }
+        }
+        if let [(shard, members)] = groups.as_slice() {
+            return self
+                .append_group(&batch, *shard, members, Pass::Write)
+                .await;
+        }
+        let checks = groups
+            .iter()
+            .map(|(shard, members)| self.append_group(&batch, *shard, members, Pass::DryRun));
+        for check in futures_util::future::join_all(checks).await {
+            check?;
+        }
+        let writes = groups
+            .iter()
+            .map(|(shard, members)| self.append_group(&batch, *shard, members, Pass::Write));
+        let written = futures_util::future::join_all(writes).await;
+        let mut out: Vec<Option<Appended>> = vec![None; batch.len()];
+        for ((_, members), appended) in groups.iter().zip(written) {
+            for (&i, a) in members.iter().zip(appended?) {
+                out[i] = Some(a);
+            }
+        }
+        out.into_iter()
+            .map(|a| {
+                a.ok_or_else(|| StoreError::Corrupt {
+                    reason: "append script answered for fewer messages than sent".to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// One script call for the messages `members` of `batch`, whose recipients all hash to
+    /// `shard`. Returns their outcomes in order (nothing for a dry run).
+    async fn append_group(
+        &self,
+        batch: &[NewMessage],
+        shard: u16,
+        members: &[usize],
+        pass: Pass,
+    ) -> Result<Vec<Appended>, StoreError> {
         let Shared {
             keys,
             scripts,
@@ -35,9 +96,10 @@ impl RedisStore {
         let mut inboxes: Vec<&UserId> = Vec::new();
         let mut inbox_index: HashMap<&str, usize> = HashMap::new();
         let mut client_ids: Vec<String> = Vec::new();
-        let mut client_id_index: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut per_message = Vec::with_capacity(batch.len());
-        for new in &batch {
+        let mut client_id_index: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        let mut per_message = Vec::with_capacity(members.len());
+        for &i in members {
+            let new = &batch[i];
             let message = &new.message;
             let inbox = *inbox_index.entry(message.to.as_str()).or_insert_with(|| {
                 inboxes.push(&message.to);
@@ -45,9 +107,13 @@ impl RedisStore {
             });
             let client_id = match &new.client_id {
                 Some(id) => *client_id_index
-                    .entry((message.from.as_str(), id.as_str()))
+                    .entry((message.to.as_str(), message.from.as_str(), id.as_str()))
                     .or_insert_with(|| {
-                        client_ids.push(keys.client_id(message.from.as_str(), id.as_str()));
+                        client_ids.push(keys.client_id(
+                            message.to.as_str(),
+                            message.from.as_str(),
+                            id.as_str(),
+                        ));
                         client_ids.len()
                     }),
                 None => 0,
@@ -60,7 +126,7 @@ impl RedisStore {
         }
 
         let mut call = scripts.append.prepare_invoke();
-        call.key(keys.registry());
+        call.key(self.registry(shard));
         for user in &inboxes {
             call.key(keys.inbox(user.as_str()));
         }
@@ -71,7 +137,8 @@ impl RedisStore {
         call.arg(limits.max_pending)
             .arg(retention_ms.clamp(1, MAX_TTL_MS))
             .arg(inboxes.len())
-            .arg(per_message.len());
+            .arg(per_message.len())
+            .arg(if pass == Pass::DryRun { "1" } else { "0" });
         for user in &inboxes {
             call.arg(user.as_str());
         }
@@ -83,7 +150,11 @@ impl RedisStore {
                 call.invoke_async(&mut conn).await
             })
             .await?;
-        self.appended(reply, &inboxes, batch.len())
+        let expected = match pass {
+            Pass::DryRun => 0,
+            Pass::Write => members.len(),
+        };
+        self.appended(reply, &inboxes, expected)
     }
 
     /// Reads the script's answer (see `lua/append.lua`).

@@ -6,10 +6,13 @@
 //! - Events: each instance subscribes to one channel, `{prefix}:events:<id>`, on a dedicated
 //!   pub/sub connection that is re-established on failure (then a [`BusEvent::Resync`] tells the
 //!   dispatcher to re-read every feed, covering anything missed meanwhile).
-//! - claim/reclaim/release/wake/online are Lua scripts (`lua/bus_*.lua`; `lua/claim.lua` is the
-//!   store's `claim_pending`): one round trip each, atomic.
+//! - claim/reclaim/release/wake are Lua scripts (`lua/bus_*.lua`; `lua/claim.lua` is the
+//!   store's `claim_pending`): one round trip each (wake: one per hash slot on a Redis Cluster),
+//!   atomic. `is_online` reads the presence hash, then the owner's liveness key: two keys in
+//!   different slots, so two commands.
+//! - On a Redis Cluster, PUBLISH reaches subscribers on every node, so the subscription is held
+//!   on any configured node, moving to the next one in `store.redis_url` when it fails.
 
-use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Client, Script, ScriptInvocation};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -20,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::connection::{Connection, slot};
 use super::keys::Keys;
 use crate::bus::{Bus, BusEvent};
 use crate::error::StoreError;
@@ -36,7 +40,7 @@ const EVENT_BUFFER: usize = 4096;
 /// See the module docs. Dropping it stops the heartbeat and the subscriber.
 pub struct RedisBus {
     instance: String,
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     timeout: Duration,
     scripts: BusScripts,
@@ -49,13 +53,12 @@ struct BusScripts {
     reclaim: Script,
     release: Script,
     wake: Script,
-    online: Script,
 }
 
 impl RedisBus {
     pub(super) async fn start(
-        client: Client,
-        conn: ConnectionManager,
+        clients: Vec<Client>,
+        conn: Connection,
         keys: Keys,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
@@ -63,8 +66,8 @@ impl RedisBus {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let channel = keys.events_channel(&instance);
         // Subscribe before returning, so no event meant for us is published before we listen.
-        let first = subscribe(&client, &channel, timeout).await?;
-        let subscriber = tokio::spawn(listen(client, channel, timeout, first, tx));
+        let first = subscribe(&clients, 0, &channel, timeout).await?;
+        let subscriber = tokio::spawn(listen(clients, channel, timeout, first, tx));
         let heartbeat = tokio::spawn(heartbeat(conn.clone(), keys.instance_alive(&instance)));
         info!(%instance, "cluster bus started");
         Ok(Self {
@@ -77,7 +80,6 @@ impl RedisBus {
                 reclaim: Script::new(include_str!("lua/bus_reclaim.lua")),
                 release: Script::new(include_str!("lua/bus_release.lua")),
                 wake: Script::new(include_str!("lua/bus_wake.lua")),
-                online: Script::new(include_str!("lua/bus_online.lua")),
             },
             events: Mutex::new(Some(rx)),
             tasks: vec![subscriber, heartbeat],
@@ -154,27 +156,60 @@ impl Bus for RedisBus {
     }
 
     async fn wake(&self, users: &[UserId]) -> Result<(), StoreError> {
-        if users.is_empty() {
-            return Ok(());
-        }
-        let mut call = self.scripts.wake.prepare_invoke();
+        // One script per hash slot among the users (one in all on a standalone Redis).
+        let mut groups: Vec<(u16, Vec<&UserId>)> = Vec::new();
         for user in users {
-            call.key(self.keys.presence(user.as_str()));
+            let shard = if self.conn.is_cluster() {
+                slot(&self.keys.presence(user.as_str()))
+            } else {
+                0
+            };
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, members)) => members.push(user),
+                None => groups.push((shard, vec![user])),
+            }
         }
-        call.arg(self.keys.events_channel("")).arg(&self.instance);
-        for user in users {
-            let event = BusEvent::Wake { user: user.clone() };
-            call.arg(serde_json::to_string(&event).map_err(StoreError::unavailable)?);
+        let mut calls = Vec::with_capacity(groups.len());
+        for (_, members) in &groups {
+            let mut call = self.scripts.wake.prepare_invoke();
+            for user in members {
+                call.key(self.keys.presence(user.as_str()));
+            }
+            call.arg(self.keys.events_channel("")).arg(&self.instance);
+            for user in members {
+                let event = BusEvent::Wake {
+                    user: (*user).clone(),
+                };
+                call.arg(serde_json::to_string(&event).map_err(StoreError::unavailable)?);
+            }
+            calls.push(call);
         }
-        self.invoke("wake", &call).await?;
+        let woken = calls.iter().map(|call| self.invoke("wake", call));
+        for result in futures_util::future::join_all(woken).await {
+            result?;
+        }
         Ok(())
     }
 
     async fn is_online(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError> {
-        let mut call = self.scripts.online.key(self.keys.presence(user.as_str()));
-        call.arg(device.as_str()).arg(self.keys.instance_alive(""));
-        let n = self.invoke("online", &call).await?;
-        Ok(n == 1)
+        let presence = self.keys.presence(user.as_str());
+        let mut conn = self.conn.clone();
+        let lookup = async {
+            let owner: Option<String> = conn.hget(&presence, device.as_str()).await?;
+            let Some(instance) = owner
+                .as_deref()
+                .and_then(|o| o.split_once(' '))
+                .map(|o| o.0)
+            else {
+                return Ok(false);
+            };
+            conn.exists(self.keys.instance_alive(instance)).await
+        };
+        match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(Ok(online)) => Ok(online),
+            Ok(Err(e)) => Err(StoreError::unavailable(format!("redis bus online: {e}"))),
+            Err(_) => Err(StoreError::unavailable("redis bus online: timed out")),
+        }
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
@@ -185,13 +220,18 @@ impl Bus for RedisBus {
 /// A live subscription: the sink is kept because dropping it would end the subscription.
 type Subscription = (::redis::aio::PubSubSink, ::redis::aio::PubSubStream);
 
-/// Opens a pub/sub connection subscribed to `channel`, within `timeout` (an unreachable Redis
-/// must not stall the re-subscribe loop for the operating system's connect timeout).
+/// Opens a pub/sub connection to node `node` (modulo the number of clients) subscribed to
+/// `channel`, within `timeout` (an unreachable Redis must not stall the re-subscribe loop for
+/// the operating system's connect timeout).
 async fn subscribe(
-    client: &Client,
+    clients: &[Client],
+    node: usize,
     channel: &str,
     timeout: Duration,
 ) -> Result<Subscription, StoreError> {
+    let Some(client) = clients.get(node % clients.len().max(1)) else {
+        return Err(StoreError::unavailable("redis pub/sub: no node configured"));
+    };
     let connect = async {
         let pubsub = client
             .get_async_pubsub()
@@ -210,13 +250,16 @@ async fn subscribe(
 
 /// Forwards events until the receiver is gone; re-subscribes whenever the connection drops.
 async fn listen(
-    client: Client,
+    clients: Vec<Client>,
     channel: String,
     timeout: Duration,
     first: Subscription,
     tx: mpsc::Sender<BusEvent>,
 ) {
     let mut stream = Some(first);
+    // The node to subscribe through next; it moves on after each failure, so a dead Cluster
+    // node is left for another one.
+    let mut node = 0;
     loop {
         if let Some((_sink, mut messages)) = stream.take() {
             while let Some(msg) = messages.next().await {
@@ -238,7 +281,7 @@ async fn listen(
             return;
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
-        match subscribe(&client, &channel, timeout).await {
+        match subscribe(&clients, node, &channel, timeout).await {
             Ok(s) => {
                 info!("redis pub/sub re-subscribed");
                 stream = Some(s);
@@ -246,13 +289,16 @@ async fn listen(
                     return;
                 }
             }
-            Err(e) => debug!(error = %e, "re-subscribe failed; retrying"),
+            Err(e) => {
+                debug!(error = %e, "re-subscribe failed; retrying");
+                node = node.wrapping_add(1);
+            }
         }
     }
 }
 
 /// Keeps this instance's liveness key alive.
-async fn heartbeat(mut conn: ConnectionManager, key: String) {
+async fn heartbeat(mut conn: Connection, key: String) {
     let ttl = u64::try_from(ALIVE_TTL.as_millis()).unwrap_or(u64::MAX);
     let mut tick = tokio::time::interval(HEARTBEAT);
     loop {

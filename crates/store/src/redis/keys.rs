@@ -5,6 +5,9 @@
 //! `%7D`): the tag then always ends right after the user, and two different users can never
 //! produce the same key, whatever characters their ids hold.
 
+use std::sync::OnceLock;
+
+use super::connection::{SLOTS, slot};
 use crate::error::StoreError;
 use crate::inbox::Position;
 
@@ -33,10 +36,18 @@ impl Keys {
         format!("{}:{{{}}}:inbox", self.prefix, escape(user))
     }
 
-    /// The idempotency key of a (sender, client id): `{prefix}:{<sender>}:cid:<client id>`,
-    /// holding the message id and expiring after the retention.
-    pub(crate) fn client_id(&self, sender: &str, client_id: &str) -> String {
-        format!("{}:{{{}}}:cid:{client_id}", self.prefix, escape(sender))
+    /// The idempotency key of a client id: `{prefix}:{<recipient>}:cid:<sender>:<client id>`,
+    /// holding the message id and expiring after the retention. It lives in the recipient's
+    /// slot, beside the inbox the message goes to, so the check and the XADD are one atomic
+    /// script even on a Redis Cluster; a client id therefore names one message of one sender to
+    /// one recipient. The sender is escaped (`:` too), so the key splits back unambiguously.
+    pub(crate) fn client_id(&self, recipient: &str, sender: &str, client_id: &str) -> String {
+        format!(
+            "{}:{{{}}}:cid:{}:{client_id}",
+            self.prefix,
+            escape(recipient),
+            escape(sender).replace(':', "%3A")
+        )
     }
 
     /// Who holds each device of the user: hash device -> `"<instance> <conn>"`.
@@ -56,11 +67,44 @@ impl Keys {
 
     /// The registry of inboxes holding messages: a sorted set of user ids scored by the time
     /// (ms) of their oldest retained message, so `trim` visits only inboxes with expired
-    /// messages. The one key outside any user's slot.
+    /// messages. On a standalone Redis there is one, outside any user's slot.
     pub(crate) fn registry(&self) -> String {
         format!("{}:inboxes", self.prefix)
     }
+
+    /// On a Redis Cluster, one registry per hash slot, tagged to hash to that slot, so that an
+    /// append registers its inbox in the same atomic script: `{prefix}:inboxes:{<tag>}`.
+    pub(crate) fn slot_registry(&self, slot: u16) -> String {
+        format!("{}:inboxes:{{{}}}", self.prefix, slot_tag(slot))
+    }
 }
+
+/// A short hash tag for every Cluster slot: the smallest decimal number hashing to it.
+fn slot_tag(wanted: u16) -> &'static str {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); usize::from(SLOTS)];
+        let mut missing = tags.len();
+        // Numbers up to a few hundred thousand cover every slot (checked by a test), so this
+        // finishes in milliseconds, once per process.
+        for n in 0..MAX_TAG_SEARCH {
+            let tag = n.to_string();
+            let entry = &mut tags[usize::from(slot(&tag))];
+            if entry.is_empty() {
+                *entry = tag;
+                missing -= 1;
+                if missing == 0 {
+                    break;
+                }
+            }
+        }
+        tags
+    });
+    &tags[usize::from(wanted % SLOTS)]
+}
+
+/// Bound of the search in [`slot_tag`]; far above what covering every slot needs.
+const MAX_TAG_SEARCH: u32 = 10_000_000;
 
 /// Makes a user id safe inside a hash tag, injectively.
 fn escape(user: &str) -> String {
@@ -104,13 +148,31 @@ mod tests {
     fn keys_are_hash_tagged_and_escaped() {
         let keys = Keys::new("titan").unwrap();
         assert_eq!(keys.inbox("alice"), "titan:{alice}:inbox");
-        assert_eq!(keys.client_id("alice", "c1"), "titan:{alice}:cid:c1");
+        assert_eq!(
+            keys.client_id("bob", "alice", "c1"),
+            "titan:{bob}:cid:alice:c1"
+        );
         assert_eq!(keys.inbox("a}:x{%"), "titan:{a%7D:x%7B%25}:inbox");
         assert_ne!(
-            keys.client_id("x}:cid:y", "z"),
-            keys.client_id("x", "y}:cid:z")
+            keys.client_id("bob", "x}:cid:y", "z"),
+            keys.client_id("bob", "x", "y}:cid:z")
+        );
+        assert_ne!(
+            keys.client_id("bob", "a:b", "c"),
+            keys.client_id("bob", "a", "b:c")
         );
         assert_eq!(keys.registry(), "titan:inboxes");
+    }
+
+    /// Every slot has a registry key that hashes to it, so an inbox and its registry share it.
+    #[test]
+    fn every_slot_has_a_registry_in_that_slot() {
+        let keys = Keys::new("titan").unwrap();
+        for s in 0..SLOTS {
+            assert_eq!(slot(&keys.slot_registry(s)), s);
+        }
+        let inbox = keys.inbox("alice");
+        assert_eq!(slot(&keys.slot_registry(slot(&inbox))), slot(&inbox));
     }
 
     /// A prefix with braces would break the hash tag, so it is refused.

@@ -11,6 +11,7 @@
 //! installs them.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 mod tls;
 
 use std::io::{Read, Write};
@@ -34,6 +35,8 @@ pub struct ServerConfig {
     pub password: Option<String>,
     /// Also listen for TLS on a second port, with a certificate from a throw-away CA.
     pub tls: bool,
+    /// Run as a Redis Cluster node (see [`cluster::RedisCluster`], which joins several).
+    pub cluster: bool,
 }
 
 /// A running `redis-server`. Killed and reaped on drop.
@@ -159,6 +162,12 @@ impl RedisServer {
         }
         if let Some(password) = &self.config.password {
             command.args(["--requirepass", password]);
+        }
+        if self.config.cluster {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "2000"]);
         }
         if let Some(tls_port) = self.tls_port {
             command

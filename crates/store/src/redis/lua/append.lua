@@ -7,17 +7,19 @@
 -- ARGV[2]            retention in ms (TTL of the client-id keys)
 -- ARGV[3]            R, the number of inboxes
 -- ARGV[4]            N, the number of messages
--- ARGV[4 + i]        the user of inbox i (its registry member), for i = 1..R
+-- ARGV[5]            '1' for a dry run: check client ids and max_pending, write nothing
+-- ARGV[5 + i]        the user of inbox i (its registry member), for i = 1..R
 -- then per message, 4 arguments: inbox index, client-id key index (0 = none), message id, JSON
 --
--- Returns {'full', <inbox index>} when an inbox would exceed max_pending (nothing written), or
--- {'ok', kind1, value1, ...} with per message 's', <stream id> (stored) or 'd', <existing
+-- Returns {'full', <inbox index>} when an inbox would exceed max_pending (nothing written),
+-- {'ok'} after a dry run that found room, or {'ok', kind1, value1, ...} with per message 's', <stream id> (stored) or 'd', <existing
 -- message id> (duplicate client id).
 local max_pending = tonumber(ARGV[1])
 local retention = ARGV[2]
 local inboxes = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
-local first = 5 + inboxes
+local dry_run = ARGV[5] == '1'
+local first = 6 + inboxes
 
 local function arg(i, field)
   return ARGV[first + 4 * i + field]
@@ -55,6 +57,10 @@ for i = 0, count - 1 do
   end
 end
 
+if dry_run then
+  return {'ok'}
+end
+
 -- Phase 3: write. Redis assigns each inbox's first stream id (so an inbox's order is acceptance
 -- order); the batch's later messages to that inbox follow it in the same millisecond, so one
 -- batch has one acceptance time per inbox even when the clock ticks while the script runs.
@@ -79,7 +85,7 @@ for i = 0, count - 1 do
       redis.call('SET', KEYS[1 + inboxes + cid], arg(i, 2), 'PX', retention, 'NX')
     end
     if first_in_inbox then
-      redis.call('ZADD', KEYS[1], 'NX', ms, ARGV[4 + inbox])
+      redis.call('ZADD', KEYS[1], 'NX', ms, ARGV[5 + inbox])
     end
     out[#out + 1] = 's'
     out[#out + 1] = id
