@@ -144,6 +144,12 @@ pub async fn run(
         config: Arc::new(session_config(&config)),
     };
     let addr = listener.local_addr()?;
+    // A peer that stops reading leaves the server's writes stuck behind a zero TCP window, and
+    // then actix never releases the socket, not even after the session has closed. The kernel
+    // drops a connection whose data stayed unsent or unacknowledged this long; accepted sockets
+    // inherit the setting from the listener. The idle timeout is the right bound: a peer that
+    // reads nothing for that long would have been closed as idle (4000) anyway.
+    socket2::SockRef::from(&listener).set_tcp_user_timeout(Some(config.limits.idle_timeout))?;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(deps.clone()))
