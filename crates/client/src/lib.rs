@@ -34,6 +34,7 @@ pub mod delivery;
 pub mod error;
 mod link;
 pub mod raw;
+pub mod reconnecting;
 pub mod transport;
 
 pub use client::{Client, ClientOptions, Outgoing};
@@ -41,5 +42,6 @@ pub use connection::{CLOSE_HANDSHAKE_TIMEOUT, NO_STATUS_CODE};
 pub use delivery::Delivery;
 pub use error::{ClientError, Result};
 pub use raw::{RawEvent, RawSocket};
+pub use reconnecting::{Backoff, ConnectionState, ReconnectOptions, ReconnectingClient};
 pub use tokio_tungstenite::tungstenite;
 pub use transport::{DEFAULT_CONNECT_TIMEOUT, MAX_INCOMING_BYTES};
