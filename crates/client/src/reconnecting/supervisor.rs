@@ -156,7 +156,15 @@ impl Supervisor {
             transmit(&client, *seq, pending.outgoing.clone(), &done_tx, None);
         }
         loop {
+            // Biased: deliveries already received are handled before the end of the connection
+            // is noticed (which is reported as soon as the close frame arrives, not only once
+            // the socket is gone).
             tokio::select! {
+                biased;
+                delivery = client.next_delivery() => match delivery {
+                    Some(delivery) => self.receive(delivery).await,
+                    None => return ended(client.closed().await),
+                },
                 command = commands.recv() => match command {
                     Some(Command::Send { outgoing, reply }) => {
                         let seq = self.queue(outgoing.clone(), reply);
@@ -167,13 +175,10 @@ impl Supervisor {
                         return End::Stop;
                     }
                 },
-                delivery = client.next_delivery() => match delivery {
-                    Some(delivery) => self.receive(delivery).await,
-                    None => return ended(client.closed().await),
-                },
                 Some(SendDone { seq, result }) = done_rx.recv() => {
                     self.settle(&client, seq, result, &done_tx);
                 }
+                frame = client.closed() => return ended(frame),
             }
         }
     }
