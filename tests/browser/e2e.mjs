@@ -6,7 +6,8 @@
 // The server must run with auth.dev_tokens = true. Two pages sign in as two users, exchange
 // messages both ways, one page leaves, messages arrive while it is away, it comes back (same tab,
 // so the same device) and shows them, and no message is ever shown twice. Exits non-zero on any
-// failure; every wait is bounded.
+// failure; every wait is bounded. With TITAN_E2E_CONTROL=1 (as crates/server/tests/browser.rs
+// runs it) it also has the server killed and restarted under both pages.
 
 import { chromium } from "playwright-core";
 
@@ -58,6 +59,52 @@ async function waitAllAcked(page, count) {
     count,
     { timeout: WAIT },
   );
+}
+
+// With TITAN_E2E_CONTROL=1 the test that runs this script controls the server: a line "@@kill"
+// on stdout asks it to kill the server, "@@start" to start it again on the same port; it
+// answers each with a line on stdin once done.
+const control = process.env.TITAN_E2E_CONTROL === "1" ? readLines(process.stdin) : null;
+
+async function* readLines(stream) {
+  let buffer = "";
+  for await (const chunk of stream) {
+    buffer += chunk;
+    let newline;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      yield buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+    }
+  }
+}
+
+async function ask(command) {
+  console.log(`@@${command}`);
+  const { value, done } = await control.next();
+  if (done || value !== `${command} done`) throw new Error(`server control: ${command} failed (${value})`);
+}
+
+/** Both pages ride out a server kill -9 and restart; a message typed while it is down is sent
+ * after the restart (same client id), ACKed, and shown to its recipient once. */
+async function restartScenario(alice, bob) {
+  await ask("kill");
+  await alice.waitForSelector("#status.offline", { timeout: WAIT });
+  await bob.waitForSelector("#status.offline", { timeout: WAIT });
+  check(true, "both pages notice the dead server and wait to reconnect");
+  await send(alice, "bob", "sent while the server was down");
+  const waiting = await alice.$eval("#log li.out:last-child", (li) => li.dataset.state);
+  check(waiting === "sending", `the message waits, not ACKed (state ${waiting})`);
+  await ask("start");
+  await alice.waitForSelector("#status.online", { timeout: WAIT });
+  await bob.waitForSelector("#status.online", { timeout: WAIT });
+  check(true, "both pages reconnect and authenticate again by themselves");
+  await waitIncoming(bob, "sent while the server was down");
+  await waitAllAcked(alice, 4);
+  check(true, "the message sent while down is ACKed and delivered after the restart");
+  const bobSees = await shown(bob);
+  assertNoDuplicates(bobSees, "bob after the restart");
+  const copies = bobSees.filter((i) => i.body === "sent while the server was down").length;
+  check(copies === 1, `bob shows it once (${copies})`);
 }
 
 /** What a page shows: [{kind, id, from, body}]. */
@@ -154,6 +201,8 @@ try {
     `alice's incoming messages are exactly bob's two (got ${JSON.stringify(aliceIn)})`,
   );
 
+  if (process.env.TITAN_E2E_CONTROL === "1") await restartScenario(alice, bob);
+
   await bob.screenshot({ path: screenshot, fullPage: true });
   check(errors.length === 0, `no page errors (${errors.join("; ")})`);
   console.log(`${passed} passed, 0 failed`);
@@ -162,5 +211,6 @@ try {
   if (errors.length) console.error(`page errors: ${errors.join("; ")}`);
   process.exitCode = 1;
 } finally {
+  process.stdin.destroy(); // let node exit even though the control stream was open
   await browser.close();
 }
