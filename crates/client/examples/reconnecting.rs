@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
         eprintln!("cannot greet {peer}: {e}");
         return ExitCode::FAILURE;
     }
-    // Each message exactly once, already acknowledged to the server.
+    // Each message once; acknowledged to the server as it is taken here.
     while let Some(message) = client.next_message().await {
         println!("{} {}: {}", message.time, message.from, message.message);
         let shout = message.message.to_uppercase();

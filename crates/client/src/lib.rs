@@ -17,7 +17,7 @@
 //! let bob = ReconnectingClient::start("ws://127.0.0.1:3000/ws", token, options);
 //! bob.send("alice", "hi alice").await?; // returns once stored, across reconnects
 //! while let Some(message) = bob.next_message().await {
-//!     // Already acknowledged; each id once.
+//!     // Each id once; acknowledged to the server once taken here.
 //!     tracing::info!(from = %message.from, id = %message.id, "received");
 //! }
 //! # Ok(())

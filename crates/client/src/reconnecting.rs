@@ -32,8 +32,9 @@ pub struct ReconnectOptions {
     pub backoff: Backoff,
     /// How many received message ids are remembered to drop redeliveries.
     pub seen_capacity: usize,
-    /// Received messages held for the application. When full, further deliveries are refused
-    /// (left pending on the server, which sends them again later), never dropped.
+    /// Received messages held for the application (not yet acknowledged). When full, further
+    /// deliveries are refused (left pending on the server, which sends them again later), never
+    /// dropped.
     pub message_buffer: usize,
     /// Options of each underlying connection (`auto_ack` is ignored: acks are sent only once a
     /// message is in the buffer).
@@ -85,14 +86,15 @@ pub(crate) enum Command {
 /// let client = ReconnectingClient::start("ws://127.0.0.1:3000/ws", token, options);
 /// client.send("bob", "hi").await?; // returns once the server stored it, however many reconnects
 /// while let Some(message) = client.next_message().await {
-///     tracing::info!(from = %message.from, id = %message.id, "received"); // each id once
+///     // Each id once; acknowledged to the server once taken here.
+///     tracing::info!(from = %message.from, id = %message.id, "received");
 /// }
 /// # Ok(())
 /// # }
 /// ```
 pub struct ReconnectingClient {
     commands: mpsc::Sender<Command>,
-    messages: Mutex<mpsc::Receiver<Message>>,
+    messages: Mutex<mpsc::Receiver<supervisor::Received>>,
     state: watch::Receiver<ConnectionState>,
     token: Arc<StdMutex<String>>,
     /// Prefix of this client's message ids, random per client so ids never collide.
@@ -150,10 +152,12 @@ impl ReconnectingClient {
         done.await.map_err(|_| self.stopped_error())?
     }
 
-    /// The next received message, each id at most once (already acknowledged to the server);
-    /// `None` once the client has stopped and the buffer is empty.
+    /// The next received message, each id at most once; `None` once the client has stopped and
+    /// the buffer is empty. A `msg.recv` is acknowledged once every message of it has been taken
+    /// here, so a crash before that gets them redelivered (at least once to the application).
     pub async fn next_message(&self) -> Option<Message> {
-        self.messages.lock().await.recv().await
+        let received = self.messages.lock().await.recv().await?;
+        Some(received.take())
     }
 
     /// Like [`ReconnectingClient::next_message`], but `Ok(None)` when nothing arrives within

@@ -13,6 +13,51 @@ use titan_protocol::{CloseCode, ErrorCode, Message};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+/// A received message on its way to the application. It shares its delivery's [`AckOnTake`]:
+/// once the application has taken every message of a `msg.recv`, the request is acknowledged.
+pub(crate) struct Received {
+    message: Message,
+    ack: Arc<AckOnTake>,
+}
+
+impl Received {
+    /// Hands the message over; dropping the share of the delivery may acknowledge it.
+    pub(crate) fn take(self) -> Message {
+        drop(self.ack);
+        self.message
+    }
+}
+
+/// Acknowledges its delivery when dropped, i.e. when the last message sharing it was taken by
+/// the application. Refusing the delivery first (buffer full) takes it out, so nothing is acked.
+struct AckOnTake {
+    delivery: StdMutex<Option<Delivery>>,
+}
+
+impl AckOnTake {
+    fn take_delivery(&self) -> Option<Delivery> {
+        self.delivery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+impl Drop for AckOnTake {
+    fn drop(&mut self) {
+        let Some(delivery) = self.take_delivery() else {
+            return;
+        };
+        // Outside a runtime (the application is shutting down) nothing is acked: the server
+        // redelivers, which is what at-least-once wants.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = delivery.ack().await;
+            });
+        }
+    }
+}
+
 /// A send waiting for the server's ACK.
 struct Pending {
     outgoing: Outgoing,
@@ -39,7 +84,7 @@ pub(super) struct Supervisor {
     url: String,
     token: Arc<StdMutex<String>>,
     options: ReconnectOptions,
-    messages: mpsc::Sender<Message>,
+    messages: mpsc::Sender<Received>,
     state: watch::Sender<ConnectionState>,
     /// Unacknowledged sends by submission order, so a reconnect resends them in order.
     outbox: BTreeMap<u64, Pending>,
@@ -52,7 +97,7 @@ impl Supervisor {
         url: String,
         token: Arc<StdMutex<String>>,
         options: ReconnectOptions,
-        messages: mpsc::Sender<Message>,
+        messages: mpsc::Sender<Received>,
         state: watch::Sender<ConnectionState>,
     ) -> Self {
         let seen = Seen::new(options.seen_capacity);
@@ -183,29 +228,53 @@ impl Supervisor {
         }
     }
 
-    /// Hands new messages to the application, then acknowledges the delivery. If the buffer is
-    /// full the delivery is refused instead: the server keeps it and sends it again (what was
-    /// already handed over is then dropped as seen).
+    /// Hands new messages to the application; the delivery is acknowledged once the
+    /// application has taken all of them (at once when every message was a redelivery). If the
+    /// buffer is full the delivery is refused instead: the server keeps it and sends it again.
     async fn receive(&mut self, delivery: Delivery) {
-        for message in &delivery.messages {
-            if self.seen.contains(&message.id) {
-                tracing::debug!(id = %message.id, "dropping a redelivered message");
-                continue;
-            }
-            match self.messages.try_send(message.clone()) {
+        let fresh: Vec<Message> = delivery
+            .messages
+            .iter()
+            .filter(|m| !self.seen.contains(&m.id))
+            .cloned()
+            .collect();
+        if fresh.len() < delivery.messages.len() {
+            tracing::debug!(
+                dropped = delivery.messages.len() - fresh.len(),
+                "dropping redelivered messages"
+            );
+        }
+        if fresh.is_empty() {
+            let _ = delivery.ack().await;
+            return;
+        }
+        let ack = Arc::new(AckOnTake {
+            delivery: StdMutex::new(Some(delivery)),
+        });
+        for message in fresh {
+            let id = message.id.clone();
+            let received = Received {
+                message,
+                ack: ack.clone(),
+            };
+            match self.messages.try_send(received) {
                 Ok(()) => {
-                    self.seen.insert(message.id.clone());
+                    self.seen.insert(id);
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!("message buffer full, refusing a delivery for later");
-                    let _ = delivery.reject().await;
+                    if let Some(delivery) = ack.take_delivery() {
+                        let _ = delivery.reject().await;
+                    }
                     return;
                 }
                 // Nobody reads any more: leave the messages pending for the next run of the app.
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    ack.take_delivery();
+                    return;
+                }
             }
         }
-        let _ = delivery.ack().await;
     }
 
     /// Applies the outcome of one send attempt.

@@ -1,5 +1,5 @@
 //! `titan-cli listen`: received messages as JSON lines (`{"id","from","to","time","message"}`),
-//! each id once, acknowledged once the CLI has it.
+//! each id once, acknowledged as the CLI takes it to print.
 
 use crate::report_status;
 use std::io::Write;
