@@ -50,6 +50,9 @@ pub struct AuthSection {
     pub jwt_secret: String,
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
+    /// Serves `POST /dev/token` (a token for any user name) to loopback peers, for the chat
+    /// page's local demo. Off by default: it lets anyone on this machine be anyone.
+    pub dev_tokens: bool,
 }
 
 impl std::fmt::Debug for AuthSection {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for AuthSection {
                 },
             )
             .field("token_ttl", &self.token_ttl)
+            .field("dev_tokens", &self.dev_tokens)
             .finish()
     }
 }

@@ -1,4 +1,5 @@
-//! HTTP routes: the WebSocket endpoint (`GET /` and `GET /ws`), liveness and readiness probes.
+//! HTTP routes: the WebSocket endpoint (`GET /` and `GET /ws`), the chat page on a plain `GET /`
+//! (its assets and the dev token endpoint are in [`crate::page`]), liveness and readiness probes.
 
 use actix_web::{HttpRequest, HttpResponse, Responder, http::header, web};
 use std::sync::Arc;
@@ -18,7 +19,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(root))
         .route("/ws", web::get().to(websocket))
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .configure(crate::page::routes);
 }
 
 fn wants_websocket(req: &HttpRequest) -> bool {
@@ -28,7 +30,7 @@ fn wants_websocket(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// `GET /`: a WebSocket upgrade starts a session; a plain request gets a short text answer.
+/// `GET /`: a WebSocket upgrade starts a session; a plain request gets the chat page.
 async fn root(
     req: HttpRequest,
     body: web::Payload,
@@ -37,9 +39,7 @@ async fn root(
     if wants_websocket(&req) {
         return titan_session::start(&req, body, deps.get_ref().clone());
     }
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("Titan messaging server. Connect a WebSocket to / or /ws and speak JSON-RPC 2.0; see docs/protocol.md.\n"))
+    Ok(crate::page::index())
 }
 
 async fn websocket(

@@ -3,11 +3,13 @@
 //! - [`config`]: the typed configuration tree and its loading rules.
 //! - [`secret`]: the JWT secret, configured or generated and kept under `store.path`.
 //! - [`http`]: the HTTP routes (WebSocket upgrade, health).
+//! - [`page`]: the chat page, `titan.js` and the local-only dev token endpoint.
 //! - [`run`]: builds the store and actors and serves until `shutdown` resolves; shared by `main`
 //!   and the integration tests.
 
 pub mod config;
 pub mod http;
+pub mod page;
 pub mod secret;
 
 use actix::Actor;
@@ -137,6 +139,13 @@ pub async fn run(
         router = router.with_bus(bus);
     }
     let router = router.start();
+    let dev_tokens = page::DevTokens {
+        enabled: config.auth.dev_tokens,
+        auth: auth.clone(),
+    };
+    if dev_tokens.enabled {
+        tracing::warn!("auth.dev_tokens is on: loopback clients can get a token for any user");
+    }
     let deps = SessionDeps {
         router,
         dispatcher,
@@ -154,6 +163,7 @@ pub async fn run(
         App::new()
             .app_data(web::Data::new(deps.clone()))
             .app_data(web::Data::new(readiness.clone()))
+            .app_data(web::Data::new(dev_tokens.clone()))
             .configure(http::routes)
     })
     .disable_signals()

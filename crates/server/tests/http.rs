@@ -6,7 +6,7 @@ mod common;
 
 use common::{TestServer, http_get};
 
-/// /healthz and /readyz answer 200 on a healthy single node; a plain GET / explains itself.
+/// /healthz and /readyz answer 200 on a healthy single node; a plain GET / serves the chat page.
 #[tokio::test]
 async fn probes_and_plain_root() {
     let server = TestServer::start();
@@ -19,7 +19,7 @@ async fn probes_and_plain_root() {
     );
     let root = http_get(server.addr, "/").await;
     assert!(
-        root.starts_with("HTTP/1.1 200") && root.contains("WebSocket"),
+        root.starts_with("HTTP/1.1 200") && root.contains("<title>Titan chat</title>"),
         "{root}"
     );
     let missing = http_get(server.addr, "/nope").await;
