@@ -25,6 +25,9 @@ pub enum SessionError {
     },
     #[error("connection is already authenticated as {user}/{device}")]
     AlreadyAuthenticated { user: String, device: String },
+    /// The user has `limits.max_connections_per_user` connections on this instance already.
+    #[error("too many connections for this user")]
+    TooManyConnections,
 }
 
 /// Maps an internal error to the client-visible error. Logs what the client is not told.
@@ -39,6 +42,11 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
         SessionError::AlreadyAuthenticated { .. } => {
             RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {err}"))
         }
+        SessionError::TooManyConnections => RpcError::with_message(
+            ErrorCode::RateLimited,
+            "Rate limited: too many connections for this user",
+        )
+        .with_data(serde_json::json!({ "retry_after_ms": 1000 })),
         SessionError::Delivery(DeliveryError::Store(StoreError::InboxFull {
             user,
             max_pending,
