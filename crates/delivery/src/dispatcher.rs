@@ -467,11 +467,15 @@ impl Handler<Acked> for Dispatcher {
             // Freeing window space lets a deferred read (dirty) go ahead in the pump below.
             for pos in &msg.positions {
                 if let Some(sent) = feed.inflight.remove(pos) {
-                    self.metrics.deliver_to_ack.observe(sent.elapsed().as_secs_f64());
+                    self.metrics
+                        .deliver_to_ack
+                        .observe(sent.elapsed().as_secs_f64());
                 }
             }
         }
-        self.metrics.messages_acked.inc_by(msg.positions.len() as u64);
+        self.metrics
+            .messages_acked
+            .inc_by(msg.positions.len() as u64);
         // A late ack from a replaced session still acks the device's messages.
         let store = self.store.clone();
         let (user, device) = key.clone();

@@ -102,27 +102,118 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let families = Families {
-            connections_open: gauge(&registry, "titan_connections_open", "Open WebSocket connections"),
-            connections_total: counter(&registry, "titan_connections_total", "WebSocket connections accepted"),
-            sessions_authenticated: gauge(&registry, "titan_sessions_authenticated", "Authenticated connections"),
-            online_users: gauge(&registry, "titan_online_users", "Users online on this instance"),
-            online_devices: gauge(&registry, "titan_online_devices", "Devices online on this instance"),
-            messages_accepted: counter(&registry, "titan_messages_accepted_total", "Messages stored by msg.send"),
-            messages_delivered: counter(&registry, "titan_messages_delivered_total", "Messages sent in msg.recv"),
-            messages_acked: counter(&registry, "titan_messages_acked_total", "Messages acknowledged"),
-            messages_redelivered: counter(&registry, "titan_messages_redelivered_total", "Messages sent again"),
-            accept_to_deliver: histogram(&registry, "titan_accept_to_deliver_seconds", "Store acceptance to first msg.recv"),
-            deliver_to_ack: histogram(&registry, "titan_deliver_to_ack_seconds", "msg.recv to its acknowledgement"),
-            messages_in_flight: gauge(&registry, "titan_messages_in_flight", "Messages sent and not acknowledged"),
-            inbox_depth: gauge(&registry, "titan_inbox_depth", "Pending messages of the users online here"),
-            store_seconds: histogram_vec(&registry, "titan_store_operation_seconds", "Store operation latency", &["op"]),
-            store_errors: counter_vec(&registry, "titan_store_errors_total", "Failed store operations", &["op"]),
-            push_sends: counter_vec(&registry, "titan_push_sends_total", "Push notifications attempted", &["provider", "outcome"]),
-            auth_failures: counter_vec(&registry, "titan_auth_failures_total", "Refused authentications", &["reason"]),
-            rpc_requests: counter_vec(&registry, "titan_rpc_requests_total", "JSON-RPC requests answered", &["method", "code"]),
-            closes: counter_vec(&registry, "titan_connections_closed_total", "Connections closed by the server", &["code"]),
-            slow_consumer_closes: counter(&registry, "titan_slow_consumer_closes_total", "Connections closed as slow consumers"),
-            limit_rejections: counter_vec(&registry, "titan_limit_rejections_total", "Connections or requests refused by a limit", &["limit"]),
+            connections_open: gauge(
+                &registry,
+                "titan_connections_open",
+                "Open WebSocket connections",
+            ),
+            connections_total: counter(
+                &registry,
+                "titan_connections_total",
+                "WebSocket connections accepted",
+            ),
+            sessions_authenticated: gauge(
+                &registry,
+                "titan_sessions_authenticated",
+                "Authenticated connections",
+            ),
+            online_users: gauge(
+                &registry,
+                "titan_online_users",
+                "Users online on this instance",
+            ),
+            online_devices: gauge(
+                &registry,
+                "titan_online_devices",
+                "Devices online on this instance",
+            ),
+            messages_accepted: counter(
+                &registry,
+                "titan_messages_accepted_total",
+                "Messages stored by msg.send",
+            ),
+            messages_delivered: counter(
+                &registry,
+                "titan_messages_delivered_total",
+                "Messages sent in msg.recv",
+            ),
+            messages_acked: counter(
+                &registry,
+                "titan_messages_acked_total",
+                "Messages acknowledged",
+            ),
+            messages_redelivered: counter(
+                &registry,
+                "titan_messages_redelivered_total",
+                "Messages sent again",
+            ),
+            accept_to_deliver: histogram(
+                &registry,
+                "titan_accept_to_deliver_seconds",
+                "Store acceptance to first msg.recv",
+            ),
+            deliver_to_ack: histogram(
+                &registry,
+                "titan_deliver_to_ack_seconds",
+                "msg.recv to its acknowledgement",
+            ),
+            messages_in_flight: gauge(
+                &registry,
+                "titan_messages_in_flight",
+                "Messages sent and not acknowledged",
+            ),
+            inbox_depth: gauge(
+                &registry,
+                "titan_inbox_depth",
+                "Pending messages of the users online here",
+            ),
+            store_seconds: histogram_vec(
+                &registry,
+                "titan_store_operation_seconds",
+                "Store operation latency",
+                &["op"],
+            ),
+            store_errors: counter_vec(
+                &registry,
+                "titan_store_errors_total",
+                "Failed store operations",
+                &["op"],
+            ),
+            push_sends: counter_vec(
+                &registry,
+                "titan_push_sends_total",
+                "Push notifications attempted",
+                &["provider", "outcome"],
+            ),
+            auth_failures: counter_vec(
+                &registry,
+                "titan_auth_failures_total",
+                "Refused authentications",
+                &["reason"],
+            ),
+            rpc_requests: counter_vec(
+                &registry,
+                "titan_rpc_requests_total",
+                "JSON-RPC requests answered",
+                &["method", "code"],
+            ),
+            closes: counter_vec(
+                &registry,
+                "titan_connections_closed_total",
+                "Connections closed by the server",
+                &["code"],
+            ),
+            slow_consumer_closes: counter(
+                &registry,
+                "titan_slow_consumer_closes_total",
+                "Connections closed as slow consumers",
+            ),
+            limit_rejections: counter_vec(
+                &registry,
+                "titan_limit_rejections_total",
+                "Connections or requests refused by a limit",
+                &["limit"],
+            ),
             registry,
         };
         Self {
@@ -163,7 +254,9 @@ impl Metrics {
 
     /// Records one push attempt (`outcome` such as `sent`, `failed`, `invalid_token`).
     pub fn record_push(&self, provider: &str, outcome: &str) {
-        self.push_sends.with_label_values(&[provider, outcome]).inc();
+        self.push_sends
+            .with_label_values(&[provider, outcome])
+            .inc();
     }
 }
 
@@ -192,12 +285,18 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 
 #[allow(clippy::expect_used)]
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    register(registry, IntGauge::new(name, help).expect("valid metric name"))
+    register(
+        registry,
+        IntGauge::new(name, help).expect("valid metric name"),
+    )
 }
 
 #[allow(clippy::expect_used)]
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    register(registry, IntCounter::new(name, help).expect("valid metric name"))
+    register(
+        registry,
+        IntCounter::new(name, help).expect("valid metric name"),
+    )
 }
 
 #[allow(clippy::expect_used)]
@@ -211,7 +310,10 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 #[allow(clippy::expect_used)]
 fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    register(registry, Histogram::with_opts(opts).expect("valid metric name"))
+    register(
+        registry,
+        Histogram::with_opts(opts).expect("valid metric name"),
+    )
 }
 
 #[allow(clippy::expect_used)]

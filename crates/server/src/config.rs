@@ -328,12 +328,18 @@ impl Config {
             ));
         }
         if s.allowed_origins.iter().any(|o| o.trim().is_empty()) {
-            return Err(invalid("server.allowed_origins", "entries must not be empty"));
+            return Err(invalid(
+                "server.allowed_origins",
+                "entries must not be empty",
+            ));
         }
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_connections", l.max_connections),
-            ("limits.max_connections_per_user", l.max_connections_per_user),
+            (
+                "limits.max_connections_per_user",
+                l.max_connections_per_user,
+            ),
             ("limits.connection_burst", l.connection_burst as usize),
         ] {
             if v == 0 {

@@ -204,7 +204,10 @@ pub async fn run(
         info!(open = connections.open(), ?window, "draining");
         connections.start_drain(window);
         let wait = timeout.saturating_sub(STOP_GRACE);
-        if tokio::time::timeout(wait, connections.idle()).await.is_err() {
+        if tokio::time::timeout(wait, connections.idle())
+            .await
+            .is_err()
+        {
             warn!(
                 open = connections.open(),
                 "drain timeout: cutting the remaining connections"

@@ -85,7 +85,11 @@ impl Refusal {
     pub fn response(self) -> HttpResponse {
         let (status, retry, text) = match self {
             Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, Some(1), "server draining"),
-            Self::Full => (StatusCode::SERVICE_UNAVAILABLE, Some(1), "too many connections"),
+            Self::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(1),
+                "too many connections",
+            ),
             Self::RateLimited { retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(retry_after.as_secs().max(1)),
@@ -237,7 +241,8 @@ impl Connections {
             return Ok(());
         };
         self.sweep();
-        let n = NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let n =
+            NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         let refused = match limiter.check_key_n(user, n) {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
@@ -317,7 +322,11 @@ impl Drop for Live {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        let mut per_user = self.inner.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_user = self
+            .inner
+            .per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = per_user.get_mut(&self.user) {
             *n -= 1;
             if *n == 0 {
