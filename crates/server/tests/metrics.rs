@@ -148,3 +148,34 @@ async fn debug_vars_has_old_names() {
         "{vars}"
     );
 }
+
+/// The Grafana dashboard in docker/ is valid JSON and every metric it queries is one Titan
+/// defines (so a renamed family cannot leave an empty panel behind).
+#[test]
+fn dashboard_queries_existing_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docker/grafana/titan.json")).unwrap();
+    let defined = include_str!("../../delivery/src/metrics.rs");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("titan_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    defined.contains(&format!("\"{family}\"")),
+                    "{family} in {expr}"
+                );
+            }
+        }
+    }
+}
