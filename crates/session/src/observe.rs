@@ -2,8 +2,9 @@
 //! authentications by reason, closes by code. Labels only ever take values from fixed sets, never
 //! raw client input, so a client cannot grow the number of series.
 
-use titan_delivery::Metrics;
+use titan_delivery::{ConnId, Metrics};
 use titan_protocol::{ClientCommand, CloseCode, ErrorCode, Response};
+use tracing::Span;
 
 use crate::auth::AuthError;
 use crate::session::Outcome;
@@ -46,6 +47,26 @@ pub(crate) fn request(metrics: &Metrics, method: &str, outcome: Outcome) -> Outc
             }))
         }
     }
+}
+
+/// The span every log line of connection `conn` carries; `user` and `device` are recorded once
+/// it authenticates.
+pub(crate) fn span(conn: ConnId, peer: &str) -> Span {
+    tracing::info_span!(
+        "conn",
+        conn = conn.0,
+        peer,
+        user = tracing::field::Empty,
+        device = tracing::field::Empty
+    )
+}
+
+/// Counts a token refused because it is bound to another device than the one asked for.
+pub(crate) fn device_mismatch(metrics: &Metrics) {
+    metrics
+        .auth_failures
+        .with_label_values(&["device_mismatch"])
+        .inc();
 }
 
 /// Counts a refused authentication by the kind of failure.

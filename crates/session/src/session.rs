@@ -77,7 +77,6 @@ struct Authenticated {
     user: UserId,
     device: DeviceId,
     expiry_timer: SpawnHandle,
-    _slot: UserSlot,
 }
 
 /// See the module docs.
@@ -96,6 +95,8 @@ pub struct Session {
     auth_failures: u32,
     closing: Option<CloseCode>,
     _live: Live,
+    /// Counts this connection towards its user's limit once authenticated.
+    user_slot: Option<UserSlot>,
     /// The drain reached this session while requests were executing: close once they are
     /// answered.
     drain_pending: bool,
@@ -114,7 +115,7 @@ impl Session {
         let rate = NonZeroU32::new(deps.config.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(deps.config.request_burst).unwrap_or(rate);
         let conn = ConnId::next();
-        let span = tracing::info_span!("conn", conn = conn.0, %peer, user = tracing::field::Empty, device = tracing::field::Empty);
+        let span = observe::span(conn, &peer);
         Self {
             conn,
             peer,
@@ -128,6 +129,7 @@ impl Session {
             auth_failures: 0,
             closing: None,
             _live: live,
+            user_slot: None,
             drain_pending: false,
             span,
             deps,
@@ -312,12 +314,9 @@ impl Session {
                         id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())),
                     );
                 };
-                if let Err(wait) = self.deps.connections.take_sends(&me.user, messages.len()) {
-                    let error = RpcError::with_message(
-                        ErrorCode::RateLimited,
-                        "Rate limited: too many messages per minute",
-                    )
-                    .with_data(serde_json::json!({ "retry_after_ms": wait.as_millis().max(1) }));
+                if let Err(retry_after) = self.deps.connections.take_sends(&me.user, messages.len())
+                {
+                    let error = to_rpc(&SessionError::SendQuota { retry_after });
                     return Outcome::Now(id.map(|id| Response::error(id, error)));
                 }
                 let limit = self.deps.config.max_message_bytes;
@@ -357,40 +356,29 @@ impl Session {
         let device = match (verified.device, device) {
             (Some(bound), Some(asked)) if bound != asked => {
                 self.auth_failures += 1;
-                let e = crate::auth::AuthError::DeviceMismatch {
+                observe::device_mismatch(&self.deps.metrics);
+                return Err(crate::auth::AuthError::DeviceMismatch {
                     token_device: bound.to_string(),
                     requested: asked.to_string(),
-                };
-                observe::auth_failure(&self.deps.metrics, &e);
-                return Err(e.into());
+                }
+                .into());
             }
             (Some(d), _) | (None, Some(d)) => d,
             (None, None) => DeviceId::default_device(),
         };
-        let slot = match &mut self.identity {
-            Some(current) => {
-                if current.user != verified.user || current.device != device {
-                    return Err(SessionError::AlreadyAuthenticated {
-                        user: current.user.to_string(),
-                        device: current.device.to_string(),
-                    });
-                }
-                // Same identity, fresh token: just move the expiry.
-                let old = current.expiry_timer;
-                ctx.cancel_future(old);
-                None
+        if let Some(current) = &mut self.identity {
+            if current.user != verified.user || current.device != device {
+                return Err(SessionError::AlreadyAuthenticated {
+                    user: current.user.to_string(),
+                    device: current.device.to_string(),
+                });
             }
-            None => match self.deps.connections.attach_user(&verified.user) {
-                Some(slot) => Some(slot),
-                None => {
-                    // The error response is queued first; the close follows it.
-                    ctx.notify(Kick {
-                        code: CloseCode::TooManyConnections,
-                    });
-                    return Err(SessionError::TooManyConnections);
-                }
-            },
-        };
+            // Same identity, fresh token: just move the expiry.
+            let old = current.expiry_timer;
+            ctx.cancel_future(old);
+        } else {
+            self.user_slot = Some(self.take_user_slot(&verified.user, ctx)?);
+        }
         let remaining = verified
             .expires_at
             .duration_since(SystemTime::now())
@@ -399,15 +387,15 @@ impl Session {
             info!(conn = act.conn.0, "token expired");
             act.close(CloseCode::TokenExpired, ctx);
         });
-        if let Some(slot) = slot {
+        let fresh = self.identity.is_none();
+        self.identity = Some(Authenticated {
+            user: verified.user.clone(),
+            device: device.clone(),
+            expiry_timer,
+        });
+        if fresh {
             self.span.record("user", verified.user.as_str());
             self.span.record("device", device.as_str());
-            self.identity = Some(Authenticated {
-                user: verified.user.clone(),
-                device: device.clone(),
-                expiry_timer,
-                _slot: slot,
-            });
             info!(conn = self.conn.0, peer = %self.peer, user = %verified.user, device = %device, "authenticated");
             self.deps.router.do_send(Attach {
                 user: verified.user,
@@ -416,10 +404,23 @@ impl Session {
                 deliver: ctx.address().recipient(),
                 kick: ctx.address().recipient(),
             });
-        } else if let Some(current) = &mut self.identity {
-            current.expiry_timer = expiry_timer;
         }
         Ok(())
+    }
+
+    /// Counts this connection towards its user's limit; over it, the error is answered and the
+    /// connection then closed with 4008 (the close is queued behind the response).
+    fn take_user_slot(
+        &self,
+        user: &UserId,
+        ctx: &mut Context<Self>,
+    ) -> Result<UserSlot, SessionError> {
+        self.deps.connections.attach_user(user).ok_or_else(|| {
+            ctx.notify(Kick {
+                code: CloseCode::TooManyConnections,
+            });
+            SessionError::TooManyConnections
+        })
     }
 
     /// A response to one of our `msg.recv` requests: success acks its messages; an error leaves
