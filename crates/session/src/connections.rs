@@ -288,10 +288,14 @@ impl Connections {
     pub fn drain_turn(&self) -> impl Future<Output = ()> + 'static {
         let mut rx = self.inner.drain.subscribe();
         async move {
-            let window = match rx.wait_for(Option::is_some).await {
-                Ok(w) => w.unwrap_or_default(),
+            // The guard of the watched value must not live across the awaits below.
+            let window = rx
+                .wait_for(Option::is_some)
+                .await
+                .map(|w| w.unwrap_or_default());
+            let Ok(window) = window else {
                 // The registry is gone, and with it the server: never a turn.
-                Err(_) => return std::future::pending().await,
+                return std::future::pending().await;
             };
             let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
             let at = if millis == 0 {
@@ -336,3 +340,7 @@ impl Drop for UserSlot {
         self.inner.metrics.sessions_authenticated.dec();
     }
 }
+
+#[cfg(test)]
+#[path = "connections_tests.rs"]
+mod tests;
