@@ -126,6 +126,33 @@ async fn figures_move_as_messages_flow() {
     drop(bob);
 }
 
+/// A message delivered but not acked is sent again to the device's next session, and
+/// `titan_messages_redelivered_total` counts it; a server-side close is counted by its code.
+#[tokio::test]
+async fn redelivery_and_closes_are_counted() {
+    let server = TestServer::start();
+    let alice = server.client("alice", None).await;
+    let bob = server.client("bob", Some("phone")).await;
+    alice.send("bob", "not acked the first time").await.unwrap();
+    let first = next(&bob).await;
+    // The same device connecting again replaces the first session (4002), which never acked.
+    let again = server.client("bob", Some("phone")).await;
+    let d = next(&again).await;
+    assert_eq!(d.message_ids(), first.message_ids());
+    d.ack().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = scrape(server.addr).await;
+        if value(&s, "titan_messages_redelivered_total", &[]) >= 1.0
+            && value(&s, "titan_connections_closed_total", &[("code", "4002")]) == 1.0
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not counted: {s:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// `/debug/vars` is one JSON object with the Prometheus figures and the old server's names
 /// (`conns`, `requests`, `queue-length`, `users`).
 #[tokio::test]
