@@ -29,6 +29,9 @@ pub struct ClientOptions {
     pub delivery_buffer: usize,
     /// Frames queued for the connection task; callers wait when it is full.
     pub outbound_buffer: usize,
+    /// For `wss://`: PEM certificates of the only CAs to trust (a test's own CA). `None` trusts
+    /// the system's roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +42,7 @@ impl Default for ClientOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             delivery_buffer: 4096,
             outbound_buffer: 1024,
+            tls_ca_pem: None,
         }
     }
 }
@@ -88,7 +92,8 @@ impl Client {
 
     /// Connects to `url` (`ws://127.0.0.1:port/path`).
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
-        let ws = transport::connect(url, options.connect_timeout).await?;
+        let ws =
+            transport::connect(url, options.connect_timeout, options.tls_ca_pem.as_deref()).await?;
         let Handles {
             link,
             deliveries,

@@ -27,6 +27,9 @@ pub enum ClientError {
     /// No answer within the configured time.
     #[error("timed out")]
     Timeout,
+    /// The trusted certificates given for `wss://` could not be used.
+    #[error("tls configuration: {0}")]
+    Tls(String),
 }
 
 impl ClientError {

@@ -42,7 +42,7 @@ impl std::fmt::Debug for RawSocket {
 impl RawSocket {
     /// Connects to `url` (`ws://127.0.0.1:port/path`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let ws = transport::connect(url, DEFAULT_CONNECT_TIMEOUT).await?;
+        let ws = transport::connect(url, DEFAULT_CONNECT_TIMEOUT, None).await?;
         Ok(Self { ws, close: None })
     }
 

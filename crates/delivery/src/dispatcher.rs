@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
 use crate::feed::{Feed, Phase, Step};
+use crate::metrics::Metrics;
 use crate::session_link::{ConnId, Deliver};
 
 /// Store a client's messages; resolves once they are durable (the `"ACK"` of `msg.send`).
@@ -120,6 +121,7 @@ pub struct Dispatcher {
     /// Other instances sharing the store, when there are any.
     bus: Option<Arc<dyn Bus>>,
     last_poll: Instant,
+    metrics: Metrics,
 }
 
 impl Dispatcher {
@@ -133,7 +135,14 @@ impl Dispatcher {
             trimming: false,
             bus: None,
             last_poll: Instant::now(),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Records into `metrics` (a private registry otherwise).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Shares deliveries with other instances: wakes them after appends, and re-reads every feed
@@ -273,6 +282,8 @@ impl Dispatcher {
         for d in &messages {
             feed.inflight.insert(d.position, now);
         }
+        self.metrics
+            .record_delivery(!matches!(step, Step::ReadNew { .. }), &messages);
         send_in_batches(&feed.deliver, messages, &self.config);
         self.pump(key, ctx);
     }
@@ -349,6 +360,16 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.tick_interval(), |act, ctx| act.tick(ctx));
         ctx.run_interval(self.config.trim_interval, |act, ctx| act.trim(ctx));
+        ctx.run_interval(crate::metrics::SAMPLE_INTERVAL, |act, ctx| {
+            // Gauges that need a walk over every feed are sampled rather than tracked per change.
+            let in_flight: usize = act.feeds.values().map(|f| f.inflight.len()).sum();
+            act.metrics.messages_in_flight.set(in_flight as i64);
+            let users = act.devices.keys().cloned().collect();
+            let sample = crate::metrics::sample_depth(act.store.clone(), users);
+            ctx.spawn(sample.into_actor(act).map(|depth, act, _| {
+                act.metrics.inbox_depth.set(depth);
+            }));
+        });
     }
 }
 
@@ -370,7 +391,7 @@ impl Handler<Submit> for Dispatcher {
             async move { store.append(batch).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    result?;
+                    act.metrics.record_accepted(&result?);
                     for user in &recipients {
                         act.wake_user(user, ctx);
                     }
@@ -445,9 +466,16 @@ impl Handler<Acked> for Dispatcher {
         {
             // Freeing window space lets a deferred read (dirty) go ahead in the pump below.
             for pos in &msg.positions {
-                feed.inflight.remove(pos);
+                if let Some(sent) = feed.inflight.remove(pos) {
+                    self.metrics
+                        .deliver_to_ack
+                        .observe(sent.elapsed().as_secs_f64());
+                }
             }
         }
+        self.metrics
+            .messages_acked
+            .inc_by(msg.positions.len() as u64);
         // A late ack from a replaced session still acks the device's messages.
         let store = self.store.clone();
         let (user, device) = key.clone();

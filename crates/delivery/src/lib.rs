@@ -13,6 +13,9 @@
 //! - [`envelope`]: turning a client's outgoing message into a stored [`titan_protocol::Message`]
 //!   (server id, sender, time, echo bot).
 //! - [`error`]: the crate's error type, [`DeliveryError`].
+//! - [`metrics`]: [`Metrics`], every Prometheus family of the server (recorded here, in the
+//!   sessions, and exposed by the server's `/metrics`).
+//! - [`instrumented`]: [`InstrumentedInbox`], any store with its calls timed and errors counted.
 //!
 //! Offline devices are the seam for push: a message stored for a user whose device has no feed
 //! here simply waits in the store until the device connects (push providers come later).
@@ -21,10 +24,14 @@ pub mod dispatcher;
 pub mod envelope;
 pub mod error;
 pub mod feed;
+pub mod instrumented;
+pub mod metrics;
 pub mod router;
 pub mod session_link;
 
 pub use dispatcher::{Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherConfig, Submit};
 pub use error::DeliveryError;
+pub use instrumented::InstrumentedInbox;
+pub use metrics::Metrics;
 pub use router::{Attach, Detach, Router};
 pub use session_link::{ConnId, Deliver, Kick};

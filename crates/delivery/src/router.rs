@@ -21,6 +21,7 @@ use titan_store::{Bus, BusEvent};
 use tracing::{debug, info, warn};
 
 use crate::dispatcher::{DeviceOffline, DeviceOnline, Dispatcher, WakeUser};
+use crate::metrics::Metrics;
 use crate::session_link::{ConnId, Deliver, Kick};
 
 /// A session authenticated as (user, device) and is ready to receive messages.
@@ -95,6 +96,7 @@ pub struct Router {
     dispatcher: Addr<Dispatcher>,
     online: HashMap<UserId, HashMap<DeviceId, Live>>,
     bus: Option<Arc<dyn Bus>>,
+    metrics: Metrics,
 }
 
 impl Router {
@@ -103,7 +105,14 @@ impl Router {
             dispatcher,
             online: HashMap::new(),
             bus: None,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Records online users and devices into `metrics` (a private registry otherwise).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Coordinates sessions with other instances through `bus`.
@@ -285,7 +294,10 @@ impl Handler<Attach> for Router {
             old.kick.do_send(Kick {
                 code: CloseCode::Replaced,
             });
+        } else {
+            self.metrics.online_devices.inc();
         }
+        self.metrics.online_users.set(self.online.len() as i64);
         match self.bus.clone() {
             Some(bus) => {
                 self.assert_claim(bus, msg.user, msg.device, msg.conn, Assert::Claim, ctx);
@@ -312,6 +324,8 @@ impl Handler<Detach> for Router {
         if devices.is_empty() {
             self.online.remove(&msg.user);
         }
+        self.metrics.online_devices.dec();
+        self.metrics.online_users.set(self.online.len() as i64);
         // A pending claim is released by its own completion, so the release follows it.
         if let Some(bus) = self.bus.clone()
             && live.is_some_and(|l| l.claim != Claim::Pending)

@@ -33,6 +33,9 @@ pub enum CloseCode {
     Draining,
     /// 4007: the user's tokens were revoked. Do not reconnect with the same token.
     Revoked,
+    /// 4008: the user already has `limits.max_connections_per_user` connections on this
+    /// instance (sent after a `-32004` error). Reconnect later, with backoff.
+    TooManyConnections,
 }
 
 impl CloseCode {
@@ -51,6 +54,7 @@ impl CloseCode {
             Self::TooManyAuthFailures => 4005,
             Self::Draining => 4006,
             Self::Revoked => 4007,
+            Self::TooManyConnections => 4008,
         }
     }
 
@@ -70,6 +74,7 @@ impl CloseCode {
             Self::TooManyAuthFailures => "too many authentication failures",
             Self::Draining => "server draining, reconnect",
             Self::Revoked => "tokens revoked",
+            Self::TooManyConnections => "too many connections for this user",
         }
     }
 
@@ -96,6 +101,7 @@ impl CloseCode {
             Self::TooManyAuthFailures,
             Self::Draining,
             Self::Revoked,
+            Self::TooManyConnections,
         ]
         .into_iter()
         .find(|c| c.code() == code)

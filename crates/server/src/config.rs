@@ -41,6 +41,18 @@ pub struct Config {
 pub struct ServerSection {
     pub listen: String,
     pub workers: usize,
+    /// PEM certificate chain and private key: both set serves `wss://`/`https://`; both empty
+    /// serves plain `ws://` (behind a TLS-terminating proxy).
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Browser origins (`Origin` header) allowed to connect; empty allows all.
+    pub allowed_origins: Vec<String>,
+    /// On SIGTERM/SIGINT, sessions are closed (4006) at random points within this window.
+    #[serde(with = "humantime_serde")]
+    pub drain_window: Duration,
+    /// The process exits at most this long after the signal, drained or not.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 /// Holds a secret: `Debug` hides it.
@@ -157,6 +169,11 @@ pub struct LimitsSection {
     pub request_burst: u32,
     pub max_inflight_requests: usize,
     pub max_auth_failures: u32,
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub connections_per_ip_per_second: u32,
+    pub connection_burst: u32,
+    pub messages_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,8 +311,50 @@ impl Config {
                 "must be longer than limits.ping_interval",
             ));
         }
+        self.validate_operations()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
+        Ok(())
+    }
+
+    /// The `server` keys of issue 6 (TLS, drain) and the connection limits.
+    fn validate_operations(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let s = &self.server;
+        if s.tls_cert.as_os_str().is_empty() != s.tls_key.as_os_str().is_empty() {
+            return Err(invalid(
+                "server.tls_cert",
+                "server.tls_cert and server.tls_key must be set together",
+            ));
+        }
+        if s.drain_timeout.is_zero() || s.drain_window > s.drain_timeout {
+            return Err(invalid(
+                "server.drain_timeout",
+                "must be more than 0s and at least server.drain_window",
+            ));
+        }
+        if s.allowed_origins.iter().any(|o| o.trim().is_empty()) {
+            return Err(invalid(
+                "server.allowed_origins",
+                "entries must not be empty",
+            ));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_connections", l.max_connections),
+            (
+                "limits.max_connections_per_user",
+                l.max_connections_per_user,
+            ),
+            ("limits.connection_burst", l.connection_burst as usize),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         Ok(())
     }
 

@@ -152,3 +152,35 @@ fn redis_password_is_hidden() {
         Ok(())
     });
 }
+
+/// The operations keys (TLS pair, drain bounds, connection limits) are checked with their names.
+#[test]
+fn operations_values_are_rejected() {
+    for (key, value, expect) in [
+        ("TITAN__SERVER__TLS_CERT", "cert.pem", "server.tls_cert"),
+        ("TITAN__SERVER__DRAIN_WINDOW", "1m", "server.drain_timeout"),
+        ("TITAN__SERVER__DRAIN_TIMEOUT", "0s", "server.drain_timeout"),
+        (
+            "TITAN__LIMITS__MAX_CONNECTIONS",
+            "0",
+            "limits.max_connections",
+        ),
+        (
+            "TITAN__LIMITS__MAX_CONNECTIONS_PER_USER",
+            "0",
+            "limits.max_connections_per_user",
+        ),
+        (
+            "TITAN__LIMITS__CONNECTION_BURST",
+            "0",
+            "limits.connection_burst",
+        ),
+    ] {
+        Jail::expect_with(|jail| {
+            jail.set_env(key, value);
+            let err = Config::load(None).unwrap_err().to_string().to_lowercase();
+            assert!(err.contains(expect), "{key}={value}: {err}");
+            Ok(())
+        });
+    }
+}

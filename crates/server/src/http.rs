@@ -4,14 +4,17 @@
 use actix_web::{HttpRequest, HttpResponse, Responder, http::header, web};
 use std::sync::Arc;
 use std::time::Duration;
-use titan_session::SessionDeps;
-use titan_store::Inbox;
+use titan_session::{Connections, SessionDeps};
+use titan_store::{Bus, Inbox};
 
-/// The store handle the readiness probe pings.
+/// What the readiness probe checks: the store, the cluster bus's pub/sub path (with Redis), and
+/// the drain.
 #[derive(Clone)]
 pub struct Readiness {
     pub inbox: Arc<dyn Inbox>,
     pub timeout: Duration,
+    pub bus: Option<Arc<dyn Bus>>,
+    pub connections: Connections,
 }
 
 /// Registers Titan's routes.
@@ -20,7 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(websocket))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .configure(crate::page::routes);
+        .configure(crate::page::routes)
+        .configure(crate::metrics_http::routes);
 }
 
 fn wants_websocket(req: &HttpRequest) -> bool {
@@ -54,18 +58,32 @@ async fn healthz() -> impl Responder {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// `GET /readyz`: 200 when the store answers within its timeout, 503 otherwise (a load balancer
-/// then sends new clients elsewhere; connected sessions stay open).
+/// `GET /readyz`: 200 when the store answers within its timeout and, with a cluster bus, a
+/// canary published on this instance's own pub/sub channel came back within it; 503 otherwise
+/// and while draining (a load balancer then sends new clients elsewhere; connected sessions
+/// stay open unless draining).
 async fn readyz(ready: web::Data<Readiness>) -> impl Responder {
-    match tokio::time::timeout(ready.timeout, ready.inbox.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok()
+    match check(&ready).await {
+        Ok(()) => HttpResponse::Ok()
             .content_type("text/plain")
             .body("ready\n"),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+        Err(reason) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
-            .body(format!("not ready: {e}\n")),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("not ready: store did not answer in time\n"),
+            .body(format!("not ready: {reason}\n")),
     }
+}
+
+async fn check(ready: &Readiness) -> Result<(), String> {
+    if ready.connections.is_draining() {
+        return Err("draining".to_owned());
+    }
+    match tokio::time::timeout(ready.timeout, ready.inbox.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("store did not answer in time".to_owned()),
+    }
+    if let Some(bus) = &ready.bus {
+        bus.canary(ready.timeout).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

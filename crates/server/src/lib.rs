@@ -4,23 +4,27 @@
 //! - [`secret`]: the JWT secret, configured or generated and kept under `store.path`.
 //! - [`http`]: the HTTP routes (WebSocket upgrade, health).
 //! - [`page`]: the chat page, `titan.js` and the local-only dev token endpoint.
+//! - [`metrics_http`]: `/metrics` (Prometheus) and `/debug/vars` (JSON).
+//! - [`tls`]: the rustls configuration for serving `wss://` directly.
 //! - [`run`]: builds the store and actors and serves until `shutdown` resolves; shared by `main`
 //!   and the integration tests.
 
 pub mod config;
 pub mod http;
 pub mod page;
+pub mod metrics_http;
 pub mod secret;
+pub mod tls;
 
 use actix::Actor;
 use actix_web::{App, HttpServer, web};
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use titan_delivery::{Dispatcher, DispatcherConfig, Router};
-use titan_session::{Authenticator, SessionConfig, SessionDeps};
+use titan_delivery::{Dispatcher, DispatcherConfig, InstrumentedInbox, Metrics, Router};
+use titan_session::{Authenticator, ConnectionLimits, Connections, SessionConfig, SessionDeps};
 use titan_store::{Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -37,6 +41,8 @@ pub enum ServerError {
     Auth(#[from] titan_session::AuthError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The configured store, and the cluster bus when instances share it.
@@ -105,6 +111,22 @@ fn session_config(config: &Config) -> SessionConfig {
     }
 }
 
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    let l = &config.limits;
+    ConnectionLimits {
+        max_connections: l.max_connections,
+        max_connections_per_user: l.max_connections_per_user,
+        connections_per_ip_per_second: l.connections_per_ip_per_second,
+        connection_burst: l.connection_burst,
+        messages_per_minute: l.messages_per_minute,
+        allowed_origins: config.server.allowed_origins.clone(),
+    }
+}
+
+/// The part of the drain timeout kept for the HTTP server's own graceful stop, after the
+/// sessions are gone (close handshakes finishing).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn dispatcher_config(config: &Config) -> DispatcherConfig {
     DispatcherConfig {
         ack_timeout: config.delivery.ack_timeout,
@@ -123,18 +145,28 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServerError> {
-    let backends = open_store(&config).await?;
-    let auth = Arc::new(authenticator(&config)?);
-    let readiness = http::Readiness {
-        inbox: backends.inbox.clone(),
-        timeout: config.store.redis_timeout,
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (cert, key) if !cert.as_os_str().is_empty() => Some(tls::server_config(cert, key)?),
+        _ => None,
     };
-    let mut dispatcher = Dispatcher::new(backends.inbox, dispatcher_config(&config));
+    let metrics = Metrics::new();
+    let backends = open_store(&config).await?;
+    let inbox: Arc<dyn Inbox> = Arc::new(InstrumentedInbox::new(backends.inbox, metrics.clone()));
+    let auth = Arc::new(authenticator(&config)?);
+    let connections = Connections::new(connection_limits(&config), metrics.clone());
+    let readiness = http::Readiness {
+        inbox: inbox.clone(),
+        timeout: config.store.redis_timeout,
+        bus: backends.bus.clone(),
+        connections: connections.clone(),
+    };
+    let mut dispatcher =
+        Dispatcher::new(inbox, dispatcher_config(&config)).with_metrics(metrics.clone());
     if let Some(bus) = &backends.bus {
         dispatcher = dispatcher.with_bus(bus.clone());
     }
     let dispatcher = dispatcher.start();
-    let mut router = Router::new(dispatcher.clone());
+    let mut router = Router::new(dispatcher.clone()).with_metrics(metrics.clone());
     if let Some(bus) = backends.bus {
         router = router.with_bus(bus);
     }
@@ -151,6 +183,8 @@ pub async fn run(
         dispatcher,
         auth,
         config: Arc::new(session_config(&config)),
+        metrics: metrics.clone(),
+        connections: connections.clone(),
     };
     let addr = listener.local_addr()?;
     // A peer that stops reading leaves the server's writes stuck behind a zero TCP window, and
@@ -164,21 +198,38 @@ pub async fn run(
             .app_data(web::Data::new(deps.clone()))
             .app_data(web::Data::new(readiness.clone()))
             .app_data(web::Data::new(dev_tokens.clone()))
+            .app_data(web::Data::new(metrics.clone()))
             .configure(http::routes)
     })
     .disable_signals()
-    .shutdown_timeout(5);
+    .shutdown_timeout(STOP_GRACE.as_secs());
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }
-    let server = server.listen(listener)?.run();
-    info!(%addr, backend = ?config.store.backend, "listening");
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
+    .run();
+    info!(%addr, scheme, backend = ?config.store.backend, "listening");
     let handle = server.handle();
+    let (window, timeout) = (config.server.drain_window, config.server.drain_timeout);
     actix_web::rt::spawn(async move {
         shutdown.await;
-        info!("shutting down");
-        // Connections are cut at once; a graceful drain (close code 4006) is future work.
-        handle.stop(false).await;
+        info!(open = connections.open(), ?window, "draining");
+        connections.start_drain(window);
+        let wait = timeout.saturating_sub(STOP_GRACE);
+        if tokio::time::timeout(wait, connections.idle())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = connections.open(),
+                "drain timeout: cutting the remaining connections"
+            );
+        }
+        handle.stop(true).await;
     });
     server.await?;
     Ok(())

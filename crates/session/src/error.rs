@@ -25,6 +25,12 @@ pub enum SessionError {
     },
     #[error("connection is already authenticated as {user}/{device}")]
     AlreadyAuthenticated { user: String, device: String },
+    /// The user has `limits.max_connections_per_user` connections on this instance already.
+    #[error("too many connections for this user")]
+    TooManyConnections,
+    /// The user's `limits.messages_per_minute` is used up for now.
+    #[error("too many messages per minute")]
+    SendQuota { retry_after: std::time::Duration },
 }
 
 /// Maps an internal error to the client-visible error. Logs what the client is not told.
@@ -39,6 +45,16 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
         SessionError::AlreadyAuthenticated { .. } => {
             RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {err}"))
         }
+        SessionError::TooManyConnections => RpcError::with_message(
+            ErrorCode::RateLimited,
+            "Rate limited: too many connections for this user",
+        )
+        .with_data(serde_json::json!({ "retry_after_ms": 1000 })),
+        SessionError::SendQuota { retry_after } => RpcError::with_message(
+            ErrorCode::RateLimited,
+            "Rate limited: too many messages per minute",
+        )
+        .with_data(serde_json::json!({ "retry_after_ms": retry_after.as_millis().max(1) })),
         SessionError::Delivery(DeliveryError::Store(StoreError::InboxFull {
             user,
             max_pending,

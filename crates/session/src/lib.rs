@@ -7,17 +7,23 @@
 //! - [`auth`]: [`Authenticator`]: minting and verifying Titan's JWTs.
 //! - [`limits`]: [`SessionConfig`], the per-connection limits and timings.
 //! - [`error`]: [`SessionError`] and the one function that turns internal errors into client codes.
+//! - [`connections`]: [`Connections`], the instance-wide side: admission before the upgrade
+//!   (origin, per-IP rate, capacity), per-user counts and `msg.send` quota, and the drain.
+//! - `observe`: what a session records into the server's metrics.
 //!
 //! [`start`] upgrades an HTTP request and starts the actor.
 
 pub mod auth;
 pub mod command;
+pub mod connections;
 pub mod error;
 pub mod limits;
+mod observe;
 pub mod outbound;
 pub mod session;
 
 pub use auth::{AuthError, Authenticator, Identity};
+pub use connections::{ConnectionLimits, Connections, Refusal};
 pub use error::SessionError;
 pub use limits::SessionConfig;
 pub use session::{Session, SessionDeps, start};

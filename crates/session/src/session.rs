@@ -16,18 +16,20 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use titan_delivery::{Acked, Attach, ConnId, Deliver, Detach, Dispatcher, Kick, Router};
+use titan_delivery::{Acked, Attach, ConnId, Deliver, Detach, Dispatcher, Kick, Metrics, Router};
 use titan_protocol::jsonrpc::{ServerRequest, batch_to_text, parse_frame};
 use titan_protocol::{
     ClientCommand, CloseCode, DeviceId, ErrorCode, Frame, Id, Incoming, Response, RpcError, UserId,
 };
 use titan_store::Position;
-use tracing::{debug, info};
+use tracing::{Span, debug, info};
 
 use crate::auth::Authenticator;
 use crate::command;
+use crate::connections::{Connections, Live, UserSlot};
 use crate::error::{SessionError, protocol_error, to_rpc};
 use crate::limits::SessionConfig;
+use crate::observe;
 use crate::outbound::{self, Outbound, QueueError};
 
 /// Most unanswered `msg.recv` requests remembered; older ones are forgotten (their messages are
@@ -41,6 +43,9 @@ pub struct SessionDeps {
     pub dispatcher: Addr<Dispatcher>,
     pub auth: Arc<Authenticator>,
     pub config: Arc<SessionConfig>,
+    pub metrics: Metrics,
+    /// Instance-wide limits, counts and the drain.
+    pub connections: Connections,
 }
 
 /// Upgrades the request to a WebSocket and starts its Session actor.
@@ -49,6 +54,10 @@ pub fn start(
     body: web::Payload,
     deps: SessionDeps,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let live = match deps.connections.admit(req) {
+        Ok(live) => live,
+        Err(refusal) => return Ok(refusal.response()),
+    };
     let (response, socket, stream) = actix_ws::handle(req, body)?;
     let max = deps.config.max_frame_bytes;
     let stream = stream
@@ -59,7 +68,7 @@ pub fn start(
     Session::create(move |ctx| {
         ctx.add_stream(stream);
         let outbound = Outbound::start(socket, deps.config.outbound_queue);
-        Session::new(deps, outbound, peer)
+        Session::new(deps, outbound, peer, live)
     });
     Ok(response)
 }
@@ -85,20 +94,30 @@ pub struct Session {
     inflight_requests: usize,
     auth_failures: u32,
     closing: Option<CloseCode>,
+    _live: Live,
+    /// Counts this connection towards its user's limit once authenticated.
+    user_slot: Option<UserSlot>,
+    /// The drain reached this session while requests were executing: close once they are
+    /// answered.
+    drain_pending: bool,
+    /// Every log line of this connection carries its id, peer, and (once known) user and device.
+    span: Span,
 }
 
 /// A request's answer: now, or once a future resolves.
-enum Outcome {
+pub(crate) enum Outcome {
     Now(Option<Response>),
     Later(LocalBoxFuture<'static, Option<Response>>),
 }
 
 impl Session {
-    fn new(deps: SessionDeps, out: Outbound, peer: String) -> Self {
+    fn new(deps: SessionDeps, out: Outbound, peer: String, live: Live) -> Self {
         let rate = NonZeroU32::new(deps.config.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(deps.config.request_burst).unwrap_or(rate);
+        let conn = ConnId::next();
+        let span = observe::span(conn, &peer);
         Self {
-            conn: ConnId::next(),
+            conn,
             peer,
             out,
             identity: None,
@@ -109,6 +128,10 @@ impl Session {
             inflight_requests: 0,
             auth_failures: 0,
             closing: None,
+            _live: live,
+            user_slot: None,
+            drain_pending: false,
+            span,
             deps,
         }
     }
@@ -133,6 +156,7 @@ impl Session {
             return;
         }
         self.closing = Some(code);
+        observe::close(&self.deps.metrics, code);
         self.out.close(code);
         ctx.stop();
     }
@@ -174,6 +198,9 @@ impl Session {
                 let mut all = now;
                 all.extend(done.into_iter().flatten());
                 act.send_responses(all, batch, ctx);
+                if act.drain_pending && act.inflight_requests == 0 {
+                    act.close(CloseCode::Draining, ctx);
+                }
             });
             ctx.spawn(fut);
         }
@@ -194,13 +221,24 @@ impl Session {
                 return Outcome::Now(Some(Response::error(id, error)));
             }
         };
+        let outcome = self.on_request(id, &method, params, ctx);
+        observe::request(&self.deps.metrics, &method, outcome)
+    }
+
+    fn on_request(
+        &mut self,
+        id: Option<Id>,
+        method: &str,
+        params: Option<Value>,
+        ctx: &mut Context<Self>,
+    ) -> Outcome {
         if let Err(error) = self.admit() {
             return Outcome::Now(id.map(|id| Response::error(id, error)));
         }
-        if let Err(error) = self.gate(&method, params.as_ref(), ctx) {
+        if let Err(error) = self.gate(method, params.as_ref(), ctx) {
             return Outcome::Now(id.map(|id| Response::error(id, error)));
         }
-        match ClientCommand::parse(&method, params) {
+        match ClientCommand::parse(method, params) {
             Ok(command) => self.execute(command, id, ctx),
             Err(error) => Outcome::Now(id.map(|id| Response::error(id, error))),
         }
@@ -276,6 +314,11 @@ impl Session {
                         id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())),
                     );
                 };
+                if let Err(retry_after) = self.deps.connections.take_sends(&me.user, messages.len())
+                {
+                    let error = to_rpc(&SessionError::SendQuota { retry_after });
+                    return Outcome::Now(id.map(|id| Response::error(id, error)));
+                }
                 let limit = self.deps.config.max_message_bytes;
                 match command::send(&self.deps.dispatcher, me.user.clone(), messages, limit) {
                     Err(e) => Err(to_rpc(&e)),
@@ -305,6 +348,7 @@ impl Session {
             Ok(v) => v,
             Err(e) => {
                 self.auth_failures += 1;
+                observe::auth_failure(&self.deps.metrics, &e);
                 info!(conn = self.conn.0, peer = %self.peer, reason = %e, "authentication failed");
                 return Err(e.into());
             }
@@ -312,6 +356,7 @@ impl Session {
         let device = match (verified.device, device) {
             (Some(bound), Some(asked)) if bound != asked => {
                 self.auth_failures += 1;
+                observe::device_mismatch(&self.deps.metrics);
                 return Err(crate::auth::AuthError::DeviceMismatch {
                     token_device: bound.to_string(),
                     requested: asked.to_string(),
@@ -331,6 +376,8 @@ impl Session {
             // Same identity, fresh token: just move the expiry.
             let old = current.expiry_timer;
             ctx.cancel_future(old);
+        } else {
+            self.user_slot = Some(self.take_user_slot(&verified.user, ctx)?);
         }
         let remaining = verified
             .expires_at
@@ -347,6 +394,8 @@ impl Session {
             expiry_timer,
         });
         if fresh {
+            self.span.record("user", verified.user.as_str());
+            self.span.record("device", device.as_str());
             info!(conn = self.conn.0, peer = %self.peer, user = %verified.user, device = %device, "authenticated");
             self.deps.router.do_send(Attach {
                 user: verified.user,
@@ -357,6 +406,21 @@ impl Session {
             });
         }
         Ok(())
+    }
+
+    /// Counts this connection towards its user's limit; over it, the error is answered and the
+    /// connection then closed with 4008 (the close is queued behind the response).
+    fn take_user_slot(
+        &self,
+        user: &UserId,
+        ctx: &mut Context<Self>,
+    ) -> Result<UserSlot, SessionError> {
+        self.deps.connections.attach_user(user).ok_or_else(|| {
+            ctx.notify(Kick {
+                code: CloseCode::TooManyConnections,
+            });
+            SessionError::TooManyConnections
+        })
     }
 
     /// A response to one of our `msg.recv` requests: success acks its messages; an error leaves
@@ -400,7 +464,16 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
         info!(conn = self.conn.0, peer = %self.peer, "connection opened");
+        let turn = self.deps.connections.drain_turn();
+        ctx.spawn(turn.into_actor(self).map(|(), act, ctx| {
+            if act.inflight_requests == 0 {
+                act.close(CloseCode::Draining, ctx);
+            } else {
+                act.drain_pending = true;
+            }
+        }));
         let config = self.deps.config.clone();
         ctx.run_later(config.auth_timeout, |act, ctx| {
             if act.identity.is_none() {
@@ -419,6 +492,7 @@ impl Actor for Session {
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        let _span = self.span.clone().entered();
         if let Some(me) = &self.identity {
             self.deps.router.do_send(Detach {
                 user: me.user.clone(),
@@ -434,6 +508,7 @@ impl Actor for Session {
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
         if self.closing.is_some() {
             return;
         }
@@ -483,6 +558,7 @@ impl Handler<Kick> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
         info!(
             conn = self.conn.0,
             code = msg.code.code(),

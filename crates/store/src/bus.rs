@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use titan_protocol::{DeviceId, UserId};
 use tokio::sync::mpsc;
 
@@ -63,4 +64,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The events for this instance. Given out once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>>;
+
+    /// Publishes a canary on this instance's own event channel and waits, at most `within`, for
+    /// it to come back through this instance's subscription. Proves the whole pub/sub path
+    /// works, which commands succeeding does not: a subscription can be dead while every other
+    /// call still answers. Used by the readiness probe.
+    async fn canary(&self, within: Duration) -> Result<(), StoreError>;
 }

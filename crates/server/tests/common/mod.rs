@@ -5,6 +5,7 @@
 
 pub mod process;
 pub mod raw;
+pub mod scrape;
 pub mod silent_peer;
 
 use std::net::{SocketAddr, TcpListener};
@@ -35,6 +36,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.auth.jwt_secret = SECRET.to_owned();
     c.delivery.ack_timeout = Duration::from_secs(30);
     c.server.workers = 2;
+    // Dropping a test server drains it: keep that short.
+    c.server.drain_window = Duration::from_millis(100);
     c.log.level = "warn".into();
     c
 }

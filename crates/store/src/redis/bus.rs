@@ -16,10 +16,12 @@
 use ::redis::{AsyncCommands, Client, Script, ScriptInvocation};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use titan_protocol::{DeviceId, UserId};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -36,6 +38,33 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 /// Events buffered for the Router before the subscriber waits for it.
 const EVENT_BUFFER: usize = 4096;
+/// Payload prefix of a canary (not JSON, so it can never be taken for an event).
+const CANARY_PREFIX: &str = "canary:";
+
+/// Canaries on their way through this instance's channel, and the nudge that makes the
+/// subscriber start over when one was published but never came back (a silently dead
+/// subscription).
+#[derive(Default)]
+struct Canaries {
+    waiting: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next: AtomicU64,
+    suspect: Notify,
+}
+
+impl Canaries {
+    /// Hands a canary that came back to its waiter; false when `payload` is not a canary.
+    fn arrived(&self, payload: &str) -> bool {
+        let Some(n) = payload.strip_prefix(CANARY_PREFIX) else {
+            return false;
+        };
+        if let Ok(n) = n.parse::<u64>()
+            && let Some(tx) = self.waiting.lock().ok().and_then(|mut w| w.remove(&n))
+        {
+            let _ = tx.send(());
+        }
+        true
+    }
+}
 
 /// See the module docs. Dropping it stops the heartbeat and the subscriber.
 pub struct RedisBus {
@@ -46,6 +75,8 @@ pub struct RedisBus {
     scripts: BusScripts,
     events: Mutex<Option<mpsc::Receiver<BusEvent>>>,
     tasks: Vec<JoinHandle<()>>,
+    canaries: Arc<Canaries>,
+    channel: String,
 }
 
 struct BusScripts {
@@ -67,7 +98,15 @@ impl RedisBus {
         let channel = keys.events_channel(&instance);
         // Subscribe before returning, so no event meant for us is published before we listen.
         let first = subscribe(&clients, 0, &channel, timeout).await?;
-        let subscriber = tokio::spawn(listen(clients, channel, timeout, first, tx));
+        let canaries = Arc::new(Canaries::default());
+        let subscriber = tokio::spawn(listen(
+            clients,
+            channel.clone(),
+            timeout,
+            first,
+            tx,
+            canaries.clone(),
+        ));
         let heartbeat = tokio::spawn(heartbeat(conn.clone(), keys.instance_alive(&instance)));
         info!(%instance, "cluster bus started");
         Ok(Self {
@@ -83,6 +122,8 @@ impl RedisBus {
             },
             events: Mutex::new(Some(rx)),
             tasks: vec![subscriber, heartbeat],
+            canaries,
+            channel,
         })
     }
 
@@ -215,6 +256,43 @@ impl Bus for RedisBus {
     fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
         self.events.lock().ok()?.take()
     }
+
+    async fn canary(&self, within: Duration) -> Result<(), StoreError> {
+        let n = self.canaries.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut waiting) = self.canaries.waiting.lock() {
+            waiting.insert(n, tx);
+        }
+        let mut c = self.conn.clone();
+        let trip = async {
+            let receivers: i64 = c
+                .publish(&self.channel, format!("{CANARY_PREFIX}{n}"))
+                .await
+                .map_err(|e| StoreError::unavailable(format!("redis bus canary: {e}")))?;
+            if receivers == 0 {
+                return Err(StoreError::unavailable(
+                    "redis bus canary: this instance is not subscribed",
+                ));
+            }
+            rx.await
+                .map_err(|_| StoreError::unavailable("redis bus canary: subscriber stopped"))
+        };
+        let result = match tokio::time::timeout(within, trip).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Published (or Redis is slow) but not heard: if the subscription is dead without
+                // the connection noticing, only starting over repairs it.
+                self.canaries.suspect.notify_waiters();
+                Err(StoreError::unavailable(
+                    "redis bus canary: did not come back in time",
+                ))
+            }
+        };
+        if let Ok(mut waiting) = self.canaries.waiting.lock() {
+            waiting.remove(&n);
+        }
+        result
+    }
 }
 
 /// A live subscription: the sink is kept because dropping it would end the subscription.
@@ -255,6 +333,7 @@ async fn listen(
     timeout: Duration,
     first: Subscription,
     tx: mpsc::Sender<BusEvent>,
+    canaries: Arc<Canaries>,
 ) {
     let mut stream = Some(first);
     // The node to subscribe through next; it moves on after each failure, so a dead Cluster
@@ -262,10 +341,21 @@ async fn listen(
     let mut node = 0;
     loop {
         if let Some((_sink, mut messages)) = stream.take() {
-            while let Some(msg) = messages.next().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = messages.next() => msg,
+                    () = canaries.suspect.notified() => {
+                        warn!("redis pub/sub subscription silent (canary lost)");
+                        break;
+                    }
+                };
+                let Some(msg) = msg else { break };
                 let Ok(payload) = msg.get_payload::<String>() else {
                     continue;
                 };
+                if canaries.arrived(&payload) {
+                    continue;
+                }
                 match serde_json::from_str::<BusEvent>(&payload) {
                     Ok(event) => {
                         if tx.send(event).await.is_err() {

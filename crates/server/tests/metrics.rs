@@ -1,0 +1,208 @@
+//! `/metrics` and `/debug/vars`: the exposition parses as Prometheus text, and its figures move
+//! as connections open, messages flow and authentications fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::scrape::{body, request, scrape, value};
+use common::{TestServer, WAIT, next};
+use std::time::Duration;
+use titan_client::Client;
+
+/// Messages to send in the flow test.
+const MESSAGES: usize = 5;
+/// Pause between scrapes while waiting for an asynchronously recorded figure (pacing a loop
+/// bounded by [`WAIT`]).
+const POLL: Duration = Duration::from_millis(20);
+
+/// Counters and gauges follow a real message flow: connections, authenticated sessions, online
+/// users, accepted / delivered / acked messages, msg.send requests, store latency, latency
+/// histograms, and a refused token by reason.
+#[tokio::test]
+async fn figures_move_as_messages_flow() {
+    let server = TestServer::start();
+    let before = scrape(server.addr).await;
+    assert_eq!(value(&before, "titan_messages_accepted_total", &[]), 0.0);
+    assert_eq!(value(&before, "titan_connections_open", &[]), 0.0);
+
+    let alice = server.client("alice", Some("phone")).await;
+    let bob = server.client("bob", Some("phone")).await;
+    for i in 0..MESSAGES {
+        alice.send("bob", &format!("m{i}")).await.unwrap();
+    }
+    let mut got = 0;
+    while got < MESSAGES {
+        let d = next(&bob).await;
+        got += d.messages.len();
+        d.ack().await.unwrap();
+    }
+    let bad = Client::connect(&server.url).await.unwrap();
+    let refused = bad.authenticate("not-a-jwt", None).await;
+    assert!(refused.is_err());
+
+    let n = MESSAGES as f64;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let after = loop {
+        let s = scrape(server.addr).await;
+        // Acks and the online figures are recorded by actors after the client's last call.
+        if value(&s, "titan_messages_acked_total", &[]) >= n
+            && value(&s, "titan_online_users", &[]) >= 2.0
+        {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acks never counted: {s:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(value(&after, "titan_messages_accepted_total", &[]), n);
+    assert!(value(&after, "titan_messages_delivered_total", &[]) >= n);
+    assert_eq!(value(&after, "titan_messages_acked_total", &[]), n);
+    assert_eq!(value(&after, "titan_connections_open", &[]), 3.0);
+    assert_eq!(value(&after, "titan_connections_total", &[]), 3.0);
+    assert_eq!(value(&after, "titan_sessions_authenticated", &[]), 2.0);
+    assert_eq!(value(&after, "titan_online_users", &[]), 2.0);
+    assert_eq!(value(&after, "titan_online_devices", &[]), 2.0);
+    assert_eq!(
+        value(
+            &after,
+            "titan_rpc_requests_total",
+            &[("method", "msg.send"), ("code", "ok")]
+        ),
+        n
+    );
+    assert_eq!(
+        value(
+            &after,
+            "titan_rpc_requests_total",
+            &[("method", "auth.jwt"), ("code", "-32002")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "titan_auth_failures_total",
+            &[("reason", "malformed")]
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            &after,
+            "titan_store_operation_seconds_count",
+            &[("op", "append")]
+        ) >= n
+    );
+    assert!(value(&after, "titan_accept_to_deliver_seconds_count", &[]) >= n);
+    assert_eq!(value(&after, "titan_deliver_to_ack_seconds_count", &[]), n);
+    assert_eq!(
+        value(
+            &after,
+            "titan_accept_to_deliver_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        value(&after, "titan_accept_to_deliver_seconds_count", &[])
+    );
+
+    drop(bad);
+    drop(alice);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = scrape(server.addr).await;
+        if value(&s, "titan_connections_open", &[]) == 1.0
+            && value(&s, "titan_online_users", &[]) == 1.0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "closes never counted: {s:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    drop(bob);
+}
+
+/// A message delivered but not acked is sent again to the device's next session, and
+/// `titan_messages_redelivered_total` counts it; a server-side close is counted by its code.
+#[tokio::test]
+async fn redelivery_and_closes_are_counted() {
+    let server = TestServer::start();
+    let alice = server.client("alice", None).await;
+    let bob = server.client("bob", Some("phone")).await;
+    alice.send("bob", "not acked the first time").await.unwrap();
+    let first = next(&bob).await;
+    // The same device connecting again replaces the first session (4002), which never acked.
+    let again = server.client("bob", Some("phone")).await;
+    let d = next(&again).await;
+    assert_eq!(d.message_ids(), first.message_ids());
+    d.ack().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = scrape(server.addr).await;
+        if value(&s, "titan_messages_redelivered_total", &[]) >= 1.0
+            && value(&s, "titan_connections_closed_total", &[("code", "4002")]) == 1.0
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not counted: {s:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `/debug/vars` is one JSON object with the Prometheus figures and the old server's names
+/// (`conns`, `requests`, `queue-length`, `users`).
+#[tokio::test]
+async fn debug_vars_has_old_names() {
+    let server = TestServer::start();
+    let alice = server.client("alice", None).await;
+    alice.send("alice", "to myself").await.unwrap();
+    let d = next(&alice).await;
+    d.ack().await.unwrap();
+    let (status, response) = request(server.addr, "/debug/vars", &[]).await;
+    assert_eq!(status, 200, "{response}");
+    let vars: serde_json::Value = serde_json::from_str(&body(&response)).unwrap();
+    assert_eq!(vars["conns"], 1.0, "{vars}");
+    assert!(vars["requests"].as_f64().unwrap() >= 2.0, "{vars}");
+    assert!(vars["queue-length"].is_number(), "{vars}");
+    assert!(vars["users"].is_number(), "{vars}");
+    assert_eq!(vars["titan_messages_accepted_total"], 1.0, "{vars}");
+    assert_eq!(
+        vars["titan_rpc_requests_total"]["code=ok,method=msg.send"], 1.0,
+        "{vars}"
+    );
+}
+
+/// The Grafana dashboard in docker/ is valid JSON and every metric it queries is one Titan
+/// defines (so a renamed family cannot leave an empty panel behind).
+#[test]
+fn dashboard_queries_existing_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docker/grafana/titan.json")).unwrap();
+    let defined = include_str!("../../delivery/src/metrics.rs");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("titan_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    defined.contains(&format!("\"{family}\"")),
+                    "{family} in {expr}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! [`Connections`]: what this instance knows about all of its connections together: how many
+//! are open (per instance and per user), who may open one (origin, per-IP rate, capacity), the
+//! per-user `msg.send` quota, and the drain that closes them all before a restart.
+//!
+//! Each session holds a [`Live`] guard for its whole life and an [`UserSlot`] once
+//! authenticated; dropping them is what frees the capacity, so a session that ends in any way
+//! (even a panic in its actor) is never counted forever.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use titan_delivery::Metrics;
+use titan_protocol::UserId;
+use tokio::sync::watch;
+
+/// Checks between two sweeps of the keyed rate limiters' idle entries (bounding their memory).
+const SWEEP_EVERY: u64 = 4096;
+
+/// Instance-wide connection limits (the `limits` and `server` config sections).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Most open WebSocket connections on this instance; over it, HTTP 503 before the upgrade.
+    pub max_connections: usize,
+    /// Most authenticated connections of one user on this instance; over it, `-32004` then
+    /// close 4008.
+    pub max_connections_per_user: usize,
+    /// New connections per second from one IP address (token bucket, `connection_burst`);
+    /// over it, HTTP 429. 0 disables the check.
+    pub connections_per_ip_per_second: u32,
+    pub connection_burst: u32,
+    /// Messages (not calls) one user may send per minute, over all of the user's connections
+    /// on this instance; over it, `-32004` with `retry_after_ms`. 0 disables the check.
+    pub messages_per_minute: u32,
+    /// Browser origins allowed to connect; empty allows every origin (and requests without an
+    /// `Origin` header, from non-browser clients, are always allowed).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_user: 100,
+            connections_per_ip_per_second: 0,
+            connection_burst: 1,
+            messages_per_minute: 0,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Why a connection was refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server is draining: 503 (connect to another instance).
+    Draining,
+    /// `limits.max_connections` reached: 503.
+    Full,
+    /// `limits.connections_per_ip_per_second` exceeded: 429.
+    RateLimited { retry_after: Duration },
+    /// The `Origin` is not in `server.allowed_origins`: 403.
+    Origin,
+}
+
+impl Refusal {
+    /// The `titan_limit_rejections_total` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Draining => "draining",
+            Self::Full => "max_connections",
+            Self::RateLimited { .. } => "connections_per_ip",
+            Self::Origin => "origin",
+        }
+    }
+
+    /// The HTTP answer (the only place these statuses are chosen; docs/protocol.md lists them).
+    pub fn response(self) -> HttpResponse {
+        let (status, retry, text) = match self {
+            Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, Some(1), "server draining"),
+            Self::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(1),
+                "too many connections",
+            ),
+            Self::RateLimited { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(retry_after.as_secs().max(1)),
+                "too many new connections from this address",
+            ),
+            Self::Origin => (StatusCode::FORBIDDEN, None, "origin not allowed"),
+        };
+        let mut response = HttpResponse::build(status);
+        if let Some(secs) = retry {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{text}\n"))
+    }
+}
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct Connections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: ConnectionLimits,
+    metrics: Metrics,
+    live: watch::Sender<usize>,
+    per_user: Mutex<HashMap<UserId, usize>>,
+    /// `Some(window)` once draining started: each session closes at a random point within it.
+    drain: watch::Sender<Option<Duration>>,
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    sends: Option<DefaultKeyedRateLimiter<UserId>>,
+    checks: AtomicU64,
+}
+
+/// Held by a session for its whole life: one open connection.
+pub struct Live {
+    inner: Arc<Inner>,
+}
+
+/// Held by an authenticated session: one of its user's connections.
+pub struct UserSlot {
+    inner: Arc<Inner>,
+    user: UserId,
+}
+
+impl Connections {
+    pub fn new(limits: ConnectionLimits, metrics: Metrics) -> Self {
+        let per_ip = NonZeroU32::new(limits.connections_per_ip_per_second).map(|rate| {
+            let burst = NonZeroU32::new(limits.connection_burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        let sends = NonZeroU32::new(limits.messages_per_minute)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)));
+        Self {
+            inner: Arc::new(Inner {
+                limits,
+                metrics,
+                live: watch::Sender::new(0),
+                per_user: Mutex::new(HashMap::new()),
+                drain: watch::Sender::new(None),
+                per_ip,
+                sends,
+                checks: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Decides whether `req` may open a WebSocket; on success the connection counts as open
+    /// until the returned guard is dropped.
+    pub fn admit(&self, req: &HttpRequest) -> Result<Live, Refusal> {
+        let result = self.check(req);
+        if let Err(refusal) = &result {
+            self.inner
+                .metrics
+                .limit_rejections
+                .with_label_values(&[refusal.label()])
+                .inc();
+        }
+        result
+    }
+
+    fn check(&self, req: &HttpRequest) -> Result<Live, Refusal> {
+        let inner = &self.inner;
+        if !inner.limits.allowed_origins.is_empty()
+            && let Some(origin) = req.headers().get(header::ORIGIN)
+            && !inner
+                .limits
+                .allowed_origins
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+        {
+            return Err(Refusal::Origin);
+        }
+        if self.is_draining() {
+            return Err(Refusal::Draining);
+        }
+        if let (Some(limiter), Some(peer)) = (&inner.per_ip, req.peer_addr()) {
+            self.sweep();
+            if let Err(not_until) = limiter.check_key(&peer.ip()) {
+                let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(Refusal::RateLimited { retry_after });
+            }
+        }
+        let mut admitted = false;
+        inner.live.send_modify(|n| {
+            if *n < inner.limits.max_connections {
+                *n += 1;
+                admitted = true;
+            }
+        });
+        if !admitted {
+            return Err(Refusal::Full);
+        }
+        inner.metrics.connections_open.inc();
+        inner.metrics.connections_total.inc();
+        Ok(Live {
+            inner: inner.clone(),
+        })
+    }
+
+    /// Counts an authenticated connection of `user`; `None` when the user already has
+    /// `limits.max_connections_per_user` here.
+    pub fn attach_user(&self, user: &UserId) -> Option<UserSlot> {
+        let inner = &self.inner;
+        let mut per_user = inner.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_user.entry(user.clone()).or_default();
+        if *n >= inner.limits.max_connections_per_user {
+            drop(per_user);
+            inner
+                .metrics
+                .limit_rejections
+                .with_label_values(&["max_connections_per_user"])
+                .inc();
+            return None;
+        }
+        *n += 1;
+        inner.metrics.sessions_authenticated.inc();
+        Some(UserSlot {
+            inner: inner.clone(),
+            user: user.clone(),
+        })
+    }
+
+    /// Takes `count` messages from `user`'s per-minute quota; `Err(wait)` when it is exhausted
+    /// (then nothing is taken).
+    pub fn take_sends(&self, user: &UserId, count: usize) -> Result<(), Duration> {
+        let Some(limiter) = &self.inner.sends else {
+            return Ok(());
+        };
+        self.sweep();
+        let n =
+            NonZeroU32::new(u32::try_from(count).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let refused = match limiter.check_key_n(user, n) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
+            // More messages in one call than the whole quota: never possible; wait a minute.
+            Err(_) => Duration::from_secs(60),
+        };
+        self.inner
+            .metrics
+            .limit_rejections
+            .with_label_values(&["messages_per_minute"])
+            .inc();
+        Err(refused)
+    }
+
+    /// Drops idle entries of the keyed limiters now and then.
+    fn sweep(&self) {
+        if self.inner.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            if let Some(l) = &self.inner.per_ip {
+                l.retain_recent();
+            }
+            if let Some(l) = &self.inner.sends {
+                l.retain_recent();
+            }
+        }
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        *self.inner.live.borrow()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.drain.borrow().is_some()
+    }
+
+    /// Starts the drain: new connections are refused, and every session closes with 4006 at a
+    /// random point within `window` (after its in-flight requests are answered).
+    pub fn start_drain(&self, window: Duration) {
+        self.inner.drain.send_replace(Some(window));
+    }
+
+    /// Resolves at this session's (random) turn once the drain has started.
+    pub fn drain_turn(&self) -> impl Future<Output = ()> + 'static {
+        let mut rx = self.inner.drain.subscribe();
+        async move {
+            // The guard of the watched value must not live across the awaits below.
+            let window = rx
+                .wait_for(Option::is_some)
+                .await
+                .map(|w| w.unwrap_or_default());
+            let Ok(window) = window else {
+                // The registry is gone, and with it the server: never a turn.
+                return std::future::pending().await;
+            };
+            let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            let at = if millis == 0 {
+                0
+            } else {
+                rand::random_range(0..millis)
+            };
+            tokio::time::sleep(Duration::from_millis(at)).await;
+        }
+    }
+
+    /// Resolves once no connection is open.
+    pub fn idle(&self) -> impl Future<Output = ()> + 'static {
+        let mut rx = self.inner.live.subscribe();
+        async move {
+            // An error means the registry is gone, which also means no connection is left.
+            let _ = rx.wait_for(|n| *n == 0).await;
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.inner.live.send_modify(|n| *n = n.saturating_sub(1));
+        self.inner.metrics.connections_open.dec();
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut per_user = self
+            .inner
+            .per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+        self.inner.metrics.sessions_authenticated.dec();
+    }
+}
+
+#[cfg(test)]
+#[path = "connections_tests.rs"]
+mod tests;

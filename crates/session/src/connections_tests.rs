@@ -1,0 +1,99 @@
+//! The instance-wide registry on its own: capacity freed by guards, origins, quotas, drain.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use actix_web::test::TestRequest;
+
+fn registry(limits: ConnectionLimits) -> Connections {
+    Connections::new(limits, Metrics::new())
+}
+
+fn request(origin: Option<&str>) -> HttpRequest {
+    let mut r = TestRequest::default().peer_addr("127.0.0.1:5000".parse().unwrap());
+    if let Some(o) = origin {
+        r = r.insert_header((header::ORIGIN, o));
+    }
+    r.to_http_request()
+}
+
+/// The instance limit refuses the connection past it; dropping a guard makes room again.
+#[test]
+fn capacity_is_freed_by_the_guard() {
+    let c = registry(ConnectionLimits {
+        max_connections: 1,
+        ..ConnectionLimits::default()
+    });
+    let first = c.admit(&request(None)).unwrap();
+    assert_eq!(c.admit(&request(None)).err(), Some(Refusal::Full));
+    assert_eq!(c.open(), 1);
+    drop(first);
+    assert_eq!(c.open(), 0);
+    assert!(c.admit(&request(None)).is_ok());
+}
+
+/// Only listed origins (any case) pass when a list is set; no Origin header always passes.
+#[test]
+fn origins() {
+    let c = registry(ConnectionLimits {
+        allowed_origins: vec!["https://a.example".into()],
+        ..ConnectionLimits::default()
+    });
+    assert!(c.admit(&request(Some("https://A.example"))).is_ok());
+    assert!(c.admit(&request(None)).is_ok());
+    assert_eq!(
+        c.admit(&request(Some("https://b.example"))).err(),
+        Some(Refusal::Origin)
+    );
+    let open = registry(ConnectionLimits::default());
+    assert!(open.admit(&request(Some("https://b.example"))).is_ok());
+}
+
+/// A user's slots are limited and returned when the slot is dropped.
+#[test]
+fn user_slots() {
+    let c = registry(ConnectionLimits {
+        max_connections_per_user: 1,
+        ..ConnectionLimits::default()
+    });
+    let alice = UserId::new("alice").unwrap();
+    let slot = c.attach_user(&alice).unwrap();
+    assert!(c.attach_user(&alice).is_none());
+    assert!(c.attach_user(&UserId::new("bob").unwrap()).is_some());
+    drop(slot);
+    assert!(c.attach_user(&alice).is_some());
+}
+
+/// The send quota counts messages, not calls, and a refused call takes nothing.
+#[test]
+fn send_quota_counts_messages() {
+    let c = registry(ConnectionLimits {
+        messages_per_minute: 3,
+        ..ConnectionLimits::default()
+    });
+    let alice = UserId::new("alice").unwrap();
+    assert!(c.take_sends(&alice, 2).is_ok());
+    assert!(c.take_sends(&alice, 2).is_err());
+    assert!(c.take_sends(&alice, 1).is_ok());
+    assert!(c.take_sends(&alice, 1).unwrap_err() > Duration::ZERO);
+}
+
+/// Once the drain starts, new connections are refused and each session's turn comes within
+/// the window; `idle` resolves when the last connection is gone.
+#[actix_rt::test]
+async fn drain() {
+    let c = registry(ConnectionLimits::default());
+    let live = c.admit(&request(None)).unwrap();
+    let turn = tokio::spawn(c.drain_turn());
+    c.start_drain(Duration::from_millis(50));
+    assert!(c.is_draining());
+    assert_eq!(c.admit(&request(None)).err(), Some(Refusal::Draining));
+    tokio::time::timeout(Duration::from_secs(10), turn)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(live);
+    tokio::time::timeout(Duration::from_secs(10), c.idle())
+        .await
+        .unwrap();
+}

@@ -1,0 +1,94 @@
+//! What a session records into [`Metrics`]: requests by method and outcome, refused
+//! authentications by reason, closes by code. Labels only ever take values from fixed sets, never
+//! raw client input, so a client cannot grow the number of series.
+
+use titan_delivery::{ConnId, Metrics};
+use titan_protocol::{ClientCommand, CloseCode, ErrorCode, Response};
+use tracing::Span;
+
+use crate::auth::AuthError;
+use crate::session::Outcome;
+
+/// The method as a label: its name when it is a method Titan serves, `unknown` otherwise.
+fn method_label(method: &str) -> &str {
+    let unknown = matches!(
+        ClientCommand::parse(method, None),
+        Err(e) if e.kind() == Some(ErrorCode::MethodNotFound)
+    );
+    if unknown { "unknown" } else { method }
+}
+
+fn count(metrics: &Metrics, method: &str, response: Option<&Response>) {
+    let code = match response.map(|r| &r.outcome) {
+        None => "notification".to_owned(),
+        Some(Ok(_)) => "ok".to_owned(),
+        Some(Err(e)) => e.code.to_string(),
+    };
+    metrics
+        .rpc_requests
+        .with_label_values(&[method, code.as_str()])
+        .inc();
+}
+
+/// Counts the request once its answer is known (now, or when a deferred answer resolves).
+pub(crate) fn request(metrics: &Metrics, method: &str, outcome: Outcome) -> Outcome {
+    let method = method_label(method).to_owned();
+    match outcome {
+        Outcome::Now(response) => {
+            count(metrics, &method, response.as_ref());
+            Outcome::Now(response)
+        }
+        Outcome::Later(future) => {
+            let metrics = metrics.clone();
+            Outcome::Later(Box::pin(async move {
+                let response = future.await;
+                count(&metrics, &method, response.as_ref());
+                response
+            }))
+        }
+    }
+}
+
+/// The span every log line of connection `conn` carries; `user` and `device` are recorded once
+/// it authenticates.
+pub(crate) fn span(conn: ConnId, peer: &str) -> Span {
+    tracing::info_span!(
+        "conn",
+        conn = conn.0,
+        peer,
+        user = tracing::field::Empty,
+        device = tracing::field::Empty
+    )
+}
+
+/// Counts a token refused because it is bound to another device than the one asked for.
+pub(crate) fn device_mismatch(metrics: &Metrics) {
+    metrics
+        .auth_failures
+        .with_label_values(&["device_mismatch"])
+        .inc();
+}
+
+/// Counts a refused authentication by the kind of failure.
+pub(crate) fn auth_failure(metrics: &Metrics, err: &AuthError) {
+    let reason = match err {
+        AuthError::Expired => "expired",
+        AuthError::BadSignature => "bad_signature",
+        AuthError::WrongAlgorithm { .. } => "wrong_algorithm",
+        AuthError::Malformed { .. } => "malformed",
+        AuthError::DeviceMismatch { .. } => "device_mismatch",
+        AuthError::EmptySecret | AuthError::Signing { .. } => "internal",
+    };
+    metrics.auth_failures.with_label_values(&[reason]).inc();
+}
+
+/// Counts a close the server initiated.
+pub(crate) fn close(metrics: &Metrics, code: CloseCode) {
+    metrics
+        .closes
+        .with_label_values(&[code.code().to_string().as_str()])
+        .inc();
+    if code == CloseCode::SlowConsumer {
+        metrics.slow_consumer_closes.inc();
+    }
+}
