@@ -37,6 +37,7 @@
 //! reservation for all-or-nothing across slots, and keep one registry per slot.
 //!
 //! - `keys`: the key layout and stream ids. `scripts`: the Lua scripts.
+//! - `users`: the [`crate::Users`] keys (sign-ins, revocations).
 //! - `append`: `append`. `cursor`: `read_new`, `claim_pending`, `ack`. `trim`: `trim`, `depth`.
 
 mod append;
@@ -45,6 +46,7 @@ mod cursor;
 mod keys;
 mod scripts;
 mod trim;
+mod users;
 
 use std::fmt;
 use std::sync::Arc;
