@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use titan_protocol::{CloseCode, DeviceId, UserId};
-use titan_store::{Bus, BusEvent};
+use titan_store::{Bus, BusEvent, RevocationList};
 use tracing::{debug, info, warn};
 
 use crate::dispatcher::{DeviceOffline, DeviceOnline, Dispatcher, WakeUser};
@@ -41,6 +41,16 @@ pub struct Detach {
     pub user: UserId,
     pub device: DeviceId,
     pub conn: ConnId,
+}
+
+/// `user`'s tokens issued before `at_ms` are revoked (on this instance or, through
+/// [`BusEvent::Revoked`], on another): record it in the revocation list and close every live
+/// session of the user with [`CloseCode::Revoked`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeUser {
+    pub user: UserId,
+    pub at_ms: u64,
 }
 
 /// How many devices and users are online here (for metrics and tests).
@@ -95,6 +105,8 @@ pub struct Router {
     dispatcher: Addr<Dispatcher>,
     online: HashMap<UserId, HashMap<DeviceId, Live>>,
     bus: Option<Arc<dyn Bus>>,
+    /// Where revocations are recorded for the sessions' token checks.
+    revocations: Option<Arc<RevocationList>>,
 }
 
 impl Router {
@@ -103,6 +115,26 @@ impl Router {
             dispatcher,
             online: HashMap::new(),
             bus: None,
+            revocations: None,
+        }
+    }
+
+    /// Records revocations (from [`RevokeUser`] and the bus) in `list`.
+    pub fn with_revocations(mut self, list: Arc<RevocationList>) -> Self {
+        self.revocations = Some(list);
+        self
+    }
+
+    /// See [`RevokeUser`].
+    fn revoke(&mut self, user: &UserId, at_ms: u64) {
+        if let Some(list) = &self.revocations {
+            list.record(user, at_ms);
+        }
+        for (device, live) in self.online.get(user).into_iter().flatten() {
+            info!(%user, %device, conn = live.conn.0, "closing session: tokens revoked");
+            live.kick.do_send(Kick {
+                code: CloseCode::Revoked,
+            });
         }
     }
 
@@ -252,6 +284,7 @@ impl StreamHandler<BusEvent> for Router {
         match event {
             BusEvent::Wake { user } => self.dispatcher.do_send(WakeUser { user }),
             BusEvent::Resync => self.reassert_claims(true, ctx),
+            BusEvent::Revoked { user, at_ms } => self.revoke(&user, at_ms),
             BusEvent::Kick { user, device, conn } => {
                 let live = self.online.get(&user).and_then(|d| d.get(&device));
                 if let Some(live) = live.filter(|l| l.conn == ConnId(conn)) {
@@ -323,6 +356,14 @@ impl Handler<Detach> for Router {
             device: msg.device,
             conn: msg.conn,
         });
+    }
+}
+
+impl Handler<RevokeUser> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeUser, _: &mut Context<Self>) {
+        self.revoke(&msg.user, msg.at_ms);
     }
 }
 

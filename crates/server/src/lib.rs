@@ -3,11 +3,17 @@
 //! - [`config`]: the typed configuration tree and its loading rules.
 //! - [`secret`]: the JWT secret, configured or generated and kept under `store.path`.
 //! - [`http`]: the HTTP routes (WebSocket upgrade, health).
+//! - [`accounts`]: token key mode, Google sign-in, the revocation list and `revoke`.
+//! - [`admin`]: the loopback admin endpoint of an embedded-store server (`titan-server revoke`).
+//! - [`revoke`]: the `titan-server revoke` command.
 //! - [`run`]: builds the store and actors and serves until `shutdown` resolves; shared by `main`
 //!   and the integration tests.
 
+pub mod accounts;
+pub mod admin;
 pub mod config;
 pub mod http;
+pub mod revoke;
 pub mod secret;
 
 use actix::Actor;
@@ -16,8 +22,10 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 use titan_delivery::{Dispatcher, DispatcherConfig, Router};
-use titan_session::{Authenticator, SessionConfig, SessionDeps};
-use titan_store::{Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError};
+use titan_session::{SessionConfig, SessionDeps};
+use titan_store::{
+    Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError, Users,
+};
 use tracing::info;
 
 pub use config::Config;
@@ -33,6 +41,12 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("invalid auth configuration: {0}")]
     Auth(#[from] titan_session::AuthError),
+    #[error(transparent)]
+    PublicKey(#[from] accounts::PublicKeyError),
+    #[error("auth.google: {0}")]
+    Google(#[from] titan_session::SignInError),
+    #[error("{0}")]
+    Revoke(String),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -40,6 +54,7 @@ pub enum ServerError {
 /// The configured store, and the cluster bus when instances share it.
 pub struct Backends {
     pub inbox: Arc<dyn Inbox>,
+    pub users: Arc<dyn Users>,
     pub bus: Option<Arc<dyn Bus>>,
 }
 
@@ -50,14 +65,22 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
         retention: config.delivery.retention,
     };
     Ok(match config.store.backend {
-        config::Backend::Embedded => Backends {
-            inbox: Arc::new(EmbeddedStore::open(&config.store.path, limits)?),
-            bus: None,
-        },
-        config::Backend::Memory => Backends {
-            inbox: Arc::new(EmbeddedStore::memory(limits)?),
-            bus: None,
-        },
+        config::Backend::Embedded => {
+            let store = Arc::new(EmbeddedStore::open(&config.store.path, limits)?);
+            Backends {
+                inbox: store.clone(),
+                users: store,
+                bus: None,
+            }
+        }
+        config::Backend::Memory => {
+            let store = Arc::new(EmbeddedStore::memory(limits)?);
+            Backends {
+                inbox: store.clone(),
+                users: store,
+                bus: None,
+            }
+        }
         config::Backend::Redis => {
             let options = RedisOptions {
                 connect_timeout: config.store.redis_timeout,
@@ -72,19 +95,17 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
             )
             .await?;
             let bus = store.bus().await?;
+            let store = Arc::new(store);
             Backends {
-                inbox: Arc::new(store),
+                inbox: store.clone(),
+                users: store,
                 bus: Some(Arc::new(bus)),
             }
         }
     })
 }
 
-/// The token minter/verifier for this configuration (shared with `titan-server token`).
-pub fn authenticator(config: &Config) -> Result<Authenticator, ServerError> {
-    let secret = secret::load_or_generate(&config.auth.jwt_secret, &config.store.path)?;
-    Ok(Authenticator::hs256(&secret, config.auth.token_ttl)?)
-}
+pub use accounts::authenticator;
 
 fn session_config(config: &Config) -> SessionConfig {
     let l = &config.limits;
@@ -123,6 +144,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let backends = open_store(&config).await?;
     let auth = Arc::new(authenticator(&config)?);
+    let accounts = accounts::accounts(&config, backends.users.clone()).await?;
     let readiness = http::Readiness {
         inbox: backends.inbox.clone(),
         timeout: config.store.redis_timeout,
@@ -132,16 +154,26 @@ pub async fn run(
         dispatcher = dispatcher.with_bus(bus.clone());
     }
     let dispatcher = dispatcher.start();
-    let mut router = Router::new(dispatcher.clone());
+    let mut router = Router::new(dispatcher.clone()).with_revocations(accounts.revocations.clone());
     if let Some(bus) = backends.bus {
         router = router.with_bus(bus);
     }
     let router = router.start();
+    accounts::keep_revocations_current(&config, &accounts, router.clone());
+    let admin = match config.store.backend {
+        config::Backend::Embedded => Some(admin::Admin::start(
+            &config.store.path,
+            backends.users.clone(),
+            router.clone(),
+        )?),
+        _ => None,
+    };
     let deps = SessionDeps {
         router,
         dispatcher,
         auth,
         config: Arc::new(session_config(&config)),
+        accounts,
     };
     let addr = listener.local_addr()?;
     let mut server = HttpServer::new(move || {
@@ -163,6 +195,9 @@ pub async fn run(
         info!("shutting down");
         // Connections are cut at once; a graceful drain (close code 4006) is future work.
         handle.stop(false).await;
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
     });
     server.await?;
     Ok(())

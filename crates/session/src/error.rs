@@ -9,6 +9,7 @@ use titan_store::StoreError;
 use tracing::warn;
 
 use crate::auth::AuthError;
+use crate::google::SignInError;
 
 /// Why a client request failed inside the session.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,11 @@ pub enum SessionError {
     },
     #[error("connection is already authenticated as {user}/{device}")]
     AlreadyAuthenticated { user: String, device: String },
+    #[error(transparent)]
+    SignIn(#[from] SignInError),
+    /// The users store failed during a sign-in.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Maps an internal error to the client-visible error. Logs what the client is not told.
@@ -32,6 +38,30 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
     match err {
         SessionError::Auth(e) => {
             RpcError::with_message(ErrorCode::BadToken, format!("Bad token: {e}"))
+        }
+        SessionError::SignIn(SignInError::Unavailable { reason }) => {
+            warn!(
+                reason,
+                "identity provider unavailable; sign-in not possible"
+            );
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Identity provider unavailable, retry later",
+            )
+        }
+        SessionError::SignIn(e) => {
+            RpcError::with_message(ErrorCode::BadToken, format!("Sign-in failed: {e}"))
+        }
+        SessionError::Store(e @ StoreError::Unavailable { .. }) => {
+            warn!(error = %e, "store unavailable; sign-in not completed");
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Store unavailable, retry later",
+            )
+        }
+        SessionError::Store(e) => {
+            warn!(error = %e, "store error during sign-in");
+            RpcError::new(ErrorCode::InternalError)
         }
         SessionError::MessageTooLarge { .. } => {
             RpcError::with_message(ErrorCode::TooLarge, format!("Message too large: {err}"))

@@ -24,6 +24,9 @@ use titan_protocol::{
 use titan_store::Position;
 use tracing::{debug, info};
 
+mod signin;
+
+use crate::accounts::Accounts;
 use crate::auth::Authenticator;
 use crate::command;
 use crate::error::{SessionError, protocol_error, to_rpc};
@@ -41,6 +44,8 @@ pub struct SessionDeps {
     pub dispatcher: Addr<Dispatcher>,
     pub auth: Arc<Authenticator>,
     pub config: Arc<SessionConfig>,
+    /// Sign-in (`auth.google`), users and revocations.
+    pub accounts: Accounts,
 }
 
 /// Upgrades the request to a WebSocket and starts its Session actor.
@@ -174,6 +179,10 @@ impl Session {
                 let mut all = now;
                 all.extend(done.into_iter().flatten());
                 act.send_responses(all, batch, ctx);
+                // Asynchronous sign-ins count their failures only once answered.
+                if act.auth_failures >= act.deps.config.max_auth_failures {
+                    act.close(CloseCode::TooManyAuthFailures, ctx);
+                }
             });
             ctx.spawn(fut);
         }
@@ -255,6 +264,7 @@ impl Session {
             })?;
         let token = token.to_owned();
         self.authenticate(&token, device, ctx)
+            .map(|_| ())
             .map_err(|e| to_rpc(&e))
     }
 
@@ -267,8 +277,10 @@ impl Session {
         let result = match command {
             ClientCommand::AuthJwt(p) => self
                 .authenticate(&p.token, p.device, ctx)
-                .map(|()| command::ack())
+                .map(|_| command::ack())
                 .map_err(|e| to_rpc(&e)),
+            ClientCommand::AuthGoogle(p) => return self.sign_in_google(p, id, ctx),
+            ClientCommand::AuthRefresh => self.refresh(ctx),
             ClientCommand::Echo(params) => Ok(params),
             ClientCommand::MsgSend(messages) => {
                 let Some(me) = &self.identity else {
@@ -294,14 +306,15 @@ impl Session {
         }))
     }
 
-    /// Verifies a token and binds the connection to its (user, device).
+    /// Verifies a token (revocations included) and binds the connection to its (user,
+    /// device). Returns the token's expiry.
     fn authenticate(
         &mut self,
         token: &str,
         device: Option<DeviceId>,
         ctx: &mut Context<Self>,
-    ) -> Result<(), SessionError> {
-        let verified = match self.deps.auth.verify(token) {
+    ) -> Result<SystemTime, SessionError> {
+        let verified = match self.verify_token(token) {
             Ok(v) => v,
             Err(e) => {
                 self.auth_failures += 1;
@@ -341,6 +354,7 @@ impl Session {
             act.close(CloseCode::TokenExpired, ctx);
         });
         let fresh = self.identity.is_none();
+        let expires_at = verified.expires_at;
         self.identity = Some(Authenticated {
             user: verified.user.clone(),
             device: device.clone(),
@@ -356,7 +370,7 @@ impl Session {
                 kick: ctx.address().recipient(),
             });
         }
-        Ok(())
+        Ok(expires_at)
     }
 
     /// A response to one of our `msg.recv` requests: success acks its messages; an error leaves

@@ -28,4 +28,4 @@ pub use bus::{Bus, BusEvent};
 pub use embedded::{EmbeddedStore, StoreStats};
 pub use error::StoreError;
 pub use inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
-pub use users::{SignInProfile, SignedInUser, Users};
+pub use users::{RevocationList, SignInProfile, SignedInUser, Users, to_ms as unix_ms};

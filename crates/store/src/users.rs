@@ -63,8 +63,9 @@ pub(crate) fn new_user_id() -> Result<UserId, StoreError> {
     })
 }
 
-/// Milliseconds since the Unix epoch (revocation times are kept at this precision).
-pub(crate) fn to_ms(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch (revocation times are kept at this precision; exported as
+/// `unix_ms`).
+pub fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -72,4 +73,45 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
 
 pub(crate) fn from_ms(ms: u64) -> SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
+/// Every revocation, held in memory by each instance so that authentication checks a token
+/// without a store round trip (and stays synchronous). Filled from [`Users::revocations`] at
+/// start, then kept current by [`crate::BusEvent::Revoked`] and a periodic reload (which
+/// repairs a lost broadcast).
+#[derive(Debug, Default)]
+pub struct RevocationList {
+    by_user: std::sync::RwLock<std::collections::HashMap<UserId, u64>>,
+}
+
+impl RevocationList {
+    /// Records that `user`'s tokens issued before `at_ms` are revoked. Returns true when this
+    /// moved the user's revocation forward (it was news).
+    pub fn record(&self, user: &UserId, at_ms: u64) -> bool {
+        // A poisoned lock only means another thread panicked mid-insert of a plain map entry;
+        // the map is still consistent, so keep using it.
+        let mut map = self
+            .by_user
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map.entry(user.clone()).or_insert(0);
+        if at_ms > *entry {
+            *entry = at_ms;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True when a token of `user` issued at `issued_at_secs` (a JWT `iat`, whole seconds) is
+    /// revoked. `iat` has no sub-second part, so a token issued in the same second as the
+    /// revocation counts as revoked (erring on the safe side).
+    pub fn is_revoked(&self, user: &UserId, issued_at_secs: u64) -> bool {
+        let map = self
+            .by_user
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(user)
+            .is_some_and(|&at_ms| issued_at_secs.saturating_mul(1000) < at_ms.div_ceil(1000) * 1000)
+    }
 }

@@ -49,6 +49,11 @@ impl Keys {
         format!("{}:events:{instance}", self.prefix)
     }
 
+    /// The pub/sub channel every instance listens to, for events meant for all of them.
+    pub(crate) fn broadcast_channel(&self) -> String {
+        format!("{}:broadcast", self.prefix)
+    }
+
     /// The key an instance keeps alive while it runs (with an empty id: the prefix).
     pub(crate) fn instance_alive(&self, instance: &str) -> String {
         format!("{}:instance:{instance}", self.prefix)
