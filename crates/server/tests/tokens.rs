@@ -81,9 +81,17 @@ async fn rs256_public_key_mode() {
     assert_eq!(err.rpc_code(), Some(-32601), "{err}");
 
     let confused = sign_hs256(pem.as_bytes(), &claims("mallory", json!({})));
-    assert!(refused(&server, &confused).await.contains("\"HS256\" not accepted, only RS256"));
+    assert!(
+        refused(&server, &confused)
+            .await
+            .contains("\"HS256\" not accepted, only RS256")
+    );
     let none = unsigned(&claims("mallory", json!({})));
-    assert!(refused(&server, &none).await.contains("\"none\" not accepted"));
+    assert!(
+        refused(&server, &none)
+            .await
+            .contains("\"none\" not accepted")
+    );
     let other = RsaKey::generate("backend").sign(&claims("mallory", json!({})));
     assert!(refused(&server, &other).await.contains("signature"));
     let es = EcKey::generate().sign(&claims("mallory", json!({})));
@@ -118,9 +126,19 @@ async fn es256_public_key_mode_with_issuer_and_audience() {
     let msg = refused(&server, &backend.sign(&claims("bob", wrong_iss))).await;
     assert!(msg.contains("issuer"), "{msg}");
     let msg = refused(&server, &backend.sign(&claims("bob", json!({})))).await;
-    assert!(msg.contains("Malformed") || msg.contains("malformed"), "{msg}");
-    let none = unsigned(&claims("bob", json!({"iss": "https://backend.example", "aud": "titan"})));
-    assert!(refused(&server, &none).await.contains("\"none\" not accepted"));
+    assert!(
+        msg.contains("Malformed") || msg.contains("malformed"),
+        "{msg}"
+    );
+    let none = unsigned(&claims(
+        "bob",
+        json!({"iss": "https://backend.example", "aud": "titan"}),
+    ));
+    assert!(
+        refused(&server, &none)
+            .await
+            .contains("\"none\" not accepted")
+    );
 }
 
 /// HS256 mode refuses RS256 tokens, and `none` tokens, whatever they claim.
@@ -129,7 +147,11 @@ async fn hs256_mode_refuses_other_algorithms() {
     let server = TestServer::start();
     let rs = RsaKey::generate("k").sign(&claims("alice", json!({})));
     assert!(refused(&server, &rs).await.contains("only HS256"));
-    assert!(refused(&server, &unsigned(&claims("alice", json!({})))).await.contains("none"));
+    assert!(
+        refused(&server, &unsigned(&claims("alice", json!({}))))
+            .await
+            .contains("none")
+    );
     let c = server.client("alice", None).await;
     assert!(tokio::time::timeout(WAIT, c.echo(json!([1]))).await.is_ok());
 }
