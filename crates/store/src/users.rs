@@ -115,3 +115,32 @@ impl RevocationList {
             .is_some_and(|&at_ms| issued_at_secs.saturating_mul(1000) < at_ms.div_ceil(1000) * 1000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A token is revoked when issued before the revocation's second is over: earlier seconds
+    /// and the same second are revoked, the next second is not; other users are untouched and
+    /// a revocation never moves back.
+    #[test]
+    fn revocation_list_compares_whole_seconds_safely() {
+        let list = RevocationList::default();
+        let alice = UserId::new("alice").unwrap();
+        assert!(!list.is_revoked(&alice, 0));
+        assert!(list.record(&alice, 10_950));
+        assert!(list.is_revoked(&alice, 9));
+        assert!(list.is_revoked(&alice, 10));
+        assert!(!list.is_revoked(&alice, 11));
+        assert!(!list.record(&alice, 5_000), "older revocation is no news");
+        assert!(list.is_revoked(&alice, 10));
+        assert!(list.record(&alice, 20_000));
+        assert!(list.is_revoked(&alice, 19));
+        assert!(
+            !list.is_revoked(&alice, 20),
+            "exactly on the second: issued after"
+        );
+        assert!(!list.is_revoked(&UserId::new("bob").unwrap(), 0));
+    }
+}
