@@ -1,11 +1,9 @@
 //! Verifying Google ID tokens (OpenID Connect) for `auth.google`.
 //!
 //! The issuer's discovery document (`<issuer>/.well-known/openid-configuration`) names the JWKS
-//! URL; its `issuer` must equal the configured one exactly. The JWKS is cached and fetched again
-//! only when a token names a key id (`kid`) the cache does not hold (Google rotates its keys),
-//! and then at most once per [`GoogleConfig::jwks_min_refresh`], so a flood of tokens with
-//! made-up key ids cannot turn into a flood of requests to Google. One fetch runs at a time;
-//! concurrent sign-ins wait for it rather than fetching again.
+//! URL; its `issuer` must equal the configured one exactly. The keys are a [`JwksCache`]:
+//! fetched again only for an unknown key id (Google rotates its keys), at most once per
+//! [`GoogleConfig::jwks_min_refresh`].
 //!
 //! A token is accepted when its RS256 signature verifies with the JWKS key of its `kid`, `iss`
 //! is the issuer, `aud` is one of `auth.google.client_ids` (Android, iOS and web clients have
@@ -17,15 +15,13 @@
 //! Titan's JWT library) handles, while openidconnect would add a second JOSE stack, the oauth2
 //! crate and `rsa 0.9` (RUSTSEC-2023-0071) for nothing this code uses.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use titan_store::SignInProfile;
-use tokio::sync::Mutex;
-use tracing::{info, warn};
+
+use crate::jwks::{JwksCache, JwksSource};
 
 /// Clock skew allowed on `exp` (and `iat`/`nbf`) of provider tokens.
 const LEEWAY_SECS: u64 = 60;
@@ -67,13 +63,6 @@ pub enum SignInError {
     Unavailable { reason: String },
 }
 
-/// The discovery document fields used here.
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
-}
-
 /// The ID token claims used here.
 #[derive(Deserialize)]
 struct IdClaims {
@@ -89,20 +78,11 @@ struct IdClaims {
     picture: Option<String>,
 }
 
-/// The cached keys.
-#[derive(Default)]
-struct Keys {
-    jwks_uri: Option<String>,
-    by_kid: HashMap<String, DecodingKey>,
-    fetched_at: Option<Instant>,
-}
-
 /// See the module docs.
 pub struct GoogleVerifier {
     config: GoogleConfig,
-    http: reqwest::Client,
     validation: Validation,
-    keys: Mutex<Keys>,
+    keys: JwksCache,
 }
 
 impl std::fmt::Debug for GoogleVerifier {
@@ -115,14 +95,14 @@ impl std::fmt::Debug for GoogleVerifier {
 
 impl GoogleVerifier {
     pub fn new(config: GoogleConfig) -> Result<Self, SignInError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.http_timeout)
-            .connect_timeout(config.http_timeout)
-            .build()
-            .map_err(|e| SignInError::Unavailable {
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
+        let keys = JwksCache::new(
+            JwksSource::Discovery {
+                issuer: config.issuer.clone(),
+            },
+            config.http_timeout,
+            config.jwks_min_refresh,
+        )
+        .map_err(|e| SignInError::Unavailable { reason: e.reason })?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[&config.issuer]);
@@ -130,9 +110,8 @@ impl GoogleVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Ok(Self {
             config,
-            http,
             validation,
-            keys: Mutex::new(Keys::default()),
+            keys,
         })
     }
 
@@ -185,79 +164,25 @@ impl GoogleVerifier {
         })
     }
 
-    /// The key of `kid`, fetching the JWKS when it is unknown and the last fetch is old enough.
+    /// The RS256 key of `kid`, fetching the JWKS when it is unknown (and not fetched lately).
     async fn key(&self, kid: &str) -> Result<DecodingKey, SignInError> {
-        let mut keys = self.keys.lock().await;
-        if let Some(key) = keys.by_kid.get(kid) {
-            return Ok(key.clone());
-        }
-        let recent = keys
-            .fetched_at
-            .is_some_and(|at| at.elapsed() < self.config.jwks_min_refresh);
-        if recent {
+        let key = match self.keys.get(kid) {
+            Some(key) => key,
+            None => {
+                let found = self
+                    .keys
+                    .load(kid)
+                    .await
+                    .map_err(|e| SignInError::Unavailable { reason: e.reason })?;
+                match (found, self.keys.get(kid)) {
+                    (true, Some(key)) => key,
+                    _ => return Err(SignInError::UnknownKey),
+                }
+            }
+        };
+        if key.algorithm != Algorithm::RS256 {
             return Err(SignInError::UnknownKey);
         }
-        self.refresh(&mut keys).await?;
-        keys.by_kid.get(kid).cloned().ok_or(SignInError::UnknownKey)
-    }
-
-    /// Fetches the discovery document (once) and the JWKS, replacing the cached keys.
-    async fn refresh(&self, keys: &mut Keys) -> Result<(), SignInError> {
-        let jwks_uri = match &keys.jwks_uri {
-            Some(uri) => uri.clone(),
-            None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.config.issuer.trim_end_matches('/')
-                );
-                let doc: Discovery = self.get_json(&url).await?;
-                if doc.issuer != self.config.issuer {
-                    warn!(configured = %self.config.issuer, discovered = %doc.issuer, "discovery issuer mismatch");
-                    return Err(SignInError::Unavailable {
-                        reason: "the provider's discovery document names another issuer".to_owned(),
-                    });
-                }
-                keys.jwks_uri = Some(doc.jwks_uri.clone());
-                doc.jwks_uri
-            }
-        };
-        let set: JwkSet = self.get_json(&jwks_uri).await?;
-        let mut by_kid = HashMap::new();
-        for jwk in &set.keys {
-            let (Some(kid), AlgorithmParameters::RSA(_)) = (&jwk.common.key_id, &jwk.algorithm)
-            else {
-                continue;
-            };
-            match DecodingKey::from_jwk(jwk) {
-                Ok(key) => {
-                    by_kid.insert(kid.clone(), key);
-                }
-                Err(e) => warn!(%kid, error = %e, "ignoring an unreadable JWKS key"),
-            }
-        }
-        info!(keys = by_kid.len(), "identity provider keys fetched");
-        keys.by_kid = by_kid;
-        keys.fetched_at = Some(Instant::now());
-        Ok(())
-    }
-
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, SignInError> {
-        let unavailable = |what: String| {
-            warn!(%url, reason = %what, "identity provider request failed");
-            SignInError::Unavailable { reason: what }
-        };
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("request failed: {e}")))?;
-        if !response.status().is_success() {
-            return Err(unavailable(format!("answered {}", response.status())));
-        }
-        response
-            .json::<T>()
-            .await
-            .map_err(|e| unavailable(format!("unreadable answer: {e}")))
+        Ok(key.decoding)
     }
 }

@@ -5,6 +5,7 @@
 //! - [`command`]: executing a parsed client command (auth, echo, msg.send).
 //! - [`outbound`]: the bounded outbound queue and the writer task that drains it into the socket.
 //! - [`auth`]: [`Authenticator`]: minting and verifying Titan's JWTs (HS256 or public key).
+//! - [`jwks`]: [`jwks::JwksCache`]: signing keys fetched by key id, for Google and `auth.jwks_url`.
 //! - [`google`]: [`GoogleVerifier`]: verifying Google ID tokens for `auth.google`.
 //! - [`accounts`]: [`Accounts`]: the verifier, the users store and the revocation list.
 //! - `session/signin`: the session's `auth.google` and `auth.refresh`.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod command;
 pub mod error;
 pub mod google;
+pub mod jwks;
 pub mod limits;
 pub mod outbound;
 pub mod session;
