@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use titan_delivery::{RevokeUser, Router};
 use titan_protocol::UserId;
+use titan_session::jwks::{JwksCache, JwksSource};
 use titan_session::{Accounts, Authenticator, GoogleConfig, GoogleVerifier, TokenScope};
 use titan_store::{Bus, BusEvent, RevocationList, StoreError, Users, unix_ms};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::{ServerError, secret};
+
+/// Bound on one request to `auth.jwks_url`.
+const JWKS_HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the key of public-key mode could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,14 @@ pub fn authenticator(config: &Config) -> Result<Authenticator, ServerError> {
         issuer: non_empty(&a.issuer),
         audience: non_empty(&a.audience),
     };
+    if !a.jwks_url.is_empty() {
+        let keys = JwksCache::new(
+            JwksSource::Url(a.jwks_url.clone()),
+            JWKS_HTTP_TIMEOUT,
+            a.jwks_min_refresh,
+        )?;
+        return Ok(Authenticator::jwks(Arc::new(keys), scope, a.token_ttl));
+    }
     if !a.jwt_public_key.is_empty() {
         let pem = if a.jwt_public_key.trim_start().starts_with("-----BEGIN") {
             a.jwt_public_key.as_bytes().to_vec()

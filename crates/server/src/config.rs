@@ -53,6 +53,11 @@ pub struct AuthSection {
     /// Public-key mode: an RS256 or ES256 public key (PEM text, or the path of a PEM file).
     /// Titan then only verifies tokens an app backend mints. Empty: HS256 mode.
     pub jwt_public_key: String,
+    /// JWKS mode: the URL of the app backend's published keys (verify only, keys by `kid`).
+    pub jwks_url: String,
+    /// Least time between two fetches of `jwks_url` triggered by unknown key ids.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
     /// Required `iss` of Titan tokens (and set in minted ones). Empty: not checked.
     pub issuer: String,
     /// Required `aud` of Titan tokens (and set in minted ones). Empty: not checked.
@@ -90,6 +95,8 @@ impl std::fmt::Debug for AuthSection {
             )
             .field("token_ttl", &self.token_ttl)
             .field("jwt_public_key", &!self.jwt_public_key.is_empty())
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_min_refresh", &self.jwks_min_refresh)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("revocation_refresh", &self.revocation_refresh)
@@ -333,11 +340,24 @@ impl Config {
                 "set either auth.jwt_secret (HS256) or auth.jwt_public_key, not both",
             ));
         }
-        if !a.jwt_public_key.is_empty() && !a.google.client_ids.is_empty() {
+        if !a.jwks_url.is_empty() {
+            if !a.jwt_public_key.is_empty() || !a.jwt_secret.is_empty() {
+                return Err(invalid(
+                    "auth.jwks_url",
+                    "set only one of auth.jwt_secret, auth.jwt_public_key and auth.jwks_url",
+                ));
+            }
+            if !(a.jwks_url.starts_with("https://") || a.jwks_url.starts_with("http://")) {
+                return Err(invalid("auth.jwks_url", "must be an http(s) URL"));
+            }
+        }
+        let verify_only = !a.jwt_public_key.is_empty() || !a.jwks_url.is_empty();
+        if verify_only && !a.google.client_ids.is_empty() {
             return Err(invalid(
                 "auth.google.client_ids",
                 "auth.google returns a Titan token, which Titan cannot mint in public-key mode \
-                 (auth.jwt_public_key); leave client_ids empty or use auth.jwt_secret",
+                 (auth.jwt_public_key or auth.jwks_url); leave client_ids empty or use \
+                 auth.jwt_secret",
             ));
         }
         if a.revocation_refresh.is_zero() {

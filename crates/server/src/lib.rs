@@ -45,6 +45,8 @@ pub enum ServerError {
     PublicKey(#[from] accounts::PublicKeyError),
     #[error("auth.google: {0}")]
     Google(#[from] titan_session::SignInError),
+    #[error("auth.jwks_url: {0}")]
+    Keys(#[from] titan_session::jwks::FetchError),
     #[error("{0}")]
     Revoke(String),
     #[error("http server: {0}")]

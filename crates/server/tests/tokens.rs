@@ -155,3 +155,58 @@ async fn hs256_mode_refuses_other_algorithms() {
     let c = server.client("alice", None).await;
     assert!(tokio::time::timeout(WAIT, c.echo(json!([1]))).await.is_ok());
 }
+
+/// JWKS mode: the backend's key set is fetched by key id (also after a rotation); `none` and
+/// HS256 signed with the public key are refused; an unknown key id is -32002, and -32006 while
+/// the key server is down.
+#[tokio::test]
+async fn jwks_mode_fetches_keys_by_id() {
+    use common::mock_oidc::MockOidc;
+    let k1 = RsaKey::generate("k1");
+    let k2 = RsaKey::generate("k2");
+    let keys = MockOidc::start(&[&k1]);
+    let url = format!("{}/jwks", keys.issuer);
+    let server = TestServer::start_with(move |c| {
+        c.auth.jwt_secret = String::new();
+        c.auth.jwks_url = url;
+        c.auth.jwks_min_refresh = Duration::ZERO;
+        c.limits.max_auth_failures = 20;
+    });
+    let c = Client::connect(&server.url).await.unwrap();
+    c.authenticate(&k1.sign(&claims("alice", json!({}))), Some("phone"))
+        .await
+        .unwrap();
+    assert_eq!(keys.jwks_fetches(), 1);
+    let err = c.call("auth.refresh", json!({})).await.unwrap_err();
+    assert_eq!(err.rpc_code(), Some(-32601), "{err}");
+
+    keys.set_keys(&[&k1, &k2]);
+    let c2 = Client::connect(&server.url).await.unwrap();
+    c2.authenticate(&k2.sign(&claims("bob", json!({}))), None)
+        .await
+        .unwrap();
+    assert_eq!(keys.jwks_fetches(), 2);
+
+    let confused = sign_hs256(k1.public_pem().as_bytes(), &claims("mallory", json!({})));
+    assert!(refused(&server, &confused).await.contains("not accepted"));
+    assert!(
+        refused(&server, &unsigned(&claims("mallory", json!({}))))
+            .await
+            .contains("\"none\" not accepted")
+    );
+    let stranger = RsaKey::generate("k3");
+    let msg = refused(&server, &stranger.sign(&claims("mallory", json!({})))).await;
+    assert!(msg.contains("unknown signing key"), "{msg}");
+
+    keys.set_down(true);
+    let c3 = Client::connect(&server.url).await.unwrap();
+    let err = c3
+        .authenticate(&stranger.sign(&claims("carol", json!({}))), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.rpc_code(), Some(-32006), "{err}");
+    // Cached keys keep working while the key server is down.
+    c3.authenticate(&k1.sign(&claims("carol", json!({}))), None)
+        .await
+        .unwrap();
+}

@@ -4,14 +4,19 @@
 //! Two key modes. HS256 with `auth.jwt_secret` (the default): Titan mints and verifies. Public
 //! key (`auth.jwt_public_key`, an RS256 or ES256 PEM): an app backend mints with its private key
 //! and Titan only verifies, so [`Authenticator::mint`] refuses ([`AuthError::CannotMint`]).
-//! Exactly one algorithm is accepted, the one of the configured key: `none` and every other
-//! algorithm (HS256 signed with the public key as its secret included) are refused before the
-//! signature is even looked at.
+//! JWKS mode (`auth.jwks_url`) is public-key mode with the backend's published key set: a
+//! token's `kid` picks the key, and the key decides the algorithm (RSA -> RS256, P-256 ->
+//! ES256). Exactly the algorithm of the key is accepted: `none` and every other algorithm (HS256
+//! signed with the public key as its secret included) are refused before the signature is even
+//! looked at.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use titan_protocol::{DeviceId, UserId};
+
+use crate::jwks::JwksCache;
 
 /// Why a token was refused (or could not be made).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +37,10 @@ pub enum AuthError {
     CannotMint,
     #[error("auth.jwt_public_key is neither an RSA nor a P-256 EC public key in PEM")]
     BadPublicKey,
+    /// JWKS mode: the token's `kid` is not in the cached key set (which the session may then
+    /// fetch again). The key id is kept for that, not shown.
+    #[error("token signed with an unknown signing key")]
+    UnknownKey { kid: String },
     #[error("malformed token: {reason}")]
     Malformed { reason: String },
     #[error("token is for device {token_device}, not {requested}")]
@@ -81,11 +90,19 @@ pub struct TokenScope {
     pub audience: Option<String>,
 }
 
+/// Where the verification key comes from.
+enum Verifier {
+    /// The one configured key (HS256 secret or PEM public key).
+    Key(DecodingKey),
+    /// The key of the token's `kid` in a JWKS.
+    Jwks(Arc<JwksCache>),
+}
+
 /// Mints and verifies Titan tokens (see the module docs for the key modes).
 pub struct Authenticator {
     /// `None` in public-key mode: Titan holds no private key.
     encoding: Option<EncodingKey>,
-    decoding: DecodingKey,
+    verifier: Verifier,
     algorithm: Algorithm,
     validation: Validation,
     scope: TokenScope,
@@ -120,7 +137,7 @@ impl Authenticator {
         let decoding = DecodingKey::from_secret(secret).map_err(|_| AuthError::EmptySecret)?;
         Ok(Self::build(
             Some(encoding),
-            decoding,
+            Verifier::Key(decoding),
             Algorithm::HS256,
             scope,
             default_ttl,
@@ -141,12 +158,37 @@ impl Authenticator {
         } else {
             return Err(AuthError::BadPublicKey);
         };
-        Ok(Self::build(None, decoding, algorithm, scope, default_ttl))
+        Ok(Self::build(
+            None,
+            Verifier::Key(decoding),
+            algorithm,
+            scope,
+            default_ttl,
+        ))
+    }
+
+    /// Verify-only mode with an app backend's JWKS (see the module docs).
+    pub fn jwks(keys: Arc<JwksCache>, scope: TokenScope, default_ttl: Duration) -> Self {
+        Self::build(
+            None,
+            Verifier::Jwks(keys),
+            Algorithm::RS256,
+            scope,
+            default_ttl,
+        )
+    }
+
+    /// The key set, in JWKS mode.
+    pub fn key_set(&self) -> Option<&Arc<JwksCache>> {
+        match &self.verifier {
+            Verifier::Jwks(keys) => Some(keys),
+            Verifier::Key(_) => None,
+        }
     }
 
     fn build(
         encoding: Option<EncodingKey>,
-        decoding: DecodingKey,
+        verifier: Verifier,
         algorithm: Algorithm,
         scope: TokenScope,
         default_ttl: Duration,
@@ -168,7 +210,7 @@ impl Authenticator {
         validation.set_required_spec_claims(&required);
         Self {
             encoding,
-            decoding,
+            verifier,
             algorithm,
             validation,
             scope,
@@ -186,12 +228,29 @@ impl Authenticator {
         self.default_ttl
     }
 
-    fn algorithm_name(&self) -> &'static str {
-        match self.algorithm {
-            Algorithm::RS256 => "RS256",
-            Algorithm::ES256 => "ES256",
-            _ => "HS256",
+    /// The key (and its one algorithm) a token must be verified with.
+    fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
+        let keys = match &self.verifier {
+            Verifier::Key(key) => return Ok((key.clone(), self.algorithm)),
+            Verifier::Jwks(keys) => keys,
+        };
+        if let Some(alg) = header_alg(token)
+            && alg != "RS256"
+            && alg != "ES256"
+        {
+            return Err(AuthError::WrongAlgorithm {
+                alg,
+                accepted: "RS256 or ES256",
+            });
         }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed {
+            reason: "unreadable header".to_owned(),
+        })?;
+        let kid = header.kid.ok_or_else(|| AuthError::Malformed {
+            reason: "no key id (kid) in the header".to_owned(),
+        })?;
+        let key = keys.get(&kid).ok_or(AuthError::UnknownKey { kid })?;
+        Ok((key.decoding, key.algorithm))
     }
 
     /// A signed token for `user` valid for `ttl` (the configured `auth.token_ttl` when `None`).
@@ -222,28 +281,32 @@ impl Authenticator {
     /// Verifies signature, algorithm, expiry (and issuer/audience when configured); returns
     /// who the token names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let accepted = self.algorithm_name();
+        let (key, algorithm) = self.key_for(token)?;
+        let accepted = algorithm_name(algorithm);
         if let Some(alg) = header_alg(token)
             && alg != accepted
         {
             return Err(AuthError::WrongAlgorithm { alg, accepted });
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::WrongAlgorithm {
-                        alg: header_alg(token).unwrap_or_default(),
-                        accepted,
-                    }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![algorithm];
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::WrongAlgorithm {
+                    alg: header_alg(token).unwrap_or_default(),
+                    accepted,
                 }
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                other => AuthError::Malformed {
-                    reason: format!("{other:?}"),
-                },
-            })?;
+            }
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            other => AuthError::Malformed {
+                reason: format!("{other:?}"),
+            },
+        })?;
         let claims = data.claims;
         let user = claims
             .sub
@@ -270,6 +333,14 @@ impl Authenticator {
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
             issued_at: claims.iat,
         })
+    }
+}
+
+fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::RS256 => "RS256",
+        Algorithm::ES256 => "ES256",
+        _ => "HS256",
     }
 }
 

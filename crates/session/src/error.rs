@@ -10,6 +10,7 @@ use tracing::warn;
 
 use crate::auth::AuthError;
 use crate::google::SignInError;
+use crate::jwks::FetchError;
 
 /// Why a client request failed inside the session.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum SessionError {
     AlreadyAuthenticated { user: String, device: String },
     #[error(transparent)]
     SignIn(#[from] SignInError),
+    /// JWKS mode: the app backend's key set could not be fetched.
+    #[error(transparent)]
+    Keys(#[from] FetchError),
     /// The users store failed during a sign-in.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -47,6 +51,13 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
             RpcError::with_message(
                 ErrorCode::StoreUnavailable,
                 "Identity provider unavailable, retry later",
+            )
+        }
+        SessionError::Keys(e) => {
+            warn!(error = %e, "token key set unavailable");
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Token key server unavailable, retry later",
             )
         }
         SessionError::SignIn(e) => {

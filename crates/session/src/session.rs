@@ -275,10 +275,7 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> Outcome {
         let result = match command {
-            ClientCommand::AuthJwt(p) => self
-                .authenticate(&p.token, p.device, ctx)
-                .map(|_| command::ack())
-                .map_err(|e| to_rpc(&e)),
+            ClientCommand::AuthJwt(p) => return self.auth_jwt(p, id, ctx),
             ClientCommand::AuthGoogle(p) => return self.sign_in_google(p, id, ctx),
             ClientCommand::AuthRefresh => self.refresh(ctx),
             ClientCommand::Echo(params) => Ok(params),

@@ -1,5 +1,9 @@
-//! The session's `auth.google` and `auth.refresh`: a child module of the session so that the
-//! actor file only dispatches to them.
+//! The session's `auth.jwt`, `auth.google` and `auth.refresh`: a child module of the session so
+//! that the actor file only dispatches to them.
+//!
+//! `auth.jwt` is synchronous (a following request in the same batch sees the identity), except
+//! in JWKS mode for a token whose key id is not cached: the key set is then fetched off the
+//! actor and the token checked again through [`RetryJwt`].
 //!
 //! `auth.google` verifies the ID token and finds or creates the user off the actor (HTTP and
 //! store calls), then sends [`SignedIn`] to the session itself, which mints Titan's token and
@@ -8,12 +12,15 @@
 
 use actix::prelude::*;
 use serde_json::json;
-use titan_protocol::{AuthGoogleParams, DeviceId, ErrorCode, Id, Response, RpcError};
+use titan_protocol::{
+    AuthGoogleParams, AuthJwtParams, DeviceId, ErrorCode, Id, Response, RpcError,
+};
 use titan_store::{SignedInUser, StoreError};
 use tracing::info;
 
 use super::{Outcome, Session};
 use crate::auth::AuthError;
+use crate::command;
 use crate::error::{SessionError, to_rpc};
 use crate::google::SignInError;
 
@@ -25,7 +32,49 @@ pub(super) struct SignedIn {
     pub device: Option<DeviceId>,
 }
 
+/// JWKS mode: the keys were (re)loaded for a token with an unknown key id; check it again.
+#[derive(Message)]
+#[rtype(result = "Result<serde_json::Value, RpcError>")]
+pub(super) struct RetryJwt {
+    pub token: String,
+    pub device: Option<DeviceId>,
+}
+
 impl Session {
+    pub(super) fn auth_jwt(
+        &mut self,
+        params: AuthJwtParams,
+        id: Option<Id>,
+        ctx: &mut Context<Self>,
+    ) -> Outcome {
+        let AuthJwtParams { token, device } = params;
+        let result = match self.authenticate(&token, device.clone(), ctx) {
+            Err(SessionError::Auth(AuthError::UnknownKey { kid })) => {
+                if let Some(keys) = self.deps.auth.key_set().cloned() {
+                    // Not a failure yet: the retry counts it if the key stays unknown.
+                    self.auth_failures = self.auth_failures.saturating_sub(1);
+                    let me = ctx.address();
+                    return Outcome::Later(Box::pin(async move {
+                        let outcome = match keys.load(&kid).await {
+                            Ok(_) => me
+                                .send(RetryJwt { token, device })
+                                .await
+                                .unwrap_or_else(|_| Err(RpcError::new(ErrorCode::InternalError))),
+                            Err(e) => Err(to_rpc(&SessionError::Keys(e))),
+                        };
+                        id.map(|id| Response { id, outcome })
+                    }));
+                }
+                Err(to_rpc(&AuthError::UnknownKey { kid }.into()))
+            }
+            other => other.map(|_| command::ack()).map_err(|e| to_rpc(&e)),
+        };
+        Outcome::Now(id.map(|id| Response {
+            id,
+            outcome: result,
+        }))
+    }
+
     pub(super) fn sign_in_google(
         &mut self,
         params: AuthGoogleParams,
@@ -103,6 +152,16 @@ impl Session {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Ok(json!({ "token": token, "expires_at": expires_at }))
+    }
+}
+
+impl Handler<RetryJwt> for Session {
+    type Result = Result<serde_json::Value, RpcError>;
+
+    fn handle(&mut self, msg: RetryJwt, ctx: &mut Context<Self>) -> Self::Result {
+        self.authenticate(&msg.token, msg.device, ctx)
+            .map(|_| command::ack())
+            .map_err(|e| to_rpc(&e))
     }
 }
 
