@@ -26,5 +26,5 @@ pub mod session_link;
 
 pub use dispatcher::{Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherConfig, Submit};
 pub use error::DeliveryError;
-pub use router::{Attach, Detach, RevokeUser, Router};
+pub use router::{Attach, CheckRevoked, Detach, RevokeUser, Router};
 pub use session_link::{ConnId, Deliver, Kick};

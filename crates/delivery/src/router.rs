@@ -53,6 +53,18 @@ pub struct RevokeUser {
     pub at_ms: u64,
 }
 
+/// Sent by a session right after its [`Attach`]: close it with [`CloseCode::Revoked`] if its
+/// token (issued at `issued_at`, seconds) is revoked. The session checked before attaching, but a
+/// revocation handled here between that check and the [`Attach`] would have missed it; the
+/// Router handles both in order, so one of the two closes it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckRevoked {
+    pub user: UserId,
+    pub issued_at: u64,
+    pub kick: Recipient<Kick>,
+}
+
 /// How many devices and users are online here (for metrics and tests).
 #[derive(Message)]
 #[rtype(result = "Presence")]
@@ -364,6 +376,21 @@ impl Handler<RevokeUser> for Router {
 
     fn handle(&mut self, msg: RevokeUser, _: &mut Context<Self>) {
         self.revoke(&msg.user, msg.at_ms);
+    }
+}
+
+impl Handler<CheckRevoked> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: CheckRevoked, _: &mut Context<Self>) {
+        if let Some(list) = &self.revocations
+            && list.is_revoked(&msg.user, msg.issued_at)
+        {
+            info!(user = %msg.user, "closing a session revoked while it attached");
+            msg.kick.do_send(Kick {
+                code: CloseCode::Revoked,
+            });
+        }
     }
 }
 

@@ -359,6 +359,7 @@ impl Session {
         });
         if fresh {
             info!(conn = self.conn.0, peer = %self.peer, user = %verified.user, device = %device, "authenticated");
+            let me_user = verified.user.clone();
             self.deps.router.do_send(Attach {
                 user: verified.user,
                 device,
@@ -366,6 +367,7 @@ impl Session {
                 deliver: ctx.address().recipient(),
                 kick: ctx.address().recipient(),
             });
+            self.recheck_revocation(me_user, verified.issued_at, ctx);
         }
         Ok(expires_at)
     }

@@ -12,6 +12,7 @@
 
 use actix::prelude::*;
 use serde_json::json;
+use titan_delivery::CheckRevoked;
 use titan_protocol::{
     AuthGoogleParams, AuthJwtParams, DeviceId, ErrorCode, Id, Response, RpcError,
 };
@@ -118,6 +119,21 @@ impl Session {
             return Err(AuthError::Revoked);
         }
         Ok(identity)
+    }
+
+    /// Right after a fresh [`titan_delivery::Attach`]: has the Router check the token against
+    /// revocations once more (see [`CheckRevoked`]).
+    pub(super) fn recheck_revocation(
+        &self,
+        user: titan_protocol::UserId,
+        issued_at: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        self.deps.router.do_send(CheckRevoked {
+            user,
+            issued_at,
+            kick: ctx.address().recipient(),
+        });
     }
 
     /// `auth.refresh`: a new token for this connection's user and device, with a fresh expiry
