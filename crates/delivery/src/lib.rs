@@ -33,5 +33,5 @@ pub use dispatcher::{Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherC
 pub use error::DeliveryError;
 pub use instrumented::InstrumentedInbox;
 pub use metrics::Metrics;
-pub use router::{Attach, Detach, Router};
+pub use router::{Attach, CheckRevoked, Detach, RevokeUser, Router};
 pub use session_link::{ConnId, Deliver, Kick};

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use titan_protocol::{CloseCode, DeviceId, UserId};
-use titan_store::{Bus, BusEvent};
+use titan_store::{Bus, BusEvent, RevocationList};
 use tracing::{debug, info, warn};
 
 use crate::dispatcher::{DeviceOffline, DeviceOnline, Dispatcher, WakeUser};
@@ -42,6 +42,28 @@ pub struct Detach {
     pub user: UserId,
     pub device: DeviceId,
     pub conn: ConnId,
+}
+
+/// `user`'s tokens issued before `at_ms` are revoked (on this instance or, through
+/// [`BusEvent::Revoked`], on another): record it in the revocation list and close every live
+/// session of the user with [`CloseCode::Revoked`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeUser {
+    pub user: UserId,
+    pub at_ms: u64,
+}
+
+/// Sent by a session right after its [`Attach`]: close it with [`CloseCode::Revoked`] if its
+/// token (issued at `issued_at`, seconds) is revoked. The session checked before attaching, but a
+/// revocation handled here between that check and the [`Attach`] would have missed it; the
+/// Router handles both in order, so one of the two closes it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckRevoked {
+    pub user: UserId,
+    pub issued_at: u64,
+    pub kick: Recipient<Kick>,
 }
 
 /// How many devices and users are online here (for metrics and tests).
@@ -97,6 +119,8 @@ pub struct Router {
     online: HashMap<UserId, HashMap<DeviceId, Live>>,
     bus: Option<Arc<dyn Bus>>,
     metrics: Metrics,
+    /// Where revocations are recorded for the sessions' token checks.
+    revocations: Option<Arc<RevocationList>>,
 }
 
 impl Router {
@@ -106,6 +130,26 @@ impl Router {
             online: HashMap::new(),
             bus: None,
             metrics: Metrics::default(),
+            revocations: None,
+        }
+    }
+
+    /// Records revocations (from [`RevokeUser`] and the bus) in `list`.
+    pub fn with_revocations(mut self, list: Arc<RevocationList>) -> Self {
+        self.revocations = Some(list);
+        self
+    }
+
+    /// See [`RevokeUser`].
+    fn revoke(&mut self, user: &UserId, at_ms: u64) {
+        if let Some(list) = &self.revocations {
+            list.record(user, at_ms);
+        }
+        for (device, live) in self.online.get(user).into_iter().flatten() {
+            info!(%user, %device, conn = live.conn.0, "closing session: tokens revoked");
+            live.kick.do_send(Kick {
+                code: CloseCode::Revoked,
+            });
         }
     }
 
@@ -261,6 +305,7 @@ impl StreamHandler<BusEvent> for Router {
         match event {
             BusEvent::Wake { user } => self.dispatcher.do_send(WakeUser { user }),
             BusEvent::Resync => self.reassert_claims(true, ctx),
+            BusEvent::Revoked { user, at_ms } => self.revoke(&user, at_ms),
             BusEvent::Kick { user, device, conn } => {
                 let live = self.online.get(&user).and_then(|d| d.get(&device));
                 if let Some(live) = live.filter(|l| l.conn == ConnId(conn)) {
@@ -337,6 +382,29 @@ impl Handler<Detach> for Router {
             device: msg.device,
             conn: msg.conn,
         });
+    }
+}
+
+impl Handler<RevokeUser> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeUser, _: &mut Context<Self>) {
+        self.revoke(&msg.user, msg.at_ms);
+    }
+}
+
+impl Handler<CheckRevoked> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: CheckRevoked, _: &mut Context<Self>) {
+        if let Some(list) = &self.revocations
+            && list.is_revoked(&msg.user, msg.issued_at)
+        {
+            info!(user = %msg.user, "closing a session revoked while it attached");
+            msg.kick.do_send(Kick {
+                code: CloseCode::Revoked,
+            });
+        }
     }
 }
 

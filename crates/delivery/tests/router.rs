@@ -78,3 +78,53 @@ async fn late_detach_of_replaced_session_keeps_newer() {
     detach(&router, &new, "bob", "phone");
     assert_eq!(router.send(GetPresence).await.unwrap(), Presence::default());
 }
+
+/// RevokeUser records the revocation and closes every live session of that user (and no
+/// other user's) with Revoked; a session attaching afterwards with an older token is closed by
+/// CheckRevoked, one with a newer token is not.
+#[actix_rt::test]
+async fn revocation_closes_the_users_sessions() {
+    use std::sync::Arc;
+    use titan_delivery::{CheckRevoked, RevokeUser};
+    use titan_store::RevocationList;
+    let list = Arc::new(RevocationList::default());
+    let router = Router::new(dispatcher(DispatcherConfig::default()))
+        .with_revocations(list.clone())
+        .start();
+    let mut phone = Probe::start();
+    let mut laptop = Probe::start();
+    let mut other = Probe::start();
+    attach(&router, &phone, "bob", "phone");
+    attach(&router, &laptop, "bob", "laptop");
+    attach(&router, &other, "carol", "phone");
+    router.do_send(RevokeUser {
+        user: user("bob"),
+        at_ms: 10_000_500,
+    });
+    assert!(matches!(
+        phone.next().await,
+        Event::Kick(CloseCode::Revoked)
+    ));
+    assert!(matches!(
+        laptop.next().await,
+        Event::Kick(CloseCode::Revoked)
+    ));
+    assert!(list.is_revoked(&user("bob"), 10_000));
+    let mut late = Probe::start();
+    attach(&router, &late, "bob", "tablet");
+    router.do_send(CheckRevoked {
+        user: user("bob"),
+        issued_at: 10_000,
+        kick: late.kick(),
+    });
+    assert!(matches!(late.next().await, Event::Kick(CloseCode::Revoked)));
+    let mut fresh = Probe::start();
+    attach(&router, &fresh, "bob", "watch");
+    router.do_send(CheckRevoked {
+        user: user("bob"),
+        issued_at: 10_001,
+        kick: fresh.kick(),
+    });
+    assert!(fresh.within(Duration::from_millis(200)).await.is_none());
+    assert!(other.within(Duration::from_millis(10)).await.is_none());
+}

@@ -19,11 +19,24 @@ pub struct AuthJwtParams {
     pub device: Option<DeviceId>,
 }
 
+/// Params of `auth.google`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AuthGoogleParams {
+    /// The Google ID token the app received from Google Sign-In.
+    pub token: String,
+    #[serde(default)]
+    pub device: Option<DeviceId>,
+}
+
 /// A client command with typed params.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientCommand {
     /// `auth.jwt {"token", "device"?}` -> `"ACK"`.
     AuthJwt(AuthJwtParams),
+    /// `auth.google {"token", "device"?}` -> `{"token", "id", "name", "email", "picture"}`.
+    AuthGoogle(AuthGoogleParams),
+    /// `auth.refresh` (no params) -> `{"token", "expires_at"}`: a fresh token for this connection.
+    AuthRefresh,
     /// `echo` any params -> the same params (null when absent).
     Echo(Value),
     /// `msg.send [{"to","message","id"?}, ...]` -> `"ACK"` once all are stored.
@@ -35,6 +48,16 @@ impl ClientCommand {
     pub fn parse(method: &str, params: Option<Value>) -> Result<Self, RpcError> {
         match method {
             "auth.jwt" => Ok(Self::AuthJwt(typed(Some(object(params)?))?)),
+            "auth.google" => Ok(Self::AuthGoogle(typed(Some(object(params)?))?)),
+            "auth.refresh" => match params {
+                None => Ok(Self::AuthRefresh),
+                Some(Value::Object(o)) if o.is_empty() => Ok(Self::AuthRefresh),
+                Some(Value::Array(a)) if a.is_empty() => Ok(Self::AuthRefresh),
+                Some(_) => Err(RpcError::with_message(
+                    ErrorCode::InvalidParams,
+                    "Invalid params: auth.refresh takes no params",
+                )),
+            },
             "echo" => Ok(Self::Echo(params.unwrap_or(Value::Null))),
             "msg.send" => parse_send(params).map(Self::MsgSend),
             other => Err(RpcError::with_message(
@@ -44,7 +67,8 @@ impl ClientCommand {
         }
     }
 
-    /// Methods served before the connection is authenticated.
+    /// Methods served before the connection is authenticated (`auth.refresh` answers
+    /// "not authenticated" itself).
     pub fn allowed_before_auth(method: &str) -> bool {
         method.starts_with("auth.")
     }
@@ -147,6 +171,29 @@ mod tests {
         );
         assert_eq!(
             ClientCommand::parse("auth.jwt", Some(json!(["t"])))
+                .unwrap_err()
+                .code,
+            -32602
+        );
+    }
+
+    /// auth.google needs an object with a token; auth.refresh takes nothing.
+    #[test]
+    fn parses_sign_in_methods() {
+        let c = ClientCommand::parse("auth.google", Some(json!({"token": "g", "device": "tab"})));
+        assert!(matches!(c, Ok(ClientCommand::AuthGoogle(p)) if p.token == "g"));
+        for bad in [None, Some(json!({})), Some(json!(["g"]))] {
+            assert_eq!(
+                ClientCommand::parse("auth.google", bad).unwrap_err().code,
+                -32602
+            );
+        }
+        assert_eq!(
+            ClientCommand::parse("auth.refresh", None),
+            Ok(ClientCommand::AuthRefresh)
+        );
+        assert_eq!(
+            ClientCommand::parse("auth.refresh", Some(json!({"x": 1})))
                 .unwrap_err()
                 .code,
             -32602

@@ -27,7 +27,8 @@ pub enum ErrorCode {
     RateLimited,
     /// -32005: a recipient's inbox holds `delivery.max_pending` undelivered messages. Temporary.
     InboxFull,
-    /// -32006: the store cannot be reached or refused the write; nothing was ACKed. Temporary.
+    /// -32006: the store cannot be reached or refused the write; nothing was ACKed. Also: the
+    /// identity provider (`auth.google` discovery/JWKS) cannot be reached. Temporary.
     StoreUnavailable,
 }
 

@@ -19,7 +19,7 @@ pub mod jsonrpc;
 pub mod message;
 
 pub use close::CloseCode;
-pub use command::{AuthJwtParams, ClientCommand, MAX_SEND_BATCH};
+pub use command::{AuthGoogleParams, AuthJwtParams, ClientCommand, MAX_SEND_BATCH};
 pub use error::{ErrorCode, RpcError};
 pub use ids::{DeviceId, IdError, MessageId, UserId};
 pub use jsonrpc::{Frame, Id, Incoming, Response};

@@ -65,6 +65,36 @@ pub struct AuthSection {
     /// Serves `POST /dev/token` (a token for any user name) to loopback peers, for the chat
     /// page's local demo. Off by default: it lets anyone on this machine be anyone.
     pub dev_tokens: bool,
+    /// Public-key mode: an RS256 or ES256 public key (PEM text, or the path of a PEM file).
+    /// Titan then only verifies tokens an app backend mints. Empty: HS256 mode.
+    pub jwt_public_key: String,
+    /// JWKS mode: the URL of the app backend's published keys (verify only, keys by `kid`).
+    pub jwks_url: String,
+    /// Least time between two fetches of `jwks_url` triggered by unknown key ids.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
+    /// Required `iss` of Titan tokens (and set in minted ones). Empty: not checked.
+    pub issuer: String,
+    /// Required `aud` of Titan tokens (and set in minted ones). Empty: not checked.
+    pub audience: String,
+    /// How often each instance reloads every revocation from the store (repairs a lost
+    /// broadcast between instances).
+    #[serde(with = "humantime_serde")]
+    pub revocation_refresh: Duration,
+    pub google: GoogleSection,
+}
+
+/// `[auth.google]`: sign-in with Google ID tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleSection {
+    pub issuer: String,
+    /// Accepted OAuth client ids (the token's `aud`). Empty: `auth.google` is disabled.
+    pub client_ids: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub http_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
 }
 
 impl std::fmt::Debug for AuthSection {
@@ -80,6 +110,13 @@ impl std::fmt::Debug for AuthSection {
             )
             .field("token_ttl", &self.token_ttl)
             .field("dev_tokens", &self.dev_tokens)
+            .field("jwt_public_key", &!self.jwt_public_key.is_empty())
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_min_refresh", &self.jwks_min_refresh)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("revocation_refresh", &self.revocation_refresh)
+            .field("google", &self.google)
             .finish()
     }
 }
@@ -229,6 +266,7 @@ impl Config {
         if self.auth.token_ttl.is_zero() {
             return Err(invalid("auth.token_ttl", "must be more than 0s"));
         }
+        self.validate_auth()?;
         if self.delivery.ack_timeout < Duration::from_millis(10) {
             return Err(invalid("delivery.ack_timeout", "must be at least 10ms"));
         }
@@ -354,6 +392,54 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let a = &self.auth;
+        if !a.jwt_public_key.is_empty() && !a.jwt_secret.is_empty() {
+            return Err(invalid(
+                "auth.jwt_public_key",
+                "set either auth.jwt_secret (HS256) or auth.jwt_public_key, not both",
+            ));
+        }
+        if !a.jwks_url.is_empty() {
+            if !a.jwt_public_key.is_empty() || !a.jwt_secret.is_empty() {
+                return Err(invalid(
+                    "auth.jwks_url",
+                    "set only one of auth.jwt_secret, auth.jwt_public_key and auth.jwks_url",
+                ));
+            }
+            if !(a.jwks_url.starts_with("https://") || a.jwks_url.starts_with("http://")) {
+                return Err(invalid("auth.jwks_url", "must be an http(s) URL"));
+            }
+        }
+        let verify_only = !a.jwt_public_key.is_empty() || !a.jwks_url.is_empty();
+        if verify_only && !a.google.client_ids.is_empty() {
+            return Err(invalid(
+                "auth.google.client_ids",
+                "auth.google returns a Titan token, which Titan cannot mint in public-key mode \
+                 (auth.jwt_public_key or auth.jwks_url); leave client_ids empty or use \
+                 auth.jwt_secret",
+            ));
+        }
+        if a.revocation_refresh.is_zero() {
+            return Err(invalid("auth.revocation_refresh", "must be more than 0s"));
+        }
+        let g = &a.google;
+        if !(g.issuer.starts_with("https://") || g.issuer.starts_with("http://")) {
+            return Err(invalid("auth.google.issuer", "must be an http(s) URL"));
+        }
+        if g.client_ids.iter().any(String::is_empty) {
+            return Err(invalid("auth.google.client_ids", "must not hold empty ids"));
+        }
+        if g.http_timeout.is_zero() {
+            return Err(invalid("auth.google.http_timeout", "must be more than 0s"));
         }
         Ok(())
     }

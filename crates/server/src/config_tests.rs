@@ -184,3 +184,49 @@ fn operations_values_are_rejected() {
         });
     }
 }
+
+/// `[auth.google]` loads from a file (client ids as a list); contradictory auth settings are
+/// refused naming the key: a secret and a public key together, Google sign-in in public-key
+/// mode (Titan could not mint its token), a non-URL issuer, an empty client id.
+#[test]
+fn auth_keys_load_and_are_checked() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "ok.toml",
+            "[auth.google]\nclient_ids = [\"a.apps\", \"b.apps\"]\njwks_min_refresh = \"10s\"\n",
+        )?;
+        let c = Config::load(Some(Path::new("ok.toml"))).unwrap();
+        assert_eq!(c.auth.google.client_ids, ["a.apps", "b.apps"]);
+        assert_eq!(c.auth.google.issuer, "https://accounts.google.com");
+        assert_eq!(c.auth.google.jwks_min_refresh, Duration::from_secs(10));
+        for (file, key) in [
+            (
+                "[auth]\njwt_secret = \"s\"\njwt_public_key = \"k.pem\"\n",
+                "auth.jwt_public_key",
+            ),
+            (
+                "[auth]\njwt_public_key = \"k.pem\"\n[auth.google]\nclient_ids = [\"a\"]\n",
+                "auth.google.client_ids",
+            ),
+            (
+                "[auth.google]\nissuer = \"accounts.google.com\"\n",
+                "auth.google.issuer",
+            ),
+            (
+                "[auth.google]\nclient_ids = [\"\"]\n",
+                "auth.google.client_ids",
+            ),
+            (
+                "[auth]\nrevocation_refresh = \"0s\"\n",
+                "auth.revocation_refresh",
+            ),
+        ] {
+            jail.create_file("bad.toml", file)?;
+            let err = Config::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{file}: {err}");
+        }
+        Ok(())
+    });
+}

@@ -6,13 +6,19 @@
 //! - [`page`]: the chat page, `titan.js` and the local-only dev token endpoint.
 //! - [`metrics_http`]: `/metrics` (Prometheus) and `/debug/vars` (JSON).
 //! - [`tls`]: the rustls configuration for serving `wss://` directly.
+//! - [`accounts`]: token key mode, Google sign-in, the revocation list and `revoke`.
+//! - [`admin`]: the loopback admin endpoint of an embedded-store server (`titan-server revoke`).
+//! - [`revoke`]: the `titan-server revoke` command.
 //! - [`run`]: builds the store and actors and serves until `shutdown` resolves; shared by `main`
 //!   and the integration tests.
 
+pub mod accounts;
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod page;
 pub mod metrics_http;
+pub mod revoke;
 pub mod secret;
 pub mod tls;
 
@@ -22,8 +28,10 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 use titan_delivery::{Dispatcher, DispatcherConfig, InstrumentedInbox, Metrics, Router};
-use titan_session::{Authenticator, ConnectionLimits, Connections, SessionConfig, SessionDeps};
-use titan_store::{Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError};
+use titan_session::{ConnectionLimits, Connections, SessionConfig, SessionDeps};
+use titan_store::{
+    Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError, Users,
+};
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -39,6 +47,14 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("invalid auth configuration: {0}")]
     Auth(#[from] titan_session::AuthError),
+    #[error(transparent)]
+    PublicKey(#[from] accounts::PublicKeyError),
+    #[error("auth.google: {0}")]
+    Google(#[from] titan_session::SignInError),
+    #[error("auth.jwks_url: {0}")]
+    Keys(#[from] titan_session::jwks::FetchError),
+    #[error("{0}")]
+    Revoke(String),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -48,6 +64,7 @@ pub enum ServerError {
 /// The configured store, and the cluster bus when instances share it.
 pub struct Backends {
     pub inbox: Arc<dyn Inbox>,
+    pub users: Arc<dyn Users>,
     pub bus: Option<Arc<dyn Bus>>,
 }
 
@@ -58,14 +75,22 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
         retention: config.delivery.retention,
     };
     Ok(match config.store.backend {
-        config::Backend::Embedded => Backends {
-            inbox: Arc::new(EmbeddedStore::open(&config.store.path, limits)?),
-            bus: None,
-        },
-        config::Backend::Memory => Backends {
-            inbox: Arc::new(EmbeddedStore::memory(limits)?),
-            bus: None,
-        },
+        config::Backend::Embedded => {
+            let store = Arc::new(EmbeddedStore::open(&config.store.path, limits)?);
+            Backends {
+                inbox: store.clone(),
+                users: store,
+                bus: None,
+            }
+        }
+        config::Backend::Memory => {
+            let store = Arc::new(EmbeddedStore::memory(limits)?);
+            Backends {
+                inbox: store.clone(),
+                users: store,
+                bus: None,
+            }
+        }
         config::Backend::Redis => {
             let options = RedisOptions {
                 connect_timeout: config.store.redis_timeout,
@@ -80,19 +105,17 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
             )
             .await?;
             let bus = store.bus().await?;
+            let store = Arc::new(store);
             Backends {
-                inbox: Arc::new(store),
+                inbox: store.clone(),
+                users: store,
                 bus: Some(Arc::new(bus)),
             }
         }
     })
 }
 
-/// The token minter/verifier for this configuration (shared with `titan-server token`).
-pub fn authenticator(config: &Config) -> Result<Authenticator, ServerError> {
-    let secret = secret::load_or_generate(&config.auth.jwt_secret, &config.store.path)?;
-    Ok(Authenticator::hs256(&secret, config.auth.token_ttl)?)
-}
+pub use accounts::authenticator;
 
 fn session_config(config: &Config) -> SessionConfig {
     let l = &config.limits;
@@ -153,6 +176,7 @@ pub async fn run(
     let backends = open_store(&config).await?;
     let inbox: Arc<dyn Inbox> = Arc::new(InstrumentedInbox::new(backends.inbox, metrics.clone()));
     let auth = Arc::new(authenticator(&config)?);
+    let accounts = accounts::accounts(&config, backends.users.clone()).await?;
     let connections = Connections::new(connection_limits(&config), metrics.clone());
     let readiness = http::Readiness {
         inbox: inbox.clone(),
@@ -166,7 +190,9 @@ pub async fn run(
         dispatcher = dispatcher.with_bus(bus.clone());
     }
     let dispatcher = dispatcher.start();
-    let mut router = Router::new(dispatcher.clone()).with_metrics(metrics.clone());
+    let mut router = Router::new(dispatcher.clone())
+        .with_metrics(metrics.clone())
+        .with_revocations(accounts.revocations.clone());
     if let Some(bus) = backends.bus {
         router = router.with_bus(bus);
     }
@@ -178,6 +204,15 @@ pub async fn run(
     if dev_tokens.enabled {
         tracing::warn!("auth.dev_tokens is on: loopback clients can get a token for any user");
     }
+    accounts::keep_revocations_current(&config, &accounts, router.clone());
+    let admin = match config.store.backend {
+        config::Backend::Embedded => Some(admin::Admin::start(
+            &config.store.path,
+            backends.users.clone(),
+            router.clone(),
+        )?),
+        _ => None,
+    };
     let deps = SessionDeps {
         router,
         dispatcher,
@@ -185,6 +220,7 @@ pub async fn run(
         config: Arc::new(session_config(&config)),
         metrics: metrics.clone(),
         connections: connections.clone(),
+        accounts,
     };
     let addr = listener.local_addr()?;
     // A peer that stops reading leaves the server's writes stuck behind a zero TCP window, and
@@ -230,6 +266,9 @@ pub async fn run(
             );
         }
         handle.stop(true).await;
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
     });
     server.await?;
     Ok(())

@@ -1,4 +1,4 @@
-//! `titan-server`: serve, mint a token, or check the configuration.
+//! `titan-server`: serve, mint a token, revoke a user's tokens, or check the configuration.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -37,6 +37,9 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
+    /// Reject every token of USER issued before now, on every instance, and close USER's live
+    /// sessions (see README, "Revoking tokens").
+    Revoke { user: String },
     /// Validate the configuration and print it with secrets hidden.
     CheckConfig,
 }
@@ -69,6 +72,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let auth = titan_server::authenticator(&config)?;
             // The token is this command's output (for scripts), not a log line.
             println!("{}", auth.mint(&user, device.as_ref(), ttl)?);
+            Ok(())
+        }
+        Command::Revoke { user } => {
+            let user = UserId::new(user).context("invalid user")?;
+            let report = actix_web::rt::System::new()
+                .block_on(async { titan_server::revoke::revoke(&config, &user).await })?;
+            // The command's output for the operator, not a log line.
+            println!("{report}");
             Ok(())
         }
         Command::Serve => serve(config),

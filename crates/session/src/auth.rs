@@ -1,11 +1,22 @@
-//! Titan's own tokens: HS256 JWTs with `sub`, `userid` (the same, for the old clients), `iat`,
-//! `exp` and an optional `device`. Exactly HS256 is accepted: `none` and every other algorithm
-//! are refused before the signature is even looked at.
+//! Titan's own tokens: JWTs with `sub`, `userid` (the same, for the old clients), `iat`,
+//! `exp` and an optional `device` (plus `iss`/`aud` when `auth.issuer`/`auth.audience` are set).
+//!
+//! Two key modes. HS256 with `auth.jwt_secret` (the default): Titan mints and verifies. Public
+//! key (`auth.jwt_public_key`, an RS256 or ES256 PEM): an app backend mints with its private key
+//! and Titan only verifies, so [`Authenticator::mint`] refuses ([`AuthError::CannotMint`]).
+//! JWKS mode (`auth.jwks_url`) is public-key mode with the backend's published key set: a
+//! token's `kid` picks the key, and the key decides the algorithm (RSA -> RS256, P-256 ->
+//! ES256). Exactly the algorithm of the key is accepted: `none` and every other algorithm (HS256
+//! signed with the public key as its secret included) are refused before the signature is even
+//! looked at.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use titan_protocol::{DeviceId, UserId};
+
+use crate::jwks::JwksCache;
 
 /// Why a token was refused (or could not be made).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,8 +25,22 @@ pub enum AuthError {
     Expired,
     #[error("bad token signature")]
     BadSignature,
-    #[error("token algorithm {alg:?} not accepted, only HS256")]
-    WrongAlgorithm { alg: String },
+    #[error("token algorithm {alg:?} not accepted, only {accepted}")]
+    WrongAlgorithm { alg: String, accepted: &'static str },
+    #[error("token issuer is not the expected one")]
+    WrongIssuer,
+    #[error("token audience is not the expected one")]
+    WrongAudience,
+    #[error("token revoked: the user's tokens issued before a revocation are no longer valid")]
+    Revoked,
+    #[error("this server only verifies tokens (auth.jwt_public_key): the app backend mints them")]
+    CannotMint,
+    #[error("auth.jwt_public_key is neither an RSA nor a P-256 EC public key in PEM")]
+    BadPublicKey,
+    /// JWKS mode: the token's `kid` is not in the cached key set (which the session may then
+    /// fetch again). The key id is kept for that, not shown.
+    #[error("token signed with an unknown signing key")]
+    UnknownKey { kid: String },
     #[error("malformed token: {reason}")]
     Malformed { reason: String },
     #[error("token is for device {token_device}, not {requested}")]
@@ -36,6 +61,8 @@ pub struct Identity {
     /// The device the token is bound to, if it names one.
     pub device: Option<DeviceId>,
     pub expires_at: SystemTime,
+    /// The token's `iat` in seconds (0 when absent), checked against revocations.
+    pub issued_at: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,20 +76,44 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    /// A string or an array of strings (RFC 7519); jsonwebtoken checks it, we only carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<serde_json::Value>,
 }
 
-/// Mints and verifies Titan tokens with one HS256 secret.
+/// Optional `iss` / `aud` every token must carry (and minted tokens get).
+#[derive(Debug, Clone, Default)]
+pub struct TokenScope {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// Where the verification key comes from.
+enum Verifier {
+    /// The one configured key (HS256 secret or PEM public key).
+    Key(DecodingKey),
+    /// The key of the token's `kid` in a JWKS.
+    Jwks(Arc<JwksCache>),
+}
+
+/// Mints and verifies Titan tokens (see the module docs for the key modes).
 pub struct Authenticator {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// `None` in public-key mode: Titan holds no private key.
+    encoding: Option<EncodingKey>,
+    verifier: Verifier,
+    algorithm: Algorithm,
     validation: Validation,
+    scope: TokenScope,
     default_ttl: Duration,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("algorithm", &"HS256")
+            .field("algorithm", &self.algorithm)
+            .field("scope", &self.scope)
             .field("default_ttl", &self.default_ttl)
             .finish_non_exhaustive()
     }
@@ -70,20 +121,136 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     pub fn hs256(secret: &[u8], default_ttl: Duration) -> Result<Self, AuthError> {
+        Self::hs256_scoped(secret, TokenScope::default(), default_ttl)
+    }
+
+    /// HS256 with `iss`/`aud` checks (and claims in minted tokens) when `scope` names them.
+    pub fn hs256_scoped(
+        secret: &[u8],
+        scope: TokenScope,
+        default_ttl: Duration,
+    ) -> Result<Self, AuthError> {
         if secret.is_empty() {
             return Err(AuthError::EmptySecret);
         }
         let encoding = EncodingKey::from_secret(secret).map_err(|_| AuthError::EmptySecret)?;
         let decoding = DecodingKey::from_secret(secret).map_err(|_| AuthError::EmptySecret)?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp"]);
-        Ok(Self {
-            encoding,
-            decoding,
-            validation,
+        Ok(Self::build(
+            Some(encoding),
+            Verifier::Key(decoding),
+            Algorithm::HS256,
+            scope,
             default_ttl,
-        })
+        ))
+    }
+
+    /// Verify-only mode: tokens signed by an app backend whose public key is `pem` (RSA ->
+    /// RS256, P-256 EC -> ES256; the key decides the one accepted algorithm).
+    pub fn public_key(
+        pem: &[u8],
+        scope: TokenScope,
+        default_ttl: Duration,
+    ) -> Result<Self, AuthError> {
+        let (decoding, algorithm) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            (key, Algorithm::RS256)
+        } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            (key, Algorithm::ES256)
+        } else {
+            return Err(AuthError::BadPublicKey);
+        };
+        Ok(Self::build(
+            None,
+            Verifier::Key(decoding),
+            algorithm,
+            scope,
+            default_ttl,
+        ))
+    }
+
+    /// Verify-only mode with an app backend's JWKS (see the module docs).
+    pub fn jwks(keys: Arc<JwksCache>, scope: TokenScope, default_ttl: Duration) -> Self {
+        Self::build(
+            None,
+            Verifier::Jwks(keys),
+            Algorithm::RS256,
+            scope,
+            default_ttl,
+        )
+    }
+
+    /// The key set, in JWKS mode.
+    pub fn key_set(&self) -> Option<&Arc<JwksCache>> {
+        match &self.verifier {
+            Verifier::Jwks(keys) => Some(keys),
+            Verifier::Key(_) => None,
+        }
+    }
+
+    fn build(
+        encoding: Option<EncodingKey>,
+        verifier: Verifier,
+        algorithm: Algorithm,
+        scope: TokenScope,
+        default_ttl: Duration,
+    ) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 0;
+        let mut required = vec!["exp"];
+        if let Some(iss) = &scope.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &scope.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Self {
+            encoding,
+            verifier,
+            algorithm,
+            validation,
+            scope,
+            default_ttl,
+        }
+    }
+
+    /// True when this server can mint tokens (HS256 mode).
+    pub fn can_mint(&self) -> bool {
+        self.encoding.is_some()
+    }
+
+    /// The configured token lifetime (`auth.token_ttl`).
+    pub fn default_ttl(&self) -> Duration {
+        self.default_ttl
+    }
+
+    /// The key (and its one algorithm) a token must be verified with.
+    fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
+        let keys = match &self.verifier {
+            Verifier::Key(key) => return Ok((key.clone(), self.algorithm)),
+            Verifier::Jwks(keys) => keys,
+        };
+        if let Some(alg) = header_alg(token)
+            && alg != "RS256"
+            && alg != "ES256"
+        {
+            return Err(AuthError::WrongAlgorithm {
+                alg,
+                accepted: "RS256 or ES256",
+            });
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed {
+            reason: "unreadable header".to_owned(),
+        })?;
+        let kid = header.kid.ok_or_else(|| AuthError::Malformed {
+            reason: "no key id (kid) in the header".to_owned(),
+        })?;
+        let key = keys.get(&kid).ok_or(AuthError::UnknownKey { kid })?;
+        Ok((key.decoding, key.algorithm))
     }
 
     /// A signed token for `user` valid for `ttl` (the configured `auth.token_ttl` when `None`).
@@ -93,6 +260,7 @@ impl Authenticator {
         device: Option<&DeviceId>,
         ttl: Option<Duration>,
     ) -> Result<String, AuthError> {
+        let encoding = self.encoding.as_ref().ok_or(AuthError::CannotMint)?;
         let now = unix_secs(SystemTime::now());
         let claims = Claims {
             sub: Some(user.to_string()),
@@ -100,34 +268,45 @@ impl Authenticator {
             iat: now,
             exp: now.saturating_add(ttl.unwrap_or(self.default_ttl).as_secs()),
             device: device.map(ToString::to_string),
+            iss: self.scope.issuer.clone(),
+            aud: self.scope.audience.clone().map(serde_json::Value::String),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, encoding).map_err(|e| {
             AuthError::Signing {
                 reason: e.to_string(),
             }
         })
     }
 
-    /// Verifies signature, algorithm and expiry; returns who the token names.
+    /// Verifies signature, algorithm, expiry (and issuer/audience when configured); returns
+    /// who the token names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let (key, algorithm) = self.key_for(token)?;
+        let accepted = algorithm_name(algorithm);
         if let Some(alg) = header_alg(token)
-            && alg != "HS256"
+            && alg != accepted
         {
-            return Err(AuthError::WrongAlgorithm { alg });
+            return Err(AuthError::WrongAlgorithm { alg, accepted });
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::WrongAlgorithm {
-                        alg: header_alg(token).unwrap_or_default(),
-                    }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![algorithm];
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::WrongAlgorithm {
+                    alg: header_alg(token).unwrap_or_default(),
+                    accepted,
                 }
-                other => AuthError::Malformed {
-                    reason: format!("{other:?}"),
-                },
-            })?;
+            }
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            other => AuthError::Malformed {
+                reason: format!("{other:?}"),
+            },
+        })?;
         let claims = data.claims;
         let user = claims
             .sub
@@ -152,7 +331,16 @@ impl Authenticator {
             user,
             device,
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+            issued_at: claims.iat,
         })
+    }
+}
+
+fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::RS256 => "RS256",
+        Algorithm::ES256 => "ES256",
+        _ => "HS256",
     }
 }
 
@@ -260,6 +448,7 @@ mod tests {
             let token = raw_token(json!({"alg": alg, "typ": "JWT"}), claims.clone(), "");
             let refused = Err(AuthError::WrongAlgorithm {
                 alg: alg.to_owned(),
+                accepted: "HS256",
             });
             assert_eq!(auth().verify(&token), refused);
         }

@@ -9,6 +9,8 @@ use titan_store::StoreError;
 use tracing::warn;
 
 use crate::auth::AuthError;
+use crate::google::SignInError;
+use crate::jwks::FetchError;
 
 /// Why a client request failed inside the session.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,14 @@ pub enum SessionError {
     /// The user's `limits.messages_per_minute` is used up for now.
     #[error("too many messages per minute")]
     SendQuota { retry_after: std::time::Duration },
+    #[error(transparent)]
+    SignIn(#[from] SignInError),
+    /// JWKS mode: the app backend's key set could not be fetched.
+    #[error(transparent)]
+    Keys(#[from] FetchError),
+    /// The users store failed during a sign-in.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Maps an internal error to the client-visible error. Logs what the client is not told.
@@ -38,6 +48,37 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
     match err {
         SessionError::Auth(e) => {
             RpcError::with_message(ErrorCode::BadToken, format!("Bad token: {e}"))
+        }
+        SessionError::SignIn(SignInError::Unavailable { reason }) => {
+            warn!(
+                reason,
+                "identity provider unavailable; sign-in not possible"
+            );
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Identity provider unavailable, retry later",
+            )
+        }
+        SessionError::Keys(e) => {
+            warn!(error = %e, "token key set unavailable");
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Token key server unavailable, retry later",
+            )
+        }
+        SessionError::SignIn(e) => {
+            RpcError::with_message(ErrorCode::BadToken, format!("Sign-in failed: {e}"))
+        }
+        SessionError::Store(e @ StoreError::Unavailable { .. }) => {
+            warn!(error = %e, "store unavailable; sign-in not completed");
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Store unavailable, retry later",
+            )
+        }
+        SessionError::Store(e) => {
+            warn!(error = %e, "store error during sign-in");
+            RpcError::new(ErrorCode::InternalError)
         }
         SessionError::MessageTooLarge { .. } => {
             RpcError::with_message(ErrorCode::TooLarge, format!("Message too large: {err}"))

@@ -4,7 +4,11 @@
 //!   authentication gate, `msg.recv` out and its acknowledgements.
 //! - [`command`]: executing a parsed client command (auth, echo, msg.send).
 //! - [`outbound`]: the bounded outbound queue and the writer task that drains it into the socket.
-//! - [`auth`]: [`Authenticator`]: minting and verifying Titan's JWTs.
+//! - [`auth`]: [`Authenticator`]: minting and verifying Titan's JWTs (HS256 or public key).
+//! - [`jwks`]: [`jwks::JwksCache`]: signing keys fetched by key id, for Google and `auth.jwks_url`.
+//! - [`google`]: [`GoogleVerifier`]: verifying Google ID tokens for `auth.google`.
+//! - [`accounts`]: [`Accounts`]: the verifier, the users store and the revocation list.
+//! - `session/signin`: the session's `auth.google` and `auth.refresh`.
 //! - [`limits`]: [`SessionConfig`], the per-connection limits and timings.
 //! - [`error`]: [`SessionError`] and the one function that turns internal errors into client codes.
 //! - [`connections`]: [`Connections`], the instance-wide side: admission before the upgrade
@@ -13,17 +17,22 @@
 //!
 //! [`start`] upgrades an HTTP request and starts the actor.
 
+pub mod accounts;
 pub mod auth;
 pub mod command;
 pub mod connections;
 pub mod error;
+pub mod google;
+pub mod jwks;
 pub mod limits;
 mod observe;
 pub mod outbound;
 pub mod session;
 
-pub use auth::{AuthError, Authenticator, Identity};
+pub use accounts::Accounts;
+pub use auth::{AuthError, Authenticator, Identity, TokenScope};
 pub use connections::{ConnectionLimits, Connections, Refusal};
 pub use error::SessionError;
+pub use google::{GoogleConfig, GoogleVerifier, SignInError};
 pub use limits::SessionConfig;
 pub use session::{Session, SessionDeps, start};

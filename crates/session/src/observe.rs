@@ -7,6 +7,7 @@ use titan_protocol::{ClientCommand, CloseCode, ErrorCode, Response};
 use tracing::Span;
 
 use crate::auth::AuthError;
+use crate::google::SignInError;
 use crate::session::Outcome;
 
 /// The method as a label: its name when it is a method Titan serves, `unknown` otherwise.
@@ -77,7 +78,30 @@ pub(crate) fn auth_failure(metrics: &Metrics, err: &AuthError) {
         AuthError::WrongAlgorithm { .. } => "wrong_algorithm",
         AuthError::Malformed { .. } => "malformed",
         AuthError::DeviceMismatch { .. } => "device_mismatch",
-        AuthError::EmptySecret | AuthError::Signing { .. } => "internal",
+        AuthError::WrongIssuer => "wrong_issuer",
+        AuthError::WrongAudience => "wrong_audience",
+        AuthError::Revoked => "revoked",
+        AuthError::UnknownKey { .. } => "unknown_key",
+        AuthError::EmptySecret
+        | AuthError::Signing { .. }
+        | AuthError::CannotMint
+        | AuthError::BadPublicKey => "internal",
+    };
+    metrics.auth_failures.with_label_values(&[reason]).inc();
+}
+
+/// Counts a refused Google sign-in by the kind of failure (`google_*` reasons).
+pub(crate) fn sign_in_failure(metrics: &Metrics, err: &SignInError) {
+    let reason = match err {
+        SignInError::Expired => "google_expired",
+        SignInError::WrongAudience => "google_wrong_audience",
+        SignInError::WrongIssuer => "google_wrong_issuer",
+        SignInError::UnverifiedEmail => "google_unverified_email",
+        SignInError::UnknownKey => "google_unknown_key",
+        SignInError::BadSignature => "google_bad_signature",
+        SignInError::WrongAlgorithm { .. } => "google_wrong_algorithm",
+        SignInError::Malformed { .. } => "google_malformed",
+        SignInError::Unavailable { .. } => "google_unavailable",
     };
     metrics.auth_failures.with_label_values(&[reason]).inc();
 }

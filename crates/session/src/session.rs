@@ -24,6 +24,9 @@ use titan_protocol::{
 use titan_store::Position;
 use tracing::{Span, debug, info};
 
+mod signin;
+
+use crate::accounts::Accounts;
 use crate::auth::Authenticator;
 use crate::command;
 use crate::connections::{Connections, Live, UserSlot};
@@ -46,6 +49,8 @@ pub struct SessionDeps {
     pub metrics: Metrics,
     /// Instance-wide limits, counts and the drain.
     pub connections: Connections,
+    /// Sign-in (`auth.google`), users and revocations.
+    pub accounts: Accounts,
 }
 
 /// Upgrades the request to a WebSocket and starts its Session actor.
@@ -198,7 +203,10 @@ impl Session {
                 let mut all = now;
                 all.extend(done.into_iter().flatten());
                 act.send_responses(all, batch, ctx);
-                if act.drain_pending && act.inflight_requests == 0 {
+                // Asynchronous sign-ins count their failures only once answered.
+                if act.auth_failures >= act.deps.config.max_auth_failures {
+                    act.close(CloseCode::TooManyAuthFailures, ctx);
+                } else if act.drain_pending && act.inflight_requests == 0 {
                     act.close(CloseCode::Draining, ctx);
                 }
             });
@@ -293,6 +301,7 @@ impl Session {
             })?;
         let token = token.to_owned();
         self.authenticate(&token, device, ctx)
+            .map(|_| ())
             .map_err(|e| to_rpc(&e))
     }
 
@@ -303,10 +312,9 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> Outcome {
         let result = match command {
-            ClientCommand::AuthJwt(p) => self
-                .authenticate(&p.token, p.device, ctx)
-                .map(|()| command::ack())
-                .map_err(|e| to_rpc(&e)),
+            ClientCommand::AuthJwt(p) => return self.auth_jwt(p, id, ctx),
+            ClientCommand::AuthGoogle(p) => return self.sign_in_google(p, id, ctx),
+            ClientCommand::AuthRefresh => self.refresh(ctx),
             ClientCommand::Echo(params) => Ok(params),
             ClientCommand::MsgSend(messages) => {
                 let Some(me) = &self.identity else {
@@ -337,14 +345,15 @@ impl Session {
         }))
     }
 
-    /// Verifies a token and binds the connection to its (user, device).
+    /// Verifies a token (revocations included) and binds the connection to its (user,
+    /// device). Returns the token's expiry.
     fn authenticate(
         &mut self,
         token: &str,
         device: Option<DeviceId>,
         ctx: &mut Context<Self>,
-    ) -> Result<(), SessionError> {
-        let verified = match self.deps.auth.verify(token) {
+    ) -> Result<SystemTime, SessionError> {
+        let verified = match self.verify_token(token) {
             Ok(v) => v,
             Err(e) => {
                 self.auth_failures += 1;
@@ -388,6 +397,7 @@ impl Session {
             act.close(CloseCode::TokenExpired, ctx);
         });
         let fresh = self.identity.is_none();
+        let expires_at = verified.expires_at;
         self.identity = Some(Authenticated {
             user: verified.user.clone(),
             device: device.clone(),
@@ -397,6 +407,7 @@ impl Session {
             self.span.record("user", verified.user.as_str());
             self.span.record("device", device.as_str());
             info!(conn = self.conn.0, peer = %self.peer, user = %verified.user, device = %device, "authenticated");
+            let me_user = verified.user.clone();
             self.deps.router.do_send(Attach {
                 user: verified.user,
                 device,
@@ -404,8 +415,9 @@ impl Session {
                 deliver: ctx.address().recipient(),
                 kick: ctx.address().recipient(),
             });
+            self.recheck_revocation(me_user, verified.issued_at, ctx);
         }
-        Ok(())
+        Ok(expires_at)
     }
 
     /// Counts this connection towards its user's limit; over it, the error is answered and the

@@ -26,6 +26,9 @@ pub enum BusEvent {
         device: DeviceId,
         conn: u64,
     },
+    /// Every token of `user` issued before `at_ms` (ms since the Unix epoch) is revoked: record
+    /// it and close the user's live sessions. Sent to every instance, the sender included.
+    Revoked { user: UserId, at_ms: u64 },
     /// The bus reconnected and may have missed events (and Redis may have restarted): re-assert
     /// every local claim and re-read every feed.
     #[serde(skip)]
@@ -61,6 +64,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// True when (user, device) has a session on an instance that is alive.
     async fn is_online(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError>;
+
+    /// Sends `event` to every instance, this one included. Used for [`BusEvent::Revoked`].
+    async fn broadcast(&self, event: &BusEvent) -> Result<(), StoreError>;
 
     /// The events for this instance. Given out once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>>;

@@ -24,9 +24,11 @@
 
 mod delivery;
 mod inboxes;
+mod users;
 
 pub use delivery::*;
 pub use inboxes::*;
+pub use users::*;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -16,11 +16,13 @@
 //! - `tables`: the table layout and the queries operations share (`depth`).
 //! - `append`: `append` and `trim`.
 //! - `cursor`: `read_new`, `claim_pending` and `ack`.
+//! - `users`: the [`crate::Users`] tables (sign-ins, revocations).
 //! - `writer`: the thread, the operation queue and the group commit.
 
 mod append;
 mod cursor;
 mod tables;
+mod users;
 mod writer;
 
 use std::path::Path;
@@ -37,7 +39,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+use crate::users::{SignInProfile, SignedInUser, Users, from_ms, to_ms};
 use tables::{Tables, unix_ms};
+use users::UserOp;
 use writer::{Counters, Op, Reply, Writer};
 
 /// File name of the database inside the directory given to [`EmbeddedStore::open`].
@@ -159,6 +163,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     drop(Tables::open(&txn)?);
+    users::create_tables(&txn)?;
     txn.commit()?;
     Ok(())
 }
@@ -249,5 +254,35 @@ impl Inbox for EmbeddedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(|reply| Op::Ping { reply }).await
+    }
+}
+
+#[async_trait]
+impl Users for EmbeddedStore {
+    async fn sign_in(&self, profile: &SignInProfile) -> Result<SignedInUser, StoreError> {
+        let profile = profile.clone();
+        self.call(|reply| Op::Users(UserOp::SignIn { profile, reply }))
+            .await
+    }
+
+    async fn revoke(&self, user: &UserId, at: SystemTime) -> Result<(), StoreError> {
+        let (user, at_ms) = (user.clone(), to_ms(at));
+        self.call(|reply| Op::Users(UserOp::Revoke { user, at_ms, reply }))
+            .await
+    }
+
+    async fn revoked_before(&self, user: &UserId) -> Result<Option<SystemTime>, StoreError> {
+        let user = user.clone();
+        let ms = self
+            .call(|reply| Op::Users(UserOp::RevokedBefore { user, reply }))
+            .await?;
+        Ok(ms.map(from_ms))
+    }
+
+    async fn revocations(&self) -> Result<Vec<(UserId, SystemTime)>, StoreError> {
+        let all = self
+            .call(|reply| Op::Users(UserOp::Revocations { reply }))
+            .await?;
+        Ok(all.into_iter().map(|(u, ms)| (u, from_ms(ms))).collect())
     }
 }

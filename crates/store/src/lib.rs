@@ -3,6 +3,7 @@
 //! - [`inbox`]: the [`Inbox`] trait every backend implements, and the types it speaks
 //!   ([`NewMessage`], [`Appended`], [`Delivered`], [`Position`]).
 //! - [`bus`]: the [`Bus`] trait: presence and wake-ups between instances sharing a store.
+//! - [`users`]: the [`Users`] trait: users who sign in with Google, and token revocations.
 //! - [`error`]: [`StoreError`], this crate's one error enum.
 //! - [`embedded`]: the default, durable single-node backend on redb (also used, with redb's
 //!   in-memory backend, as the `memory` backend for tests).
@@ -20,9 +21,11 @@ pub mod embedded;
 pub mod error;
 pub mod inbox;
 pub mod redis;
+pub mod users;
 
 pub use self::redis::{RedisBus, RedisOptions, RedisStore};
 pub use bus::{Bus, BusEvent};
 pub use embedded::{EmbeddedStore, StoreStats};
 pub use error::StoreError;
 pub use inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+pub use users::{RevocationList, SignInProfile, SignedInUser, Users, to_ms as unix_ms};

@@ -38,6 +38,7 @@
 //! registry is kept per slot, `wake` runs per slot, and `is_online` is two commands.
 //!
 //! - `keys`: the key layout and stream ids. `scripts`: the Lua scripts.
+//! - `users`: the [`crate::Users`] keys (sign-ins, revocations).
 //! - `append`: `append`. `cursor`: `read_new`, `claim_pending`, `ack`. `trim`: `trim`, `depth`.
 
 mod append;
@@ -47,6 +48,7 @@ mod cursor;
 mod keys;
 mod scripts;
 mod trim;
+mod users;
 
 use std::fmt;
 use std::sync::Arc;

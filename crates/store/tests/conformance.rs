@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use titan_store::{EmbeddedStore, Inbox, conformance};
+use titan_store::{EmbeddedStore, Inbox, InboxLimits, Users, conformance};
 
 /// The embedded engine on redb's in-memory backend passes every conformance check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -27,4 +27,40 @@ async fn file_backend_conforms() {
         async move { Arc::new(EmbeddedStore::open(&path, limits).unwrap()) as Arc<dyn Inbox> }
     })
     .await;
+}
+
+/// Users and revocations on the in-memory embedded store pass the users checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_backend_users_conform() {
+    let store = EmbeddedStore::memory(InboxLimits::default()).unwrap();
+    conformance::run_users(Arc::new(store) as Arc<dyn Users>).await;
+}
+
+/// Users and revocations on a durable file pass the users checks and survive a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_backend_users_conform_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    conformance::run_users(Arc::new(store.clone()) as Arc<dyn Users>).await;
+    let profile = titan_store::SignInProfile {
+        issuer: "https://issuer.test".to_owned(),
+        subject: "s-1".to_owned(),
+        email: "e@example.com".to_owned(),
+        name: None,
+        picture: None,
+    };
+    let before = store.sign_in(&profile).await.unwrap().id;
+    let revoked = store
+        .revoked_before(&conformance::user("revoked-alice"))
+        .await
+        .unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    let after = store.sign_in(&profile).await.unwrap();
+    assert_eq!((after.id, after.created), (before, false));
+    let again = store
+        .revoked_before(&conformance::user("revoked-alice"))
+        .await
+        .unwrap();
+    assert_eq!(again, revoked);
 }

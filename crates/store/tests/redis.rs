@@ -44,6 +44,14 @@ async fn redis_backend_conforms() {
     .await;
 }
 
+/// Users and revocations on Redis pass the users checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_backend_users_conform() {
+    let server = RedisServer::start(ServerConfig::default());
+    let store = connect(&server.url(), &fresh_prefix()).await;
+    conformance::run_users(Arc::new(store) as Arc<dyn titan_store::Users>).await;
+}
+
 /// Every key of one user carries that user, and only that user, as its Cluster hash tag.
 #[tokio::test]
 async fn keys_are_hash_tagged_per_user() {

@@ -122,3 +122,37 @@ async fn kick_and_wake_cross_instances() {
         BusEvent::Wake { user: alice }
     );
 }
+
+/// A broadcast reaches every instance of the prefix, the sender included, and no instance of
+/// another prefix.
+#[tokio::test]
+async fn broadcast_reaches_every_instance() {
+    let server = RedisServer::start(ServerConfig::default());
+    let prefix = fresh_prefix();
+    let a = bus(&server.url(), &prefix).await;
+    let b = bus(&server.url(), &prefix).await;
+    let other = bus(&server.url(), &fresh_prefix()).await;
+    let (mut a_events, mut b_events) = (a.take_events().unwrap(), b.take_events().unwrap());
+    let mut other_events = other.take_events().unwrap();
+    let event = BusEvent::Revoked {
+        user: user("alice"),
+        at_ms: 1_800_000_000_000,
+    };
+    a.broadcast(&event).await.unwrap();
+    assert_eq!(next_event(&mut a_events).await, event);
+    assert_eq!(next_event(&mut b_events).await, event);
+    // A marker through the other prefix's own channel: had the broadcast leaked there, it
+    // would arrive first.
+    other
+        .broadcast(&BusEvent::Wake {
+            user: user("marker"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut other_events).await,
+        BusEvent::Wake {
+            user: user("marker")
+        }
+    );
+}

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod keys;
+pub mod mock_oidc;
 pub mod process;
 pub mod raw;
 pub mod scrape;

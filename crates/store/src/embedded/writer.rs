@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use redb::{Database, Durability, StorageError};
+use redb::{Database, Durability, StorageError, WriteTransaction};
 use titan_protocol::{DeviceId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::tables::{Tables, unix_ms};
+use super::users::{self, UserOp};
 use super::{append, cursor};
 use crate::error::StoreError;
 use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage, Position};
@@ -63,6 +64,8 @@ pub(super) enum Op {
     Ping {
         reply: Reply<()>,
     },
+    /// Users and revocations (`users`).
+    Users(UserOp),
 }
 
 /// Counters the writer keeps, read through [`super::EmbeddedStore::stats`].
@@ -138,10 +141,16 @@ impl Writer {
     /// Runs `batch` in one write transaction and answers every operation.
     fn execute(&mut self, batch: Vec<Op>) {
         let now_ms = unix_ms(SystemTime::now());
-        let durable = batch.iter().any(|op| matches!(op, Op::Append { .. }));
-        let writes = batch
-            .iter()
-            .any(|op| !matches!(op, Op::Depth { .. } | Op::Ping { .. }));
+        let durable = batch.iter().any(|op| match op {
+            Op::Append { .. } => true,
+            Op::Users(op) => op.is_durable_write(),
+            _ => false,
+        });
+        let writes = batch.iter().any(|op| match op {
+            Op::Depth { .. } | Op::Ping { .. } => false,
+            Op::Users(op) => !op.is_read(),
+            _ => true,
+        });
         let count = batch.len() as u64;
 
         let mut txn = match self.db.begin_write() {
@@ -165,7 +174,7 @@ impl Writer {
             };
             let mut ops = batch.into_iter();
             while let Some(op) = ops.next() {
-                match self.apply(&mut tables, op, now_ms) {
+                match self.apply(&txn, &mut tables, op, now_ms) {
                     Ok(answer) => answers.push(answer),
                     Err(e) => return fail_all(ops.collect(), answers, &e.to_string()),
                 }
@@ -194,6 +203,7 @@ impl Writer {
     /// answered this operation and dooms the transaction.
     fn apply(
         &self,
+        txn: &WriteTransaction,
         t: &mut Tables<'_>,
         op: Op,
         now_ms: u64,
@@ -241,7 +251,18 @@ impl Writer {
             Op::Depth { user, reply } => ready(reply, t.depth(user.as_str()).map(Ok)),
             Op::Trim { reply } => ready(reply, append::trim(t, now_ms, &self.limits).map(Ok)),
             Op::Ping { reply } => ready(reply, Ok(Ok(()))),
+            Op::Users(op) => apply_users(txn, op),
         }
+    }
+}
+
+/// Runs one users operation (see `users`).
+fn apply_users(txn: &WriteTransaction, op: UserOp) -> Result<Box<dyn Answer>, StorageError> {
+    match op {
+        UserOp::SignIn { profile, reply } => ready(reply, users::sign_in(txn, &profile)),
+        UserOp::Revoke { user, at_ms, reply } => ready(reply, users::revoke(txn, &user, at_ms)),
+        UserOp::RevokedBefore { user, reply } => ready(reply, users::revoked_before(txn, &user)),
+        UserOp::Revocations { reply } => ready(reply, users::revocations(txn)),
     }
 }
 
@@ -294,6 +315,7 @@ impl Op {
             Op::Ping { reply } => {
                 let _ = reply.send(Err(err));
             }
+            Op::Users(op) => op.fail(err),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! - Presence: a hash per user, `{prefix}:{<user>}:presence`, device -> `"<instance> <conn>"`.
 //!   Each instance keeps `{prefix}:instance:<id>` alive with a short TTL, so a device whose
 //!   instance died without cleaning up counts as offline within seconds.
-//! - Events: each instance subscribes to one channel, `{prefix}:events:<id>`, on a dedicated
+//! - Events: each instance subscribes to its own channel, `{prefix}:events:<id>`, and to the
+//!   broadcast channel `{prefix}:broadcast` (revocations), on a dedicated
 //!   pub/sub connection that is re-established on failure (then a [`BusEvent::Resync`] tells the
 //!   dispatcher to re-read every feed, covering anything missed meanwhile).
 //! - claim/reclaim/release/wake are Lua scripts (`lua/bus_*.lua`; `lua/claim.lua` is the
@@ -96,12 +97,13 @@ impl RedisBus {
         let instance = uuid::Uuid::now_v7().simple().to_string();
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let channel = keys.events_channel(&instance);
+        let channels = vec![channel.clone(), keys.broadcast_channel()];
         // Subscribe before returning, so no event meant for us is published before we listen.
-        let first = subscribe(&clients, 0, &channel, timeout).await?;
+        let first = subscribe(&clients, 0, &channels, timeout).await?;
         let canaries = Arc::new(Canaries::default());
         let subscriber = tokio::spawn(listen(
             clients,
-            channel.clone(),
+            channels,
             timeout,
             first,
             tx,
@@ -253,6 +255,18 @@ impl Bus for RedisBus {
         }
     }
 
+    async fn broadcast(&self, event: &BusEvent) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(event).map_err(StoreError::unavailable)?;
+        let channel = self.keys.broadcast_channel();
+        let mut c = self.conn.clone();
+        let publish = c.publish::<_, _, i64>(channel, payload);
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::unavailable(format!("redis bus broadcast: {e}"))),
+            Err(_) => Err(StoreError::unavailable("redis bus broadcast: timed out")),
+        }
+    }
+
     fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
         self.events.lock().ok()?.take()
     }
@@ -299,12 +313,12 @@ impl Bus for RedisBus {
 type Subscription = (::redis::aio::PubSubSink, ::redis::aio::PubSubStream);
 
 /// Opens a pub/sub connection to node `node` (modulo the number of clients) subscribed to
-/// `channel`, within `timeout` (an unreachable Redis must not stall the re-subscribe loop for
+/// `channels`, within `timeout` (an unreachable Redis must not stall the re-subscribe loop for
 /// the operating system's connect timeout).
 async fn subscribe(
     clients: &[Client],
     node: usize,
-    channel: &str,
+    channels: &[String],
     timeout: Duration,
 ) -> Result<Subscription, StoreError> {
     let Some(client) = clients.get(node % clients.len().max(1)) else {
@@ -316,7 +330,7 @@ async fn subscribe(
             .await
             .map_err(|e| StoreError::unavailable(format!("redis pub/sub connect: {e}")))?;
         let (mut sink, stream) = pubsub.split();
-        sink.subscribe(channel)
+        sink.subscribe(channels)
             .await
             .map_err(|e| StoreError::unavailable(format!("redis pub/sub subscribe: {e}")))?;
         Ok((sink, stream))
@@ -329,7 +343,7 @@ async fn subscribe(
 /// Forwards events until the receiver is gone; re-subscribes whenever the connection drops.
 async fn listen(
     clients: Vec<Client>,
-    channel: String,
+    channels: Vec<String>,
     timeout: Duration,
     first: Subscription,
     tx: mpsc::Sender<BusEvent>,
@@ -371,7 +385,7 @@ async fn listen(
             return;
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
-        match subscribe(&clients, node, &channel, timeout).await {
+        match subscribe(&clients, node, &channels, timeout).await {
             Ok(s) => {
                 info!("redis pub/sub re-subscribed");
                 stream = Some(s);

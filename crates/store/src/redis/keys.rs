@@ -60,9 +60,37 @@ impl Keys {
         format!("{}:events:{instance}", self.prefix)
     }
 
+    /// The pub/sub channel every instance listens to, for events meant for all of them.
+    pub(crate) fn broadcast_channel(&self) -> String {
+        format!("{}:broadcast", self.prefix)
+    }
+
     /// The key an instance keeps alive while it runs (with an empty id: the prefix).
     pub(crate) fn instance_alive(&self, instance: &str) -> String {
         format!("{}:instance:{instance}", self.prefix)
+    }
+
+    /// A signed-in user's profile: hash `issuer`, `subject`, `email`, `name`, `picture`.
+    pub(crate) fn profile(&self, user: &str) -> String {
+        format!("{}:{{{}}}:profile", self.prefix, escape(user))
+    }
+
+    /// The user id of a provider's (issuer, subject): `{prefix}:subject:{<issuer> <subject>}`,
+    /// tagged by the pair (it belongs to no user until it names one). The issuer is a URL
+    /// without spaces, so the space separates the two unambiguously.
+    pub(crate) fn subject(&self, issuer: &str, subject: &str) -> String {
+        format!(
+            "{}:subject:{{{} {}}}",
+            self.prefix,
+            escape(issuer),
+            escape(subject)
+        )
+    }
+
+    /// Every revocation: hash user -> ms. One key (like the registry) so that each instance can
+    /// load all revocations in one read.
+    pub(crate) fn revocations(&self) -> String {
+        format!("{}:revocations", self.prefix)
     }
 
     /// The registry of inboxes holding messages: a sorted set of user ids scored by the time
