@@ -244,3 +244,13 @@ async fn redis_cluster_backend_conforms() {
     })
     .await;
 }
+
+/// Users and revocations on a Redis Cluster pass the users checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_backend_users_conform() {
+    let cluster = RedisCluster::start(3);
+    let store = RedisStore::connect(&cluster.url(), &fresh_prefix(), InboxLimits::default())
+        .await
+        .unwrap();
+    conformance::run_users(Arc::new(store) as Arc<dyn titan_store::Users>).await;
+}
