@@ -24,9 +24,11 @@
 
 mod delivery;
 mod inboxes;
+mod push;
 
 pub use delivery::*;
 pub use inboxes::*;
+pub use push::*;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -16,10 +16,12 @@
 //! - `tables`: the table layout and the queries operations share (`depth`).
 //! - `append`: `append` and `trim`.
 //! - `cursor`: `read_new`, `claim_pending` and `ack`.
+//! - `push_tokens`: the [`crate::PushRegistry`] tables and operations.
 //! - `writer`: the thread, the operation queue and the group commit.
 
 mod append;
 mod cursor;
+mod push_tokens;
 mod tables;
 mod writer;
 

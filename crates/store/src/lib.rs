@@ -3,6 +3,7 @@
 //! - [`inbox`]: the [`Inbox`] trait every backend implements, and the types it speaks
 //!   ([`NewMessage`], [`Appended`], [`Delivered`], [`Position`]).
 //! - [`bus`]: the [`Bus`] trait: presence and wake-ups between instances sharing a store.
+//! - [`push_tokens`]: the [`PushRegistry`] trait: each device's push token, for offline delivery.
 //! - [`error`]: [`StoreError`], this crate's one error enum.
 //! - [`embedded`]: the default, durable single-node backend on redb (also used, with redb's
 //!   in-memory backend, as the `memory` backend for tests).
@@ -19,6 +20,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod error;
 pub mod inbox;
+pub mod push_tokens;
 pub mod redis;
 
 pub use self::redis::{RedisBus, RedisOptions, RedisStore};
@@ -26,3 +28,4 @@ pub use bus::{Bus, BusEvent};
 pub use embedded::{EmbeddedStore, StoreStats};
 pub use error::StoreError;
 pub use inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+pub use push_tokens::{DevicePush, PushRegistry};

@@ -37,12 +37,14 @@
 //! reservation for all-or-nothing across slots, and keep one registry per slot.
 //!
 //! - `keys`: the key layout and stream ids. `scripts`: the Lua scripts.
+//! - `push_tokens`: the [`crate::PushRegistry`] (push hash per user, token owner keys).
 //! - `append`: `append`. `cursor`: `read_new`, `claim_pending`, `ack`. `trim`: `trim`, `depth`.
 
 mod append;
 mod bus;
 mod cursor;
 mod keys;
+mod push_tokens;
 mod scripts;
 mod trim;
 

@@ -12,7 +12,7 @@ use redis_server::{RedisServer, ServerConfig, fresh_prefix};
 use titan_store::conformance::{
     self, append_stored, device, message, message_with_client_id, positions, texts, user,
 };
-use titan_store::{Inbox, InboxLimits, RedisStore};
+use titan_store::{Inbox, InboxLimits, PushRegistry, RedisStore};
 
 async fn connect(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(url, prefix, InboxLimits::default())
@@ -39,6 +39,18 @@ async fn redis_backend_conforms() {
                 .unwrap();
             Arc::new(store) as Arc<dyn Inbox>
         }
+    })
+    .await;
+}
+
+/// The Redis backend passes every push registry check, each under its own key prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_push_registry_conforms() {
+    let server = RedisServer::start(ServerConfig::default());
+    let url = server.url();
+    conformance::run_push_all(|| {
+        let url = url.clone();
+        async move { Arc::new(connect(&url, &fresh_prefix()).await) as Arc<dyn PushRegistry> }
     })
     .await;
 }

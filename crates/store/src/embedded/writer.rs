@@ -15,6 +15,7 @@ use redb::{Database, Durability, StorageError};
 use titan_protocol::{DeviceId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::push_tokens::PushOp;
 use super::tables::{Tables, unix_ms};
 use super::{append, cursor};
 use crate::error::StoreError;
@@ -63,6 +64,8 @@ pub(super) enum Op {
     Ping {
         reply: Reply<()>,
     },
+    /// A push registry operation (`push_tokens`).
+    Push(PushOp),
 }
 
 /// Counters the writer keeps, read through [`super::EmbeddedStore::stats`].
@@ -73,7 +76,7 @@ pub(super) struct Counters {
 }
 
 /// An operation that ran and waits for its transaction to commit before answering.
-trait Answer: Send {
+pub(super) trait Answer: Send {
     /// Sends the operation's result: the transaction committed.
     fn send(self: Box<Self>);
     /// Replaces the result with a failure: the transaction did not commit.
@@ -241,13 +244,14 @@ impl Writer {
             Op::Depth { user, reply } => ready(reply, t.depth(user.as_str()).map(Ok)),
             Op::Trim { reply } => ready(reply, append::trim(t, now_ms, &self.limits).map(Ok)),
             Op::Ping { reply } => ready(reply, Ok(Ok(()))),
+            Op::Push(op) => op.apply(t),
         }
     }
 }
 
 /// Wraps an operation's outcome: a logical result waits for the commit, a redb error answers
 /// now and is passed up to abort the transaction.
-fn ready<T: Send + 'static>(
+pub(super) fn ready<T: Send + 'static>(
     reply: Reply<T>,
     outcome: Result<Result<T, StoreError>, StorageError>,
 ) -> Result<Box<dyn Answer>, StorageError> {
@@ -294,6 +298,7 @@ impl Op {
             Op::Ping { reply } => {
                 let _ = reply.send(Err(err));
             }
+            Op::Push(op) => op.fail(err),
         }
     }
 }
