@@ -12,12 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use titan_protocol::{DeviceId, OutgoingMessage, UserId};
-use titan_store::{Bus, Delivered, Inbox, Position, StoreError};
+use titan_store::{Appended, Bus, Delivered, Inbox, Position, StoreError};
 use tracing::{debug, warn};
 
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
 use crate::feed::{Feed, Phase, Step};
+use crate::push::PushStored;
 use crate::session_link::{ConnId, Deliver};
 
 /// Store a client's messages; resolves once they are durable (the `"ACK"` of `msg.send`).
@@ -120,6 +121,8 @@ pub struct Dispatcher {
     /// Other instances sharing the store, when there are any.
     bus: Option<Arc<dyn Bus>>,
     last_poll: Instant,
+    /// Where freshly stored messages go for offline devices, when push is enabled.
+    push: Option<Recipient<PushStored>>,
 }
 
 impl Dispatcher {
@@ -133,7 +136,15 @@ impl Dispatcher {
             trimming: false,
             bus: None,
             last_poll: Instant::now(),
+            push: None,
         }
+    }
+
+    /// Hands every newly stored message to the pusher, with the recipients' devices online
+    /// here (the pusher skips those). Only appends reach it, never redeliveries.
+    pub fn with_push(mut self, pusher: Recipient<PushStored>) -> Self {
+        self.push = Some(pusher);
+        self
     }
 
     /// Shares deliveries with other instances: wakes them after appends, and re-reads every feed
@@ -321,6 +332,39 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Gives the pusher the messages this append stored (not duplicates of earlier sends),
+    /// without waiting: push is never on the `msg.send` ACK path.
+    fn hand_to_push(
+        &self,
+        messages: Vec<titan_protocol::Message>,
+        appended: &[Appended],
+        recipients: &[UserId],
+    ) {
+        let Some(pusher) = &self.push else { return };
+        let stored: Vec<_> = messages
+            .into_iter()
+            .zip(appended)
+            .filter(|(_, a)| matches!(a, Appended::Stored { .. }))
+            .map(|(m, _)| m)
+            .collect();
+        if stored.is_empty() {
+            return;
+        }
+        let online_here = recipients
+            .iter()
+            .flat_map(|u| {
+                let devices = self.devices.get(u).map(Vec::as_slice).unwrap_or_default();
+                devices.iter().map(move |d| (u.clone(), d.clone()))
+            })
+            .collect();
+        pusher.do_send(PushStored {
+            messages: stored,
+            online_here,
+        });
+    }
+}
+
 /// Splits messages into `msg.recv`-sized batches for the session.
 fn send_in_batches(to: &Recipient<Deliver>, messages: Vec<Delivered>, config: &DispatcherConfig) {
     let mut batch = Vec::new();
@@ -366,11 +410,18 @@ impl Handler<Submit> for Dispatcher {
         recipients.sort();
         recipients.dedup();
         let store = self.store.clone();
+        let for_push: Option<Vec<_>> = self
+            .push
+            .as_ref()
+            .map(|_| batch.iter().map(|n| n.message.clone()).collect());
         Box::pin(
             async move { store.append(batch).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    result?;
+                    let appended = result?;
+                    if let Some(messages) = for_push {
+                        act.hand_to_push(messages, &appended, &recipients);
+                    }
                     for user in &recipients {
                         act.wake_user(user, ctx);
                     }

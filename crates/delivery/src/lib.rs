@@ -12,19 +12,20 @@
 //!   the connection id type. Sessions implement the handlers; this crate never names their type.
 //! - [`envelope`]: turning a client's outgoing message into a stored [`titan_protocol::Message`]
 //!   (server id, sender, time, echo bot).
+//! - [`push`]: offline delivery by push (FCM, APNs): the [`Pusher`] actor the dispatcher hands
+//!   every stored batch to, and the providers behind one small trait.
 //! - [`error`]: the crate's error type, [`DeliveryError`].
-//!
-//! Offline devices are the seam for push: a message stored for a user whose device has no feed
-//! here simply waits in the store until the device connects (push providers come later).
 
 pub mod dispatcher;
 pub mod envelope;
 pub mod error;
 pub mod feed;
+pub mod push;
 pub mod router;
 pub mod session_link;
 
 pub use dispatcher::{Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherConfig, Submit};
 pub use error::DeliveryError;
+pub use push::{PushConfig, PushStored, Pusher};
 pub use router::{Attach, Detach, Router};
 pub use session_link::{ConnId, Deliver, Kick};
