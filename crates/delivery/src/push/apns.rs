@@ -52,7 +52,10 @@ impl ApnsProvider {
             }
         }
         let pem = std::fs::read(&config.key_file).map_err(|e| {
-            setup(format!("push.apns.key_file {}: {e}", config.key_file.display()))
+            setup(format!(
+                "push.apns.key_file {}: {e}",
+                config.key_file.display()
+            ))
         })?;
         let endpoint = if config.sandbox {
             Endpoint::Sandbox
@@ -88,7 +91,9 @@ impl PushProvider for ApnsProvider {
 
     async fn send(&self, notification: &Notification) -> Result<Sent, PushError> {
         let expires = SystemTime::now() + self.expiration;
-        let expires = expires.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let expires = expires
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let token = notification.token.as_str();
         let (payload, sent) = payload(token, notification.content.as_ref(), &self.topic, expires);
         match self.client.send(payload).await {
@@ -146,7 +151,10 @@ fn build<'a>(
             builder.set_title(m.from.as_str()).set_body(&m.message),
             json!({"type": "message", "id": m.id.as_str(), "from": m.from.as_str(), "time": m.time}),
         ),
-        None => (builder.set_body("New messages"), json!({"type": "new_messages"})),
+        None => (
+            builder.set_body("New messages"),
+            json!({"type": "new_messages"}),
+        ),
     };
     let mut payload = builder.build(token, options);
     payload.data.insert("titan", data);
@@ -191,12 +199,12 @@ pub fn classify(error: a2::Error) -> PushError {
                 _ => PushError::Invalid { reason },
             }
         }
-        a2::Error::ConnectionError(_) | a2::Error::ClientError(_) | a2::Error::RequestTimeout(_) => {
-            PushError::Retry {
-                after: None,
-                reason: error.to_string(),
-            }
-        }
+        a2::Error::ConnectionError(_)
+        | a2::Error::ClientError(_)
+        | a2::Error::RequestTimeout(_) => PushError::Retry {
+            after: None,
+            reason: error.to_string(),
+        },
         a2::Error::SignerError(_) => PushError::Auth {
             reason: error.to_string(),
         },

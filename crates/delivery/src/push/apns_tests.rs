@@ -84,7 +84,11 @@ fn content_up_to_the_limit_is_carried() {
 #[test]
 fn errors_are_classified() {
     assert_eq!(
-        classify(response(410, Some(ErrorReason::Unregistered), Some(1_700_000_000_123))),
+        classify(response(
+            410,
+            Some(ErrorReason::Unregistered),
+            Some(1_700_000_000_123)
+        )),
         PushError::Unregistered {
             at: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123))
         }
@@ -100,7 +104,10 @@ fn errors_are_classified() {
         (503, ErrorReason::Shutdown),
     ] {
         assert!(
-            matches!(classify(response(code, Some(reason), None)), PushError::Retry { .. }),
+            matches!(
+                classify(response(code, Some(reason), None)),
+                PushError::Retry { .. }
+            ),
             "{code}"
         );
     }

@@ -266,8 +266,10 @@ mod tests {
     /// FCM error answers map to what the pusher must do.
     #[test]
     fn errors_are_classified() {
-        let fcm = |code: &str| json!({"error": {"message": "m", "details": [
-            {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}]}});
+        let fcm = |code: &str| {
+            json!({"error": {"message": "m", "details": [
+            {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}]}})
+        };
         assert_eq!(
             classified(404, fcm("UNREGISTERED")),
             PushError::Unregistered { at: None }

@@ -197,9 +197,11 @@ async fn run(shared: Arc<Shared>, provider: Arc<dyn PushProvider>, job: Job) {
         let result = match shared.permits.acquire().await {
             Ok(_permit) => provider.send(&notification).await,
             // The semaphore is never closed; treat it as a failure to be safe.
-            Err(_) => break Err(PushError::Invalid {
-                reason: "push permits closed".to_owned(),
-            }),
+            Err(_) => {
+                break Err(PushError::Invalid {
+                    reason: "push permits closed".to_owned(),
+                });
+            }
         };
         match result {
             Err(PushError::Retry { after, reason }) if attempt < shared.config.max_attempts => {
@@ -284,7 +286,14 @@ mod tests {
             max_backoff: Duration::from_millis(1000),
             ..PushConfig::default()
         };
-        for (attempt, full) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (30, 1000)] {
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
             for _ in 0..20 {
                 let d = backoff(&config, attempt, None);
                 let full = Duration::from_millis(full);

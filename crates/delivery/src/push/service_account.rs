@@ -64,7 +64,9 @@ impl ServiceAccount {
             return Err(invalid("token_uri is not an http(s) URL".to_owned()));
         }
         if file.project_id.is_empty() || file.client_email.is_empty() {
-            return Err(invalid("project_id and client_email must be set".to_owned()));
+            return Err(invalid(
+                "project_id and client_email must be set".to_owned(),
+            ));
         }
         Ok(Self {
             client_email: file.client_email,
