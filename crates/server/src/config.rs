@@ -34,6 +34,7 @@ pub struct Config {
     pub delivery: DeliverySection,
     pub limits: LimitsSection,
     pub log: LogSection,
+    pub push: crate::push_config::PushSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +286,7 @@ impl Config {
                 "must be longer than limits.ping_interval",
             ));
         }
+        self.push.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
         Ok(())

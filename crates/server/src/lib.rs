@@ -2,12 +2,14 @@
 //!
 //! - [`config`]: the typed configuration tree and its loading rules.
 //! - [`secret`]: the JWT secret, configured or generated and kept under `store.path`.
+//! - [`push_config`]: the `[push]` section and the push providers it enables.
 //! - [`http`]: the HTTP routes (WebSocket upgrade, health).
 //! - [`run`]: builds the store and actors and serves until `shutdown` resolves; shared by `main`
 //!   and the integration tests.
 
 pub mod config;
 pub mod http;
+pub mod push_config;
 pub mod secret;
 
 use actix::Actor;
@@ -15,9 +17,11 @@ use actix_web::{App, HttpServer, web};
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use titan_delivery::{Dispatcher, DispatcherConfig, Router};
-use titan_session::{Authenticator, SessionConfig, SessionDeps};
-use titan_store::{Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError};
+use titan_delivery::{Dispatcher, DispatcherConfig, Pusher, Router};
+use titan_session::{Authenticator, PushDeps, SessionConfig, SessionDeps};
+use titan_store::{
+    Bus, EmbeddedStore, Inbox, InboxLimits, PushRegistry, RedisOptions, RedisStore, StoreError,
+};
 use tracing::info;
 
 pub use config::Config;
@@ -33,6 +37,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("invalid auth configuration: {0}")]
     Auth(#[from] titan_session::AuthError),
+    #[error("cannot start push delivery: {0}")]
+    Push(#[from] titan_delivery::DeliveryError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -41,6 +47,8 @@ pub enum ServerError {
 pub struct Backends {
     pub inbox: Arc<dyn Inbox>,
     pub bus: Option<Arc<dyn Bus>>,
+    /// The same store's push tokens.
+    pub push: Arc<dyn PushRegistry>,
 }
 
 /// Opens the configured store backend (and, for Redis, this instance's cluster bus).
@@ -50,14 +58,22 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
         retention: config.delivery.retention,
     };
     Ok(match config.store.backend {
-        config::Backend::Embedded => Backends {
-            inbox: Arc::new(EmbeddedStore::open(&config.store.path, limits)?),
-            bus: None,
-        },
-        config::Backend::Memory => Backends {
-            inbox: Arc::new(EmbeddedStore::memory(limits)?),
-            bus: None,
-        },
+        config::Backend::Embedded => {
+            let store = EmbeddedStore::open(&config.store.path, limits)?;
+            Backends {
+                inbox: Arc::new(store.clone()),
+                bus: None,
+                push: Arc::new(store),
+            }
+        }
+        config::Backend::Memory => {
+            let store = EmbeddedStore::memory(limits)?;
+            Backends {
+                inbox: Arc::new(store.clone()),
+                bus: None,
+                push: Arc::new(store),
+            }
+        }
         config::Backend::Redis => {
             let options = RedisOptions {
                 connect_timeout: config.store.redis_timeout,
@@ -73,8 +89,9 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
             .await?;
             let bus = store.bus().await?;
             Backends {
-                inbox: Arc::new(store),
+                inbox: Arc::new(store.clone()),
                 bus: Some(Arc::new(bus)),
+                push: Arc::new(store),
             }
         }
     })
@@ -131,6 +148,19 @@ pub async fn run(
     if let Some(bus) = &backends.bus {
         dispatcher = dispatcher.with_bus(bus.clone());
     }
+    let providers = config.push.providers(config.delivery.retention)?;
+    let push_platforms: Arc<[_]> = providers.iter().map(|p| p.platform()).collect();
+    if !providers.is_empty() {
+        let mut pusher = Pusher::new(
+            backends.push.clone(),
+            providers,
+            config.push.pusher_config(),
+        );
+        if let Some(bus) = &backends.bus {
+            pusher = pusher.with_bus(bus.clone());
+        }
+        dispatcher = dispatcher.with_push(pusher.start().recipient());
+    }
     let dispatcher = dispatcher.start();
     let mut router = Router::new(dispatcher.clone());
     if let Some(bus) = backends.bus {
@@ -142,6 +172,10 @@ pub async fn run(
         dispatcher,
         auth,
         config: Arc::new(session_config(&config)),
+        push: PushDeps {
+            registry: backends.push,
+            platforms: push_platforms,
+        },
     };
     let addr = listener.local_addr()?;
     let mut server = HttpServer::new(move || {

@@ -25,6 +25,11 @@ pub enum SessionError {
     },
     #[error("connection is already authenticated as {user}/{device}")]
     AlreadyAuthenticated { user: String, device: String },
+    /// A store operation of the session's own (push registration) failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("push platform {platform} is not enabled on this server")]
+    PushPlatformDisabled { platform: String },
 }
 
 /// Maps an internal error to the client-visible error. Logs what the client is not told.
@@ -56,6 +61,20 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
         }
         SessionError::Delivery(e) => {
             warn!(error = %e, "internal error in msg.send");
+            RpcError::new(ErrorCode::InternalError)
+        }
+        SessionError::PushPlatformDisabled { .. } => {
+            RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {err}"))
+        }
+        SessionError::Store(e @ StoreError::Unavailable { .. }) => {
+            warn!(error = %e, "store unavailable; push registration not changed");
+            RpcError::with_message(
+                ErrorCode::StoreUnavailable,
+                "Store unavailable, retry later",
+            )
+        }
+        SessionError::Store(e) => {
+            warn!(error = %e, "internal error in push registration");
             RpcError::new(ErrorCode::InternalError)
         }
     }

@@ -19,7 +19,8 @@ use std::time::{Instant, SystemTime};
 use titan_delivery::{Acked, Attach, ConnId, Deliver, Detach, Dispatcher, Kick, Router};
 use titan_protocol::jsonrpc::{ServerRequest, batch_to_text, parse_frame};
 use titan_protocol::{
-    ClientCommand, CloseCode, DeviceId, ErrorCode, Frame, Id, Incoming, Response, RpcError, UserId,
+    ClientCommand, CloseCode, DeviceId, ErrorCode, Frame, Id, Incoming, PushParams, Response,
+    RpcError, UserId,
 };
 use titan_store::Position;
 use tracing::{debug, info};
@@ -29,6 +30,7 @@ use crate::command;
 use crate::error::{SessionError, protocol_error, to_rpc};
 use crate::limits::SessionConfig;
 use crate::outbound::{self, Outbound, QueueError};
+use crate::push::PushAction;
 
 /// Most unanswered `msg.recv` requests remembered; older ones are forgotten (their messages are
 /// redelivered by the dispatcher anyway).
@@ -41,6 +43,7 @@ pub struct SessionDeps {
     pub dispatcher: Addr<Dispatcher>,
     pub auth: Arc<Authenticator>,
     pub config: Arc<SessionConfig>,
+    pub push: crate::push::PushDeps,
 }
 
 /// Upgrades the request to a WebSocket and starts its Session actor.
@@ -270,6 +273,12 @@ impl Session {
                 .map(|()| command::ack())
                 .map_err(|e| to_rpc(&e)),
             ClientCommand::Echo(params) => Ok(params),
+            ClientCommand::PushRegister(p) => {
+                return self.push_command(PushAction::Register, p, id);
+            }
+            ClientCommand::PushUnregister(p) => {
+                return self.push_command(PushAction::Unregister, p, id);
+            }
             ClientCommand::MsgSend(messages) => {
                 let Some(me) = &self.identity else {
                     return Outcome::Now(
@@ -291,6 +300,21 @@ impl Session {
         Outcome::Now(id.map(|id| Response {
             id,
             outcome: result,
+        }))
+    }
+
+    /// `push.register` / `push.unregister` for this connection's (user, device).
+    fn push_command(&self, action: PushAction, params: PushParams, id: Option<Id>) -> Outcome {
+        let Some(me) = &self.identity else {
+            return Outcome::Now(
+                id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())),
+            );
+        };
+        let (user, device) = (me.user.clone(), me.device.clone());
+        let fut = crate::push::execute(&self.deps.push, user, device, action, params);
+        Outcome::Later(Box::pin(async move {
+            let outcome = fut.await.map_err(|e| to_rpc(&e));
+            id.map(|id| Response { id, outcome })
         }))
     }
 
