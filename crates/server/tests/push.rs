@@ -312,3 +312,93 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts the real server with `config` and returns its start error (it must fail at once).
+fn start_error(config: Config) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let result = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(titan_server::run(listener, config, async {}))
+    })
+    .join()
+    .unwrap();
+    result.expect_err("the server started").to_string()
+}
+
+/// Unusable push key files stop the server at start with a message naming the key; a real
+/// P-256 `.p8` key and a real service account enable both providers.
+#[test]
+fn push_key_files_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::test_config(dir.path());
+
+    let mut c = base.clone();
+    c.push.fcm.service_account_file = dir.path().join("missing.json");
+    let e = start_error(c);
+    assert!(e.contains("push.fcm.service_account_file"), "{e}");
+
+    let not_a_key = dir.path().join("not-a-key.json");
+    std::fs::write(&not_a_key, r#"{"project_id": "p"}"#).unwrap();
+    let mut c = base.clone();
+    c.push.fcm.service_account_file = not_a_key.clone();
+    let e = start_error(c);
+    assert!(e.contains("not a service-account key file"), "{e}");
+
+    let mut c = base.clone();
+    c.push.apns.key_file = not_a_key;
+    c.push.apns.key_id = "KEYID".into();
+    c.push.apns.team_id = "TEAMID".into();
+    c.push.apns.topic = "com.example.app".into();
+    let e = start_error(c.clone());
+    assert!(e.contains("push.apns.key_file"), "{e}");
+
+    // Real keys: both providers come up (nothing is sent, so no network is used).
+    let p8 = dir.path().join("AuthKey.p8");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&p8)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mock = MockFcm::start();
+    c.push.apns.key_file = p8;
+    c.push.fcm.service_account_file = mock.write_service_account(dir.path());
+    let providers = c.push.providers(Duration::from_secs(60)).unwrap();
+    let mut platforms: Vec<_> = providers.iter().map(|p| p.platform().to_string()).collect();
+    platforms.sort();
+    assert_eq!(platforms, ["apns", "fcm"]);
+}
+
+/// Out-of-range `[push]` values are refused when the configuration loads, naming the key.
+#[test]
+fn push_config_is_validated() {
+    for (key, value, named) in [
+        ("TITAN__PUSH__MAX_IN_FLIGHT", "0", "push.max_in_flight"),
+        ("TITAN__PUSH__MAX_ATTEMPTS", "0", "push.max_attempts"),
+        ("TITAN__PUSH__MAX_BACKOFF", "1ms", "push.max_backoff"),
+        (
+            "TITAN__PUSH__FCM__API_BASE",
+            "fcm.example",
+            "push.fcm.api_base",
+        ),
+        ("TITAN__PUSH__APNS__KEY_FILE", "/k.p8", "push.apns.key_id"),
+    ] {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(key, value);
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains(named), "{key}: {e}");
+            Ok(())
+        });
+    }
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("TITAN__PUSH__UNKNOWN", "1");
+        assert!(Config::load(None).is_err());
+        Ok(())
+    });
+}
