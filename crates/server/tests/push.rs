@@ -175,6 +175,39 @@ async fn unavailable_then_success_is_retried_once() {
     s.mock.assert_no_send(SILENCE).await;
 }
 
+/// A 401 makes the provider fetch a fresh access token once and send again.
+#[actix_rt::test]
+async fn unauthenticated_refreshes_the_access_token_once() {
+    let mut s = start(|_| {});
+    let alice = s.server.client("alice", None).await;
+    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    go_offline(&s.server, &alice, phone).await;
+
+    s.mock.answer_next(Reply::unauthenticated());
+    alice.send("bob", "again").await.unwrap();
+    let first = s.mock.next_send().await;
+    let second = s.mock.next_send().await;
+    assert_eq!(first.data("id"), second.data("id"));
+    s.mock.assert_no_send(SILENCE).await;
+    assert_eq!(s.mock.token_requests(), 2);
+}
+
+/// A 400 INVALID_ARGUMENT is neither retried nor a reason to forget the token.
+#[actix_rt::test]
+async fn invalid_argument_is_not_retried_and_keeps_the_token() {
+    let mut s = start(|_| {});
+    let alice = s.server.client("alice", None).await;
+    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    go_offline(&s.server, &alice, phone).await;
+
+    s.mock.answer_next(Reply::invalid_argument());
+    alice.send("bob", "refused").await.unwrap();
+    assert_eq!(s.mock.next_send().await.data("message"), Some("refused"));
+    s.mock.assert_no_send(SILENCE).await;
+    alice.send("bob", "accepted").await.unwrap();
+    assert_eq!(s.mock.next_send().await.data("message"), Some("accepted"));
+}
+
 /// `push.include_content = false` never puts the message in the push.
 #[actix_rt::test]
 async fn private_mode_pushes_no_content() {

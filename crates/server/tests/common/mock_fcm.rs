@@ -55,6 +55,25 @@ impl Reply {
         Self::fcm_error(404, "NOT_FOUND", "UNREGISTERED")
     }
 
+    /// The answer to an access token FCM no longer accepts.
+    pub fn unauthenticated() -> Self {
+        Self {
+            status: 401,
+            body: json!({"error": {"code": 401, "message": "expired", "status": "UNAUTHENTICATED"}}),
+            retry_after: None,
+        }
+    }
+
+    /// FCM's answer to a malformed message.
+    pub fn invalid_argument() -> Self {
+        Self {
+            status: 400,
+            body: json!({"error": {"code": 400, "message": "Invalid value at 'message.data'",
+                "status": "INVALID_ARGUMENT"}}),
+            retry_after: None,
+        }
+    }
+
     /// FCM's answer when it is overloaded.
     pub fn unavailable() -> Self {
         Self::fcm_error(503, "UNAVAILABLE", "UNAVAILABLE")
