@@ -15,8 +15,8 @@ use titan_delivery::push::{
     Notification, PushConfig, PushError, PushOutcome, PushProvider, PushStats, Pusher, Sent,
 };
 use titan_delivery::{Dispatcher, DispatcherConfig, Submit};
-use titan_protocol::{OutgoingMessage, PushPlatform, PushToken};
-use titan_store::{EmbeddedStore, InboxLimits, PushRegistry};
+use titan_protocol::{DeviceId, OutgoingMessage, PushPlatform, PushToken, UserId};
+use titan_store::{Bus, BusEvent, EmbeddedStore, InboxLimits, PushRegistry, StoreError};
 use tokio::sync::mpsc;
 
 /// Long enough that a push that should not happen would have happened.
@@ -53,13 +53,24 @@ struct Setup {
 }
 
 fn setup(config: PushConfig, script: Vec<Result<Sent, PushError>>) -> Setup {
+    setup_with_bus(config, script, None)
+}
+
+fn setup_with_bus(
+    config: PushConfig,
+    script: Vec<Result<Sent, PushError>>,
+    bus: Option<Arc<dyn Bus>>,
+) -> Setup {
     let store = EmbeddedStore::memory(InboxLimits::default()).unwrap();
     let (tx, pushes) = mpsc::unbounded_channel();
     let provider = Arc::new(Recording {
         sent: tx,
         script: Mutex::new(script.into()),
     });
-    let pusher = Pusher::new(Arc::new(store.clone()), vec![provider], config);
+    let mut pusher = Pusher::new(Arc::new(store.clone()), vec![provider], config);
+    if let Some(bus) = bus {
+        pusher = pusher.with_bus(bus);
+    }
     let stats = pusher.stats();
     let pusher = pusher.start();
     let dispatcher = Dispatcher::new(Arc::new(store.clone()), DispatcherConfig::default())
@@ -235,4 +246,50 @@ async fn dead_tokens_are_forgotten() {
     assert_no_push(&mut s.pushes).await;
     assert_eq!(s.stats.get(PushPlatform::Fcm, PushOutcome::Unregistered), 1);
     assert_eq!(s.stats.get(PushPlatform::Fcm, PushOutcome::Invalid), 1);
+}
+
+/// A cluster bus on which bob's phone is live on another instance.
+struct PhoneElsewhere;
+
+#[async_trait]
+impl Bus for PhoneElsewhere {
+    fn instance(&self) -> &str {
+        "this"
+    }
+    async fn claim(&self, _: &UserId, _: &DeviceId, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn reclaim(&self, _: &UserId, _: &DeviceId, _: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn release(&self, _: &UserId, _: &DeviceId, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn wake(&self, _: &[UserId]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn is_online(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError> {
+        Ok(user.as_str() == "bob" && device.as_str() == "phone")
+    }
+    fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
+        None
+    }
+}
+
+/// A device live on another instance (per the bus) is not pushed; an offline one is.
+#[actix_rt::test]
+async fn devices_online_on_other_instances_are_not_pushed() {
+    let mut s = setup_with_bus(
+        PushConfig::default(),
+        vec![],
+        Some(Arc::new(PhoneElsewhere)),
+    );
+    register(&s.store, "bob", "phone", "phone-token").await;
+    register(&s.store, "bob", "tablet", "tablet-token").await;
+    send(&s.dispatcher, "bob", "hi", None).await;
+    assert_eq!(
+        next_push(&mut s.pushes).await.token.as_str(),
+        "tablet-token"
+    );
+    assert_no_push(&mut s.pushes).await;
 }

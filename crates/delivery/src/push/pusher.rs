@@ -65,7 +65,6 @@ impl Default for PushConfig {
 /// What every task shares.
 struct Shared {
     registry: Arc<dyn PushRegistry>,
-    bus: Option<Arc<dyn Bus>>,
     providers: HashMap<PushPlatform, Arc<dyn PushProvider>>,
     config: PushConfig,
     permits: Semaphore,
@@ -76,6 +75,8 @@ struct Shared {
 /// See the module docs.
 pub struct Pusher {
     shared: Arc<Shared>,
+    /// Other instances' presence, when instances share the store.
+    bus: Option<Arc<dyn Bus>>,
 }
 
 impl Pusher {
@@ -86,9 +87,9 @@ impl Pusher {
     ) -> Self {
         let providers = providers.into_iter().map(|p| (p.platform(), p)).collect();
         Self {
+            bus: None,
             shared: Arc::new(Shared {
                 registry,
-                bus: None,
                 providers,
                 permits: Semaphore::new(config.max_in_flight.max(1)),
                 queued: AtomicUsize::new(0),
@@ -100,9 +101,7 @@ impl Pusher {
 
     /// Asks the bus whether a device is live on another instance before pushing to it.
     pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.bus = Some(bus);
-        }
+        self.bus = Some(bus);
         self
     }
 
@@ -131,13 +130,20 @@ impl Handler<PushStored> for Pusher {
                 .filter(|(u, _)| *u == user)
                 .map(|(_, d)| d.clone())
                 .collect();
-            actix::spawn(fan_out(self.shared.clone(), user, messages, online));
+            let bus = self.bus.clone();
+            actix::spawn(fan_out(self.shared.clone(), bus, user, messages, online));
         }
     }
 }
 
 /// Starts one job per message per offline device of `user` that has a push token.
-async fn fan_out(shared: Arc<Shared>, user: UserId, messages: Vec<Message>, online: Vec<DeviceId>) {
+async fn fan_out(
+    shared: Arc<Shared>,
+    bus: Option<Arc<dyn Bus>>,
+    user: UserId,
+    messages: Vec<Message>,
+    online: Vec<DeviceId>,
+) {
     let devices = match shared.registry.push_devices(&user).await {
         Ok(devices) => devices,
         Err(e) => {
@@ -153,7 +159,7 @@ async fn fan_out(shared: Arc<Shared>, user: UserId, messages: Vec<Message>, onli
             debug!(%user, device = %binding.device, platform = %binding.platform, "push platform not enabled");
             continue;
         };
-        if let Some(bus) = &shared.bus {
+        if let Some(bus) = &bus {
             match bus.is_online(&user, &binding.device).await {
                 Ok(true) => continue,
                 Ok(false) => {}

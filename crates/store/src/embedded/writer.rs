@@ -142,9 +142,12 @@ impl Writer {
     fn execute(&mut self, batch: Vec<Op>) {
         let now_ms = unix_ms(SystemTime::now());
         let durable = batch.iter().any(|op| matches!(op, Op::Append { .. }));
-        let writes = batch
-            .iter()
-            .any(|op| !matches!(op, Op::Depth { .. } | Op::Ping { .. }));
+        let writes = batch.iter().any(|op| {
+            !matches!(
+                op,
+                Op::Depth { .. } | Op::Ping { .. } | Op::Push(PushOp::Devices { .. })
+            )
+        });
         let count = batch.len() as u64;
 
         let mut txn = match self.db.begin_write() {
