@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use titan_protocol::{DeviceId, OutgoingMessage, UserId};
-use titan_store::{Appended, Bus, Delivered, Inbox, Position, StoreError};
+use titan_store::{Bus, Delivered, Inbox, Position, StoreError};
 use tracing::{debug, warn};
 
 use crate::envelope::stamp;
@@ -332,39 +332,6 @@ impl Dispatcher {
     }
 }
 
-impl Dispatcher {
-    /// Gives the pusher the messages this append stored (not duplicates of earlier sends),
-    /// without waiting: push is never on the `msg.send` ACK path.
-    fn hand_to_push(
-        &self,
-        messages: Vec<titan_protocol::Message>,
-        appended: &[Appended],
-        recipients: &[UserId],
-    ) {
-        let Some(pusher) = &self.push else { return };
-        let stored: Vec<_> = messages
-            .into_iter()
-            .zip(appended)
-            .filter(|(_, a)| matches!(a, Appended::Stored { .. }))
-            .map(|(m, _)| m)
-            .collect();
-        if stored.is_empty() {
-            return;
-        }
-        let online_here = recipients
-            .iter()
-            .flat_map(|u| {
-                let devices = self.devices.get(u).map(Vec::as_slice).unwrap_or_default();
-                devices.iter().map(move |d| (u.clone(), d.clone()))
-            })
-            .collect();
-        pusher.do_send(PushStored {
-            messages: stored,
-            online_here,
-        });
-    }
-}
-
 /// Splits messages into `msg.recv`-sized batches for the session.
 fn send_in_batches(to: &Recipient<Deliver>, messages: Vec<Delivered>, config: &DispatcherConfig) {
     let mut batch = Vec::new();
@@ -419,8 +386,14 @@ impl Handler<Submit> for Dispatcher {
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let appended = result?;
-                    if let Some(messages) = for_push {
-                        act.hand_to_push(messages, &appended, &recipients);
+                    // Not awaited: push is never on the `msg.send` ACK path.
+                    if let (Some(pusher), Some(messages)) = (&act.push, for_push) {
+                        let online = |u: &UserId| act.devices.get(u).cloned().unwrap_or_default();
+                        if let Some(job) =
+                            PushStored::after_append(messages, &appended, &recipients, online)
+                        {
+                            pusher.do_send(job);
+                        }
                     }
                     for user in &recipients {
                         act.wake_user(user, ctx);

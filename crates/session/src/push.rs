@@ -1,16 +1,19 @@
 //! `push.register` and `push.unregister`: binding the connection's (user, device) to a push
 //! token in the store, so offline delivery can reach the device.
 
+use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
-use titan_protocol::{DeviceId, PushParams, PushPlatform, UserId};
+use titan_protocol::{
+    DeviceId, ErrorCode, Id, PushParams, PushPlatform, Response, RpcError, UserId,
+};
 use titan_store::PushRegistry;
 use tracing::debug;
 
 use crate::command::ack;
-use crate::error::SessionError;
+use crate::error::{SessionError, to_rpc};
 
 /// What sessions need for push registration.
 #[derive(Clone)]
@@ -26,6 +29,25 @@ pub struct PushDeps {
 pub enum PushAction {
     Register,
     Unregister,
+}
+
+/// The response to a `push.*` request from `who` (`None` before authentication: -32001).
+pub fn respond(
+    deps: &PushDeps,
+    who: Option<(&UserId, &DeviceId)>,
+    action: PushAction,
+    params: PushParams,
+    id: Option<Id>,
+) -> LocalBoxFuture<'static, Option<Response>> {
+    let Some((user, device)) = who else {
+        let error = RpcError::from(ErrorCode::NotAuthenticated);
+        return Box::pin(async move { id.map(|id| Response::error(id, error)) });
+    };
+    let fut = execute(deps, user.clone(), device.clone(), action, params);
+    Box::pin(async move {
+        let outcome = fut.await.map_err(|e| to_rpc(&e));
+        id.map(|id| Response { id, outcome })
+    })
 }
 
 /// Runs the method for (user, device); resolves to `"ACK"` once the store has it. Unregistering

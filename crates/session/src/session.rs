@@ -275,11 +275,9 @@ impl Session {
                 .map(|()| command::ack())
                 .map_err(|e| to_rpc(&e)),
             ClientCommand::Echo(params) => Ok(params),
-            ClientCommand::PushRegister(p) => {
-                return self.push_command(PushAction::Register, p, id);
-            }
+            ClientCommand::PushRegister(p) => return self.push_tokens(PushAction::Register, p, id),
             ClientCommand::PushUnregister(p) => {
-                return self.push_command(PushAction::Unregister, p, id);
+                return self.push_tokens(PushAction::Unregister, p, id);
             }
             ClientCommand::MsgSend(messages) => {
                 let Some(me) = &self.identity else {
@@ -306,18 +304,10 @@ impl Session {
     }
 
     /// `push.register` / `push.unregister` for this connection's (user, device).
-    fn push_command(&self, action: PushAction, params: PushParams, id: Option<Id>) -> Outcome {
-        let Some(me) = &self.identity else {
-            return Outcome::Now(
-                id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())),
-            );
-        };
-        let (user, device) = (me.user.clone(), me.device.clone());
-        let fut = crate::push::execute(&self.deps.push, user, device, action, params);
-        Outcome::Later(Box::pin(async move {
-            let outcome = fut.await.map_err(|e| to_rpc(&e));
-            id.map(|id| Response { id, outcome })
-        }))
+    fn push_tokens(&self, action: PushAction, params: PushParams, id: Option<Id>) -> Outcome {
+        let me = self.identity.as_ref().map(|i| (&i.user, &i.device));
+        let deps = &self.deps.push;
+        Outcome::Later(crate::push::respond(deps, me, action, params, id))
     }
 
     /// Verifies a token and binds the connection to its (user, device).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use titan_protocol::{DeviceId, Message, PushPlatform, UserId};
-use titan_store::{Bus, DevicePush, PushRegistry};
+use titan_store::{Appended, Bus, DevicePush, PushRegistry};
 use tokio::sync::Semaphore;
 use tracing::{debug, error, warn};
 
@@ -28,6 +28,36 @@ use super::stats::{PushOutcome, PushStats};
 pub struct PushStored {
     pub messages: Vec<Message>,
     pub online_here: Vec<(UserId, DeviceId)>,
+}
+
+impl PushStored {
+    /// What the pusher gets after an append: the messages it stored (not duplicates of earlier
+    /// sends, which were pushed then), and the recipients' devices online here per `online`.
+    /// `None` when nothing new was stored.
+    pub fn after_append(
+        messages: Vec<Message>,
+        appended: &[Appended],
+        recipients: &[UserId],
+        online: impl Fn(&UserId) -> Vec<DeviceId>,
+    ) -> Option<Self> {
+        let messages: Vec<_> = messages
+            .into_iter()
+            .zip(appended)
+            .filter(|(_, a)| matches!(a, Appended::Stored { .. }))
+            .map(|(m, _)| m)
+            .collect();
+        if messages.is_empty() {
+            return None;
+        }
+        let online_here = recipients
+            .iter()
+            .flat_map(|u| online(u).into_iter().map(move |d| (u.clone(), d)))
+            .collect();
+        Some(Self {
+            messages,
+            online_here,
+        })
+    }
 }
 
 /// The longest `Retry-After` honoured; a longer one (or a bogus one) is cut to this.
