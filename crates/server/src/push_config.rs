@@ -137,6 +137,7 @@ impl PushSection {
                 topic: self.apns.topic.clone(),
                 sandbox: self.apns.sandbox,
                 expiration: retention,
+                request_timeout: self.request_timeout,
             })?));
         }
         Ok(providers)

@@ -29,6 +29,8 @@ pub struct ApnsConfig {
     /// How long APNs keeps trying an undelivered notification (`apns-expiration`): the inbox
     /// retention, after which the message itself is gone.
     pub expiration: Duration,
+    /// Bound on one request to APNs (whole seconds, at least 1: a2's unit).
+    pub request_timeout: Duration,
 }
 
 /// Sends through APNs.
@@ -66,7 +68,10 @@ impl ApnsProvider {
             pem.as_slice(),
             config.key_id.clone(),
             config.team_id.clone(),
-            a2::ClientConfig::new(endpoint),
+            a2::ClientConfig {
+                request_timeout_secs: Some(config.request_timeout.as_secs().max(1)),
+                ..a2::ClientConfig::new(endpoint)
+            },
         )
         .map_err(|e| {
             setup(format!(
