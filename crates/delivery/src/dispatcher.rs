@@ -19,6 +19,7 @@ use crate::envelope::stamp;
 use crate::error::DeliveryError;
 use crate::feed::{Feed, Phase, Step};
 use crate::metrics::Metrics;
+use crate::push::PushStored;
 use crate::session_link::{ConnId, Deliver};
 
 /// Store a client's messages; resolves once they are durable (the `"ACK"` of `msg.send`).
@@ -122,6 +123,8 @@ pub struct Dispatcher {
     bus: Option<Arc<dyn Bus>>,
     last_poll: Instant,
     metrics: Metrics,
+    /// Where freshly stored messages go for offline devices, when push is enabled.
+    push: Option<Recipient<PushStored>>,
 }
 
 impl Dispatcher {
@@ -136,12 +139,20 @@ impl Dispatcher {
             bus: None,
             last_poll: Instant::now(),
             metrics: Metrics::default(),
+            push: None,
         }
     }
 
     /// Records into `metrics` (a private registry otherwise).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Hands every newly stored message to the pusher, with the recipients' devices online
+    /// here (the pusher skips those). Only appends reach it, never redeliveries.
+    pub fn with_push(mut self, pusher: Recipient<PushStored>) -> Self {
+        self.push = Some(pusher);
         self
     }
 
@@ -387,11 +398,25 @@ impl Handler<Submit> for Dispatcher {
         recipients.sort();
         recipients.dedup();
         let store = self.store.clone();
+        let for_push: Option<Vec<_>> = self
+            .push
+            .as_ref()
+            .map(|_| batch.iter().map(|n| n.message.clone()).collect());
         Box::pin(
             async move { store.append(batch).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    act.metrics.record_accepted(&result?);
+                    let appended = result?;
+                    act.metrics.record_accepted(&appended);
+                    // Not awaited: push is never on the `msg.send` ACK path.
+                    if let (Some(pusher), Some(messages)) = (&act.push, for_push) {
+                        let online = |u: &UserId| act.devices.get(u).cloned().unwrap_or_default();
+                        if let Some(job) =
+                            PushStored::after_append(messages, &appended, &recipients, online)
+                        {
+                            pusher.do_send(job);
+                        }
+                    }
                     for user in &recipients {
                         act.wake_user(user, ctx);
                     }

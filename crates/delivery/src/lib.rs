@@ -12,13 +12,12 @@
 //!   the connection id type. Sessions implement the handlers; this crate never names their type.
 //! - [`envelope`]: turning a client's outgoing message into a stored [`titan_protocol::Message`]
 //!   (server id, sender, time, echo bot).
+//! - [`push`]: offline delivery by push (FCM, APNs): the [`Pusher`] actor the dispatcher hands
+//!   every stored batch to, and the providers behind one small trait.
 //! - [`error`]: the crate's error type, [`DeliveryError`].
 //! - [`metrics`]: [`Metrics`], every Prometheus family of the server (recorded here, in the
 //!   sessions, and exposed by the server's `/metrics`).
 //! - [`instrumented`]: [`InstrumentedInbox`], any store with its calls timed and errors counted.
-//!
-//! Offline devices are the seam for push: a message stored for a user whose device has no feed
-//! here simply waits in the store until the device connects (push providers come later).
 
 pub mod dispatcher;
 pub mod envelope;
@@ -26,6 +25,7 @@ pub mod error;
 pub mod feed;
 pub mod instrumented;
 pub mod metrics;
+pub mod push;
 pub mod router;
 pub mod session_link;
 
@@ -33,5 +33,6 @@ pub use dispatcher::{Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherC
 pub use error::DeliveryError;
 pub use instrumented::InstrumentedInbox;
 pub use metrics::Metrics;
+pub use push::{PushConfig, PushStored, Pusher};
 pub use router::{Attach, CheckRevoked, Detach, RevokeUser, Router};
 pub use session_link::{ConnId, Deliver, Kick};

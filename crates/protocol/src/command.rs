@@ -4,6 +4,7 @@
 use crate::error::{ErrorCode, RpcError};
 use crate::ids::DeviceId;
 use crate::message::OutgoingMessage;
+use crate::push::PushParams;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -41,6 +42,10 @@ pub enum ClientCommand {
     Echo(Value),
     /// `msg.send [{"to","message","id"?}, ...]` -> `"ACK"` once all are stored.
     MsgSend(Vec<OutgoingMessage>),
+    /// `push.register {"platform", "token"}` -> `"ACK"`: binds a push token to this device.
+    PushRegister(PushParams),
+    /// `push.unregister {"platform", "token"}` -> `"ACK"`: removes that binding if present.
+    PushUnregister(PushParams),
 }
 
 impl ClientCommand {
@@ -60,6 +65,8 @@ impl ClientCommand {
             },
             "echo" => Ok(Self::Echo(params.unwrap_or(Value::Null))),
             "msg.send" => parse_send(params).map(Self::MsgSend),
+            "push.register" => Ok(Self::PushRegister(typed(Some(object(params)?))?)),
+            "push.unregister" => Ok(Self::PushUnregister(typed(Some(object(params)?))?)),
             other => Err(RpcError::with_message(
                 ErrorCode::MethodNotFound,
                 format!("Method not found: {other}"),
@@ -198,6 +205,32 @@ mod tests {
                 .code,
             -32602
         );
+    }
+
+    /// `push.register` and `push.unregister` parse their object params; anything else is -32602.
+    #[test]
+    fn parses_push_methods() {
+        let c = ClientCommand::parse(
+            "push.register",
+            Some(json!({"platform": "fcm", "token": "tok"})),
+        );
+        assert!(
+            matches!(c, Ok(ClientCommand::PushRegister(p)) if p.platform == crate::PushPlatform::Fcm && p.token.as_str() == "tok")
+        );
+        let c = ClientCommand::parse(
+            "push.unregister",
+            Some(json!({"platform": "apns", "token": "tok"})),
+        );
+        assert!(matches!(c, Ok(ClientCommand::PushUnregister(_))));
+        for params in [
+            None,
+            Some(json!(["fcm", "tok"])),
+            Some(json!({"platform": "sms", "token": "tok"})),
+            Some(json!({"platform": "fcm", "token": ""})),
+        ] {
+            let err = ClientCommand::parse("push.register", params.clone()).unwrap_err();
+            assert_eq!(err.code, -32602, "{params:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   items, and writing responses and server requests.
 //! - [`command`]: the closed set of client methods with their typed params ([`ClientCommand`]).
 //! - [`error`]: the client-visible error code table ([`ErrorCode`], [`RpcError`]).
+//! - [`push`]: `push.register` / `push.unregister` params, [`PushPlatform`] and [`PushToken`].
 //! - [`close`]: the WebSocket close codes Titan uses and what a client should do on each.
 //!
 //! The protocol is documented for humans in `docs/protocol.md`; the golden tests in this crate
@@ -17,6 +18,7 @@ pub mod error;
 pub mod ids;
 pub mod jsonrpc;
 pub mod message;
+pub mod push;
 
 pub use close::CloseCode;
 pub use command::{AuthGoogleParams, AuthJwtParams, ClientCommand, MAX_SEND_BATCH};
@@ -24,3 +26,4 @@ pub use error::{ErrorCode, RpcError};
 pub use ids::{DeviceId, IdError, MessageId, UserId};
 pub use jsonrpc::{Frame, Id, Incoming, Response};
 pub use message::{Message, OutgoingMessage};
+pub use push::{PushParams, PushPlatform, PushToken, PushTokenError};

@@ -34,6 +34,7 @@ pub struct Config {
     pub delivery: DeliverySection,
     pub limits: LimitsSection,
     pub log: LogSection,
+    pub push: crate::push_config::PushSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -350,6 +351,7 @@ impl Config {
             ));
         }
         self.validate_operations()?;
+        self.push.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
         Ok(())

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the typed configuration tree and its loading rules.
 //! - [`secret`]: the JWT secret, configured or generated and kept under `store.path`.
+//! - [`push_config`]: the `[push]` section and the push providers it enables.
 //! - [`http`]: the HTTP routes (WebSocket upgrade, health).
 //! - [`page`]: the chat page, `titan.js` and the local-only dev token endpoint.
 //! - [`metrics_http`]: `/metrics` (Prometheus) and `/debug/vars` (JSON).
@@ -18,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod metrics_http;
 pub mod page;
+pub mod push_config;
 pub mod revoke;
 pub mod secret;
 pub mod tls;
@@ -27,10 +29,11 @@ use actix_web::{App, HttpServer, web};
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use titan_delivery::{Dispatcher, DispatcherConfig, InstrumentedInbox, Metrics, Router};
-use titan_session::{ConnectionLimits, Connections, SessionConfig, SessionDeps};
+use titan_delivery::{Dispatcher, DispatcherConfig, InstrumentedInbox, Metrics, Pusher, Router};
+use titan_session::{ConnectionLimits, Connections, PushDeps, SessionConfig, SessionDeps};
 use titan_store::{
-    Bus, EmbeddedStore, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError, Users,
+    Bus, EmbeddedStore, Inbox, InboxLimits, PushRegistry, RedisOptions, RedisStore, StoreError,
+    Users,
 };
 use tracing::{info, warn};
 
@@ -55,6 +58,8 @@ pub enum ServerError {
     Keys(#[from] titan_session::jwks::FetchError),
     #[error("{0}")]
     Revoke(String),
+    #[error("cannot start push delivery: {0}")]
+    Push(#[from] titan_delivery::DeliveryError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -66,6 +71,8 @@ pub struct Backends {
     pub inbox: Arc<dyn Inbox>,
     pub users: Arc<dyn Users>,
     pub bus: Option<Arc<dyn Bus>>,
+    /// The same store's push tokens.
+    pub push: Arc<dyn PushRegistry>,
 }
 
 /// Opens the configured store backend (and, for Redis, this instance's cluster bus).
@@ -79,16 +86,18 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
             let store = Arc::new(EmbeddedStore::open(&config.store.path, limits)?);
             Backends {
                 inbox: store.clone(),
-                users: store,
+                users: store.clone(),
                 bus: None,
+                push: store,
             }
         }
         config::Backend::Memory => {
             let store = Arc::new(EmbeddedStore::memory(limits)?);
             Backends {
                 inbox: store.clone(),
-                users: store,
+                users: store.clone(),
                 bus: None,
+                push: store,
             }
         }
         config::Backend::Redis => {
@@ -108,8 +117,9 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
             let store = Arc::new(store);
             Backends {
                 inbox: store.clone(),
-                users: store,
+                users: store.clone(),
                 bus: Some(Arc::new(bus)),
+                push: store,
             }
         }
     })
@@ -189,6 +199,20 @@ pub async fn run(
     if let Some(bus) = &backends.bus {
         dispatcher = dispatcher.with_bus(bus.clone());
     }
+    let providers = config.push.providers(config.delivery.retention)?;
+    let push_platforms: Arc<[_]> = providers.iter().map(|p| p.platform()).collect();
+    if !providers.is_empty() {
+        let mut pusher = Pusher::new(
+            backends.push.clone(),
+            providers,
+            config.push.pusher_config(),
+        );
+        if let Some(bus) = &backends.bus {
+            pusher = pusher.with_bus(bus.clone());
+        }
+        pusher.stats().export_to(metrics.clone());
+        dispatcher = dispatcher.with_push(pusher.start().recipient());
+    }
     let dispatcher = dispatcher.start();
     let mut router = Router::new(dispatcher.clone())
         .with_metrics(metrics.clone())
@@ -221,6 +245,10 @@ pub async fn run(
         metrics: metrics.clone(),
         connections: connections.clone(),
         accounts,
+        push: PushDeps {
+            registry: backends.push,
+            platforms: push_platforms,
+        },
     };
     let addr = listener.local_addr()?;
     // A peer that stops reading leaves the server's writes stuck behind a zero TCP window, and

@@ -41,6 +41,8 @@ pub enum SessionError {
     /// The users store failed during a sign-in.
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("push platform {platform} is not enabled on this server")]
+    PushPlatformDisabled { platform: String },
 }
 
 /// Maps an internal error to the client-visible error. Logs what the client is not told.
@@ -70,14 +72,14 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
             RpcError::with_message(ErrorCode::BadToken, format!("Sign-in failed: {e}"))
         }
         SessionError::Store(e @ StoreError::Unavailable { .. }) => {
-            warn!(error = %e, "store unavailable; sign-in not completed");
+            warn!(error = %e, "store unavailable; sign-in or push registration not done");
             RpcError::with_message(
                 ErrorCode::StoreUnavailable,
                 "Store unavailable, retry later",
             )
         }
         SessionError::Store(e) => {
-            warn!(error = %e, "store error during sign-in");
+            warn!(error = %e, "store error during sign-in or push registration");
             RpcError::new(ErrorCode::InternalError)
         }
         SessionError::MessageTooLarge { .. } => {
@@ -114,6 +116,9 @@ pub fn to_rpc(err: &SessionError) -> RpcError {
         SessionError::Delivery(e) => {
             warn!(error = %e, "internal error in msg.send");
             RpcError::new(ErrorCode::InternalError)
+        }
+        SessionError::PushPlatformDisabled { .. } => {
+            RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {err}"))
         }
     }
 }

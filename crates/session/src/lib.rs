@@ -3,6 +3,7 @@
 //! - [`session`]: the [`Session`] actor: frames in, JSON-RPC dispatch, heartbeat, the
 //!   authentication gate, `msg.recv` out and its acknowledgements.
 //! - [`command`]: executing a parsed client command (auth, echo, msg.send).
+//! - [`push`]: `push.register` / `push.unregister` ([`PushDeps`]).
 //! - [`outbound`]: the bounded outbound queue and the writer task that drains it into the socket.
 //! - [`auth`]: [`Authenticator`]: minting and verifying Titan's JWTs (HS256 or public key).
 //! - [`jwks`]: [`jwks::JwksCache`]: signing keys fetched by key id, for Google and `auth.jwks_url`.
@@ -27,6 +28,7 @@ pub mod jwks;
 pub mod limits;
 mod observe;
 pub mod outbound;
+pub mod push;
 pub mod session;
 
 pub use accounts::Accounts;
@@ -35,4 +37,5 @@ pub use connections::{ConnectionLimits, Connections, Refusal};
 pub use error::SessionError;
 pub use google::{GoogleConfig, GoogleVerifier, SignInError};
 pub use limits::SessionConfig;
+pub use push::PushDeps;
 pub use session::{Session, SessionDeps, start};

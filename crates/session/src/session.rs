@@ -19,7 +19,8 @@ use std::time::{Instant, SystemTime};
 use titan_delivery::{Acked, Attach, ConnId, Deliver, Detach, Dispatcher, Kick, Metrics, Router};
 use titan_protocol::jsonrpc::{ServerRequest, batch_to_text, parse_frame};
 use titan_protocol::{
-    ClientCommand, CloseCode, DeviceId, ErrorCode, Frame, Id, Incoming, Response, RpcError, UserId,
+    ClientCommand, CloseCode, DeviceId, ErrorCode, Frame, Id, Incoming, PushParams, Response,
+    RpcError, UserId,
 };
 use titan_store::Position;
 use tracing::{Span, debug, info};
@@ -34,6 +35,7 @@ use crate::error::{SessionError, protocol_error, to_rpc};
 use crate::limits::SessionConfig;
 use crate::observe;
 use crate::outbound::{self, Outbound, QueueError};
+use crate::push::PushAction;
 
 /// Most unanswered `msg.recv` requests remembered; older ones are forgotten (their messages are
 /// redelivered by the dispatcher anyway).
@@ -51,6 +53,7 @@ pub struct SessionDeps {
     pub connections: Connections,
     /// Sign-in (`auth.google`), users and revocations.
     pub accounts: Accounts,
+    pub push: crate::push::PushDeps,
 }
 
 /// Upgrades the request to a WebSocket and starts its Session actor.
@@ -283,7 +286,9 @@ impl Session {
         if self.identity.is_some() || ClientCommand::allowed_before_auth(method) {
             return Ok(());
         }
+        // push.* is newer than the old clients, and its own `token` member is a push token.
         let legacy = params
+            .filter(|_| !method.starts_with("push."))
             .and_then(Value::as_object)
             .and_then(|p| Some((p.get("token")?.as_str()?, p.get("device"))));
         let Some((token, device)) = legacy else {
@@ -316,6 +321,10 @@ impl Session {
             ClientCommand::AuthGoogle(p) => return self.sign_in_google(p, id, ctx),
             ClientCommand::AuthRefresh => self.refresh(ctx),
             ClientCommand::Echo(params) => Ok(params),
+            ClientCommand::PushRegister(p) => return self.push_tokens(PushAction::Register, p, id),
+            ClientCommand::PushUnregister(p) => {
+                return self.push_tokens(PushAction::Unregister, p, id);
+            }
             ClientCommand::MsgSend(messages) => {
                 let Some(me) = &self.identity else {
                     return Outcome::Now(
@@ -343,6 +352,13 @@ impl Session {
             id,
             outcome: result,
         }))
+    }
+
+    /// `push.register` / `push.unregister` for this connection's (user, device).
+    fn push_tokens(&self, action: PushAction, params: PushParams, id: Option<Id>) -> Outcome {
+        let me = self.identity.as_ref().map(|i| (&i.user, &i.device));
+        let deps = &self.deps.push;
+        Outcome::Later(crate::push::respond(deps, me, action, params, id))
     }
 
     /// Verifies a token (revocations included) and binds the connection to its (user,

@@ -24,10 +24,12 @@
 
 mod delivery;
 mod inboxes;
+mod push;
 mod users;
 
 pub use delivery::*;
 pub use inboxes::*;
+pub use push::*;
 pub use users::*;
 
 use std::future::Future;

@@ -17,10 +17,12 @@
 //! - `append`: `append` and `trim`.
 //! - `cursor`: `read_new`, `claim_pending` and `ack`.
 //! - `users`: the [`crate::Users`] tables (sign-ins, revocations).
+//! - `push_tokens`: the [`crate::PushRegistry`] tables and operations.
 //! - `writer`: the thread, the operation queue and the group commit.
 
 mod append;
 mod cursor;
+mod push_tokens;
 mod tables;
 mod users;
 mod writer;

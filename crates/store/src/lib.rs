@@ -4,6 +4,7 @@
 //!   ([`NewMessage`], [`Appended`], [`Delivered`], [`Position`]).
 //! - [`bus`]: the [`Bus`] trait: presence and wake-ups between instances sharing a store.
 //! - [`users`]: the [`Users`] trait: users who sign in with Google, and token revocations.
+//! - [`push_tokens`]: the [`PushRegistry`] trait: each device's push token, for offline delivery.
 //! - [`error`]: [`StoreError`], this crate's one error enum.
 //! - [`embedded`]: the default, durable single-node backend on redb (also used, with redb's
 //!   in-memory backend, as the `memory` backend for tests).
@@ -20,6 +21,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod error;
 pub mod inbox;
+pub mod push_tokens;
 pub mod redis;
 pub mod users;
 
@@ -28,4 +30,5 @@ pub use bus::{Bus, BusEvent};
 pub use embedded::{EmbeddedStore, StoreStats};
 pub use error::StoreError;
 pub use inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+pub use push_tokens::{DevicePush, PushRegistry};
 pub use users::{RevocationList, SignInProfile, SignedInUser, Users, to_ms as unix_ms};

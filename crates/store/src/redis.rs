@@ -39,6 +39,7 @@
 //!
 //! - `keys`: the key layout and stream ids. `scripts`: the Lua scripts.
 //! - `users`: the [`crate::Users`] keys (sign-ins, revocations).
+//! - `push_tokens`: the [`crate::PushRegistry`] (push hash per user, token owner keys).
 //! - `append`: `append`. `cursor`: `read_new`, `claim_pending`, `ack`. `trim`: `trim`, `depth`.
 
 mod append;
@@ -46,6 +47,7 @@ mod bus;
 mod connection;
 mod cursor;
 mod keys;
+mod push_tokens;
 mod scripts;
 mod trim;
 mod users;

@@ -13,7 +13,7 @@ use redis_server::{RedisServer, ServerConfig, fresh_prefix};
 use titan_store::conformance::{
     self, append_stored, device, message, message_with_client_id, positions, texts, user,
 };
-use titan_store::{Inbox, InboxLimits, RedisStore};
+use titan_store::{Inbox, InboxLimits, PushRegistry, RedisStore};
 
 async fn connect(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(url, prefix, InboxLimits::default())
@@ -50,6 +50,18 @@ async fn redis_backend_users_conform() {
     let server = RedisServer::start(ServerConfig::default());
     let store = connect(&server.url(), &fresh_prefix()).await;
     conformance::run_users(Arc::new(store) as Arc<dyn titan_store::Users>).await;
+}
+
+/// The Redis backend passes every push registry check, each under its own key prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_push_registry_conforms() {
+    let server = RedisServer::start(ServerConfig::default());
+    let url = server.url();
+    conformance::run_push_all(|| {
+        let url = url.clone();
+        async move { Arc::new(connect(&url, &fresh_prefix()).await) as Arc<dyn PushRegistry> }
+    })
+    .await;
 }
 
 /// Every key of one user carries that user, and only that user, as its Cluster hash tag.
@@ -253,4 +265,17 @@ async fn redis_cluster_backend_users_conform() {
         .await
         .unwrap();
     conformance::run_users(Arc::new(store) as Arc<dyn titan_store::Users>).await;
+}
+
+/// On a Redis Cluster the push registry passes the same checks (tokens moving between users
+/// whose keys live on different nodes included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_push_registry_conforms() {
+    let cluster = RedisCluster::start(3);
+    let url = cluster.url();
+    conformance::run_push_all(|| {
+        let url = url.clone();
+        async move { Arc::new(connect(&url, &fresh_prefix()).await) as Arc<dyn PushRegistry> }
+    })
+    .await;
 }

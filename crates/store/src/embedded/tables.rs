@@ -42,6 +42,8 @@ pub(super) struct Tables<'t> {
     pub devices: Table<'t, (&'static str, &'static str), (u64, u64)>,
     pub pending: Table<'t, (&'static str, &'static str, u64), (u64, u64)>,
     pub client_ids: Table<'t, (&'static str, &'static str, &'static str), (&'static str, u64)>,
+    pub push_devices: Table<'t, (&'static str, &'static str), (&'static str, &'static str, u64)>,
+    pub push_owners: Table<'t, (&'static str, &'static str), (&'static str, &'static str)>,
 }
 
 /// Where an inbox's next message goes.
@@ -69,6 +71,8 @@ impl<'t> Tables<'t> {
             devices: txn.open_table(DEVICES)?,
             pending: txn.open_table(PENDING)?,
             client_ids: txn.open_table(CLIENT_IDS)?,
+            push_devices: txn.open_table(super::push_tokens::PUSH_DEVICES)?,
+            push_owners: txn.open_table(super::push_tokens::PUSH_OWNERS)?,
         })
     }
 

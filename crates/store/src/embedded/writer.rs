@@ -15,6 +15,7 @@ use redb::{Database, Durability, StorageError, WriteTransaction};
 use titan_protocol::{DeviceId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::push_tokens::PushOp;
 use super::tables::{Tables, unix_ms};
 use super::users::{self, UserOp};
 use super::{append, cursor};
@@ -66,6 +67,8 @@ pub(super) enum Op {
     },
     /// Users and revocations (`users`).
     Users(UserOp),
+    /// A push registry operation (`push_tokens`).
+    Push(PushOp),
 }
 
 /// Counters the writer keeps, read through [`super::EmbeddedStore::stats`].
@@ -76,7 +79,7 @@ pub(super) struct Counters {
 }
 
 /// An operation that ran and waits for its transaction to commit before answering.
-trait Answer: Send {
+pub(super) trait Answer: Send {
     /// Sends the operation's result: the transaction committed.
     fn send(self: Box<Self>);
     /// Replaces the result with a failure: the transaction did not commit.
@@ -147,7 +150,7 @@ impl Writer {
             _ => false,
         });
         let writes = batch.iter().any(|op| match op {
-            Op::Depth { .. } | Op::Ping { .. } => false,
+            Op::Depth { .. } | Op::Ping { .. } | Op::Push(PushOp::Devices { .. }) => false,
             Op::Users(op) => !op.is_read(),
             _ => true,
         });
@@ -252,6 +255,7 @@ impl Writer {
             Op::Trim { reply } => ready(reply, append::trim(t, now_ms, &self.limits).map(Ok)),
             Op::Ping { reply } => ready(reply, Ok(Ok(()))),
             Op::Users(op) => apply_users(txn, op),
+            Op::Push(op) => op.apply(t),
         }
     }
 }
@@ -268,7 +272,7 @@ fn apply_users(txn: &WriteTransaction, op: UserOp) -> Result<Box<dyn Answer>, St
 
 /// Wraps an operation's outcome: a logical result waits for the commit, a redb error answers
 /// now and is passed up to abort the transaction.
-fn ready<T: Send + 'static>(
+pub(super) fn ready<T: Send + 'static>(
     reply: Reply<T>,
     outcome: Result<Result<T, StoreError>, StorageError>,
 ) -> Result<Box<dyn Answer>, StorageError> {
@@ -316,6 +320,7 @@ impl Op {
                 let _ = reply.send(Err(err));
             }
             Op::Users(op) => op.fail(err),
+            Op::Push(op) => op.fail(err),
         }
     }
 }

@@ -55,6 +55,21 @@ impl Keys {
         format!("{}:{{{}}}:presence", self.prefix, escape(user))
     }
 
+    /// The user's push bindings: hash device -> `"<platform> <ms> <token>"`.
+    pub(crate) fn push(&self, user: &str) -> String {
+        format!("{}:{{{}}}:push", self.prefix, escape(user))
+    }
+
+    /// Who holds a push token: `{prefix}:pushtoken:<platform>:<token>`.
+    pub(crate) fn push_owner(&self, platform: &str, token: &str) -> String {
+        format!("{}{platform}:{token}", self.push_owner_prefix())
+    }
+
+    /// The prefix of every push token owner key (the scripts build old owner keys from it).
+    pub(crate) fn push_owner_prefix(&self) -> String {
+        format!("{}:pushtoken:", self.prefix)
+    }
+
     /// The pub/sub channel of one instance (with an empty id: the prefix scripts append to).
     pub(crate) fn events_channel(&self, instance: &str) -> String {
         format!("{}:events:{instance}", self.prefix)
