@@ -2,8 +2,8 @@
 -- ARGV = device, binding ("<platform> <ms> <token>"), owner value ("<push hash>\n<device>"),
 -- owner key prefix ("<prefix>:pushtoken:").
 -- Also touches keys it can only learn from stored values: the device's previous token's owner
--- key and the previous holder's push hash. That is fine on one Redis primary (what this backend
--- targets); a Cluster version would do this in two steps.
+-- key and the previous holder's push hash. That is fine on one Redis primary; on a Redis
+-- Cluster the backend runs single-slot steps instead (see redis/push_tokens.rs).
 local hash, owner_key = KEYS[1], KEYS[2]
 local device, binding, owner, owner_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
