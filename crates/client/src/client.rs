@@ -18,7 +18,10 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Answer every `msg.recv` with `"ACK"` as soon as it arrives; the [`Delivery`] is still
-    /// handed over, already answered. Off by default: tests ack explicitly.
+    /// handed over, already answered. Off by default: tests ack explicitly. Mind that this acks
+    /// before your code has taken the delivery: deliveries still buffered when the client is
+    /// closed are acked but never seen. For at-least-once, ack with [`Delivery::ack`] after
+    /// handling (or use [`crate::ReconnectingClient`]).
     pub auto_ack: bool,
     /// Upper bound on one [`Client::call`], so a silent server fails a test instead of hanging it.
     pub call_timeout: Duration,

@@ -56,8 +56,14 @@ fn plan(i: usize) -> Vec<Outgoing> {
 
 /// An auto-acking client authenticated as (user of `token`, `device`).
 async fn connect(url: &str, token: &str, device: &str) -> Arc<Client> {
+    connect_acking(url, token, device, true).await
+}
+
+/// A client authenticated as (user of `token`, `device`); with `auto_ack` it acks each
+/// delivery as it arrives, before the test has taken it.
+async fn connect_acking(url: &str, token: &str, device: &str, auto_ack: bool) -> Arc<Client> {
     let options = ClientOptions {
-        auto_ack: true,
+        auto_ack,
         ..ClientOptions::default()
     };
     let c = Client::connect_with(url, options).await.unwrap();
@@ -91,7 +97,9 @@ async fn collect(c: Arc<Client>, expected: usize) -> Vec<Message> {
 
 /// Like [`collect`], on a tablet that closes its connection and reconnects `reconnects` times
 /// along the way. Returns the distinct messages (by id) in the order first seen: a reconnect may
-/// repeat what was in flight, and clients dedupe by id.
+/// repeat what was in flight, and clients dedupe by id. The tablet acks a delivery only once it
+/// has taken it: an auto-ack would also ack deliveries still buffered, unread, when it closes,
+/// and those would then be lost to the test though the server did its part.
 async fn collect_reconnecting(
     url: String,
     token: String,
@@ -101,17 +109,18 @@ async fn collect_reconnecting(
     let mut got = Vec::new();
     let mut seen: HashSet<MessageId> = HashSet::new();
     for round in 0..=reconnects {
-        let c = connect(&url, &token, "tablet").await;
+        let c = connect_acking(&url, &token, "tablet", false).await;
         let target = expected * (round + 1) / (reconnects + 1);
         while got.len() < target {
             let Some(d) = c.next_delivery().await else {
                 panic!("connection closed while receiving: {:?}", c.closed().await);
             };
-            for m in d.messages {
+            for m in &d.messages {
                 if seen.insert(m.id.clone()) {
-                    got.push(m);
+                    got.push(m.clone());
                 }
             }
+            d.ack().await.unwrap();
         }
         c.close().await.unwrap();
     }
