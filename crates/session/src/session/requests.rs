@@ -1,0 +1,226 @@
+//! The session's request pipeline, a child module of the session so the actor file keeps the
+//! connection's life (start, stop, frames, deliveries, kicks): a text frame is parsed into
+//! requests, each is admitted (rate and in-flight limits), gated (authentication), executed,
+//! and answered alone or as a batch; responses to our own `msg.recv` requests become acks.
+
+// The parent's imports (actix, protocol types, limits, errors): this is the same actor's code.
+use super::*;
+
+impl Session {
+    pub(super) fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let (items, batch) = match parse_frame(text, self.deps.config.max_batch) {
+            Err(error) => {
+                self.send_responses(vec![Response::error(Id::Null, error)], false, ctx);
+                return;
+            }
+            Ok(Frame::Single(item)) => (vec![item], false),
+            Ok(Frame::Batch(items)) => (items, true),
+        };
+        let mut now = Vec::new();
+        let mut later = Vec::new();
+        for item in items {
+            match self.on_item(item, ctx) {
+                Outcome::Now(Some(r)) => now.push(r),
+                Outcome::Now(None) => {}
+                Outcome::Later(f) => later.push(f),
+            }
+        }
+        if later.is_empty() {
+            self.send_responses(now, batch, ctx);
+        } else {
+            // A batch is answered as one array once every item has its answer.
+            self.inflight_requests += 1;
+            let fut = join_all(later).into_actor(self).map(move |done, act, ctx| {
+                act.inflight_requests -= 1;
+                let mut all = now;
+                all.extend(done.into_iter().flatten());
+                act.send_responses(all, batch, ctx);
+                // Asynchronous sign-ins count their failures only once answered.
+                if act.auth_failures >= act.deps.config.max_auth_failures {
+                    act.close(CloseCode::TooManyAuthFailures, ctx);
+                } else if act.drain_pending && act.inflight_requests == 0 {
+                    act.close(CloseCode::Draining, ctx);
+                }
+            });
+            ctx.spawn(fut);
+        }
+        if self.auth_failures >= self.deps.config.max_auth_failures {
+            self.close(CloseCode::TooManyAuthFailures, ctx);
+        }
+    }
+
+    pub(super) fn on_item(&mut self, item: Incoming, ctx: &mut Context<Self>) -> Outcome {
+        let (id, method, params) = match item {
+            Incoming::Request { id, method, params } => (Some(id), method, params),
+            Incoming::Notification { method, params } => (None, method, params),
+            Incoming::Response { id, outcome } => {
+                self.on_response(id, outcome);
+                return Outcome::Now(None);
+            }
+            Incoming::Invalid { id, error } => {
+                return Outcome::Now(Some(Response::error(id, error)));
+            }
+        };
+        let outcome = self.on_request(id, &method, params, ctx);
+        observe::request(&self.deps.metrics, &method, outcome)
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        id: Option<Id>,
+        method: &str,
+        params: Option<Value>,
+        ctx: &mut Context<Self>,
+    ) -> Outcome {
+        if let Err(error) = self.admit() {
+            return Outcome::Now(id.map(|id| Response::error(id, error)));
+        }
+        if let Err(error) = self.gate(method, params.as_ref(), ctx) {
+            return Outcome::Now(id.map(|id| Response::error(id, error)));
+        }
+        match ClientCommand::parse(method, params) {
+            Ok(command) => self.execute(command, id, ctx),
+            Err(error) => Outcome::Now(id.map(|id| Response::error(id, error))),
+        }
+    }
+
+    /// Rate limit and concurrency limit for one request.
+    pub(super) fn admit(&mut self) -> Result<(), RpcError> {
+        if let Err(not_until) = self.limiter.check() {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return Err(RpcError::with_message(
+                ErrorCode::RateLimited,
+                "Rate limited: too many requests",
+            )
+            .with_data(serde_json::json!({ "retry_after_ms": wait.as_millis().max(1) })));
+        }
+        if self.inflight_requests >= self.deps.config.max_inflight_requests {
+            return Err(RpcError::with_message(
+                ErrorCode::RateLimited,
+                "Rate limited: too many requests in flight",
+            )
+            .with_data(serde_json::json!({ "retry_after_ms": 100 })));
+        }
+        Ok(())
+    }
+
+    /// The authentication gate: before auth only `auth.*` is served, except that (for the old
+    /// clients) a request whose object params carry a `token` authenticates the connection first.
+    pub(super) fn gate(
+        &mut self,
+        method: &str,
+        params: Option<&Value>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), RpcError> {
+        if self.identity.is_some() || ClientCommand::allowed_before_auth(method) {
+            return Ok(());
+        }
+        // push.* is newer than the old clients, and its own `token` member is a push token.
+        let legacy = params
+            .filter(|_| !method.starts_with("push."))
+            .and_then(Value::as_object)
+            .and_then(|p| Some((p.get("token")?.as_str()?, p.get("device"))));
+        let Some((token, device)) = legacy else {
+            return Err(RpcError::with_message(
+                ErrorCode::NotAuthenticated,
+                "Not authenticated: call auth.jwt first",
+            ));
+        };
+        let device = device
+            .and_then(Value::as_str)
+            .map(DeviceId::new)
+            .transpose()
+            .map_err(|e| {
+                RpcError::with_message(ErrorCode::InvalidParams, format!("Invalid params: {e}"))
+            })?;
+        let token = token.to_owned();
+        self.authenticate(&token, device, ctx)
+            .map(|_| ())
+            .map_err(|e| to_rpc(&e))
+    }
+
+    pub(super) fn execute(
+        &mut self,
+        command: ClientCommand,
+        id: Option<Id>,
+        ctx: &mut Context<Self>,
+    ) -> Outcome {
+        let result = match command {
+            ClientCommand::AuthJwt(p) => return self.auth_jwt(p, id, ctx),
+            ClientCommand::AuthGoogle(p) => return self.sign_in_google(p, id, ctx),
+            ClientCommand::AuthRefresh => self.refresh(ctx),
+            ClientCommand::Echo(params) => Ok(params),
+            ClientCommand::PushRegister(p) => return self.push_tokens(PushAction::Register, p, id),
+            ClientCommand::PushUnregister(p) => {
+                return self.push_tokens(PushAction::Unregister, p, id);
+            }
+            ClientCommand::MsgSend(messages) => {
+                let Some(me) = &self.identity else {
+                    return Outcome::Now(
+                        id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())),
+                    );
+                };
+                if let Err(retry_after) = self.deps.connections.take_sends(&me.user, messages.len())
+                {
+                    let error = to_rpc(&SessionError::SendQuota { retry_after });
+                    return Outcome::Now(id.map(|id| Response::error(id, error)));
+                }
+                let limit = self.deps.config.max_message_bytes;
+                match command::send(&self.deps.dispatcher, me.user.clone(), messages, limit) {
+                    Err(e) => Err(to_rpc(&e)),
+                    Ok(fut) => {
+                        return Outcome::Later(Box::pin(async move {
+                            let outcome = fut.await.map_err(|e| to_rpc(&e));
+                            id.map(|id| Response { id, outcome })
+                        }));
+                    }
+                }
+            }
+        };
+        Outcome::Now(id.map(|id| Response {
+            id,
+            outcome: result,
+        }))
+    }
+
+    /// `push.register` / `push.unregister` for this connection's (user, device).
+    pub(super) fn push_tokens(
+        &self,
+        action: PushAction,
+        params: PushParams,
+        id: Option<Id>,
+    ) -> Outcome {
+        let me = self.identity.as_ref().map(|i| (&i.user, &i.device));
+        let deps = &self.deps.push;
+        Outcome::Later(crate::push::respond(deps, me, action, params, id))
+    }
+
+    /// A response to one of our `msg.recv` requests: success acks its messages; an error leaves
+    /// them pending for redelivery.
+    pub(super) fn on_response(&mut self, id: Id, outcome: Result<Value, RpcError>) {
+        let Some(positions) = id.as_u64().and_then(|n| self.awaiting.remove(&n)) else {
+            debug!(
+                conn = self.conn.0,
+                ?id,
+                "response to an unknown request ignored"
+            );
+            return;
+        };
+        let Some(me) = &self.identity else { return };
+        match outcome {
+            Ok(_) => self.deps.dispatcher.do_send(Acked {
+                user: me.user.clone(),
+                device: me.device.clone(),
+                conn: self.conn,
+                positions,
+            }),
+            Err(error) => {
+                debug!(
+                    conn = self.conn.0,
+                    code = error.code,
+                    "client refused msg.recv; messages stay pending"
+                );
+            }
+        }
+    }
+}
