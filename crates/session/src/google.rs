@@ -254,7 +254,10 @@ impl GoogleVerifier {
                 })
                 .collect(),
         );
-        *self.verifiers.write().unwrap_or_else(PoisonError::into_inner) = Some(verifiers.clone());
+        *self
+            .verifiers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(verifiers.clone());
         verifiers
     }
 }
@@ -349,5 +352,102 @@ impl<'c> AsyncHttpClient<'c> for Http {
             *answer.headers_mut() = headers;
             Ok(answer)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    /// A verifier whose issuer is never contacted: these tokens are refused before any request.
+    fn verifier() -> GoogleVerifier {
+        GoogleVerifier::new(GoogleConfig {
+            issuer: "http://127.0.0.1:9".to_owned(),
+            client_ids: vec!["app".to_owned()],
+            http_timeout: Duration::from_secs(1),
+            jwks_min_refresh: Duration::ZERO,
+        })
+        .unwrap()
+    }
+
+    fn token(alg: &str) -> String {
+        let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = json!({"iss": "http://127.0.0.1:9", "aud": "app", "sub": "s",
+            "iat": 1_700_000_000, "exp": 4_000_000_000_u64});
+        format!(
+            "{}.{}.{}",
+            part(json!({"alg": alg, "kid": "k1"})),
+            part(claims),
+            URL_SAFE_NO_PAD.encode(b"sig")
+        )
+    }
+
+    /// Symmetric and unsigned tokens are refused as such, before the provider is asked.
+    #[tokio::test]
+    async fn only_rs256_is_accepted() {
+        let v = verifier();
+        for (alg, expected) in [("HS256", "HS256"), ("ES256", "ES256"), ("none", "none")] {
+            match v.verify(&token(alg)).await {
+                Err(SignInError::WrongAlgorithm { alg }) => assert_eq!(alg, expected),
+                other => panic!("{alg}: {other:?}"),
+            }
+        }
+    }
+
+    /// Strings that are not ID tokens are malformed, not a provider problem.
+    #[tokio::test]
+    async fn garbage_is_malformed() {
+        let v = verifier();
+        for garbage in ["not-a-jwt", "a.b.c", ""] {
+            let result = v.verify(garbage).await;
+            assert!(
+                matches!(result, Err(SignInError::Malformed { .. })),
+                "{garbage}: {result:?}"
+            );
+        }
+    }
+
+    /// Each openidconnect refusal maps to the sign-in error that names it.
+    #[test]
+    fn refusals_map_to_precise_errors() {
+        let sig = ClaimsVerificationError::SignatureVerification;
+        let cases = [
+            (
+                ClaimsVerificationError::Expired("x".into()),
+                SignInError::Expired,
+            ),
+            (
+                ClaimsVerificationError::InvalidAudience("x".into()),
+                SignInError::WrongAudience,
+            ),
+            (
+                ClaimsVerificationError::InvalidIssuer("x".into()),
+                SignInError::WrongIssuer,
+            ),
+            (
+                sig(SignatureVerificationError::NoMatchingKey),
+                SignInError::UnknownKey,
+            ),
+            (
+                sig(SignatureVerificationError::CryptoError("x".into())),
+                SignInError::BadSignature,
+            ),
+        ];
+        for (e, expected) in cases {
+            assert_eq!(refusal(e), expected);
+        }
+        assert!(matches!(
+            refusal(sig(SignatureVerificationError::DisallowedAlg("x".into()))),
+            SignInError::WrongAlgorithm { .. }
+        ));
+        assert!(matches!(
+            refusal(ClaimsVerificationError::Unsupported("crit".into())),
+            SignInError::Malformed { .. }
+        ));
     }
 }
