@@ -1,5 +1,6 @@
-//! A cached JSON Web Key Set: the keys of an identity provider (`auth.google`) or of an app
-//! backend that mints Titan tokens (`auth.jwks_url`), by key id.
+//! A cached JSON Web Key Set: the keys of an app backend that mints Titan tokens
+//! (`auth.jwks_url`), by key id. (`auth.google` has its own, through openidconnect: see
+//! [`crate::google`].)
 //!
 //! Reading a key is synchronous (a lock and a map lookup), so token checks stay synchronous.
 //! Keys are fetched on demand only: when a token names a key id the cache does not hold (the
@@ -9,7 +10,6 @@
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -19,9 +19,6 @@ use tracing::{info, warn};
 /// Where the key set comes from.
 #[derive(Debug, Clone)]
 pub enum JwksSource {
-    /// The `jwks_uri` of `<issuer>/.well-known/openid-configuration`, whose `issuer` must equal
-    /// this one exactly.
-    Discovery { issuer: String },
     /// A JWKS URL.
     Url(String),
 }
@@ -40,20 +37,14 @@ pub struct Key {
     pub algorithm: Algorithm,
 }
 
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
-}
-
 /// See the module docs.
 pub struct JwksCache {
     source: JwksSource,
     http: reqwest::Client,
     min_refresh: Duration,
     keys: RwLock<HashMap<String, Key>>,
-    /// The JWKS URL once known, and when the keys were last fetched.
-    fetch: Mutex<(Option<String>, Option<Instant>)>,
+    /// When the keys were last fetched.
+    fetch: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -80,16 +71,12 @@ impl JwksCache {
             .map_err(|e| FetchError {
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
-        let url = match &source {
-            JwksSource::Url(url) => Some(url.clone()),
-            JwksSource::Discovery { .. } => None,
-        };
         Ok(Self {
             source,
             http,
             min_refresh,
             keys: RwLock::new(HashMap::new()),
-            fetch: Mutex::new((url, None)),
+            fetch: Mutex::new(None),
         })
     }
 
@@ -107,18 +94,11 @@ impl JwksCache {
         if self.get(kid).is_some() {
             return Ok(true);
         }
-        if fetch.1.is_some_and(|at| at.elapsed() < self.min_refresh) {
+        if fetch.is_some_and(|at| at.elapsed() < self.min_refresh) {
             return Ok(false);
         }
-        let url = match &fetch.0 {
-            Some(url) => url.clone(),
-            None => {
-                let url = self.discover().await?;
-                fetch.0 = Some(url.clone());
-                url
-            }
-        };
-        let set: JwkSet = self.get_json(&url).await?;
+        let JwksSource::Url(url) = &self.source;
+        let set: JwkSet = self.get_json(url).await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = &jwk.common.key_id else {
@@ -146,28 +126,8 @@ impl JwksCache {
         }
         info!(keys = keys.len(), %url, "signing keys fetched");
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
-        fetch.1 = Some(Instant::now());
+        *fetch = Some(Instant::now());
         Ok(self.get(kid).is_some())
-    }
-
-    async fn discover(&self) -> Result<String, FetchError> {
-        let JwksSource::Discovery { issuer } = &self.source else {
-            return Err(FetchError {
-                reason: "no JWKS URL".to_owned(),
-            });
-        };
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
-        let doc: Discovery = self.get_json(&url).await?;
-        if &doc.issuer != issuer {
-            warn!(configured = %issuer, discovered = %doc.issuer, "discovery issuer mismatch");
-            return Err(FetchError {
-                reason: "the discovery document names another issuer".to_owned(),
-            });
-        }
-        Ok(doc.jwks_uri)
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {

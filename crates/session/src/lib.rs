@@ -6,8 +6,8 @@
 //! - [`push`]: `push.register` / `push.unregister` ([`PushDeps`]).
 //! - [`outbound`]: the bounded outbound queue and the writer task that drains it into the socket.
 //! - [`auth`]: [`Authenticator`]: minting and verifying Titan's JWTs (HS256 or public key).
-//! - [`jwks`]: [`jwks::JwksCache`]: signing keys fetched by key id, for Google and `auth.jwks_url`.
-//! - [`google`]: [`GoogleVerifier`]: verifying Google ID tokens for `auth.google`.
+//! - [`jwks`]: [`jwks::JwksCache`]: signing keys fetched by key id, for `auth.jwks_url`.
+//! - [`google`]: [`GoogleVerifier`]: verifying Google ID tokens for `auth.google` (openidconnect).
 //! - [`accounts`]: [`Accounts`]: the verifier, the users store and the revocation list.
 //! - `session/signin`: the session's `auth.google` and `auth.refresh`.
 //! - [`limits`]: [`SessionConfig`], the per-connection limits and timings.

@@ -132,6 +132,10 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Shared>) {
         let doc = json!({
             "issuer": state.issuer,
             "jwks_uri": format!("{}/jwks", state.issuer),
+            // Required by OpenID Connect Discovery (and openidconnect's parser); unused here.
+            "authorization_endpoint": format!("{}/authorize", state.issuer),
+            "response_types_supported": ["code", "id_token"],
+            "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
         });
         ("200 OK", doc.to_string())
