@@ -6,6 +6,7 @@
 //! [`Feed`], which runs one store operation (catch up on pending, redeliver stale, or read new),
 //! hands the result to the session as [`Deliver`], and tracks it as in flight until
 //! [`Acked`]. The in-flight window per device bounds what a session may be asked to buffer.
+//! The store operations of the feeds (`pump`, `finish`) live in the child module `reads`.
 
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use titan_protocol::{DeviceId, OutgoingMessage, UserId};
 use titan_store::{Bus, Delivered, Inbox, Position, StoreError};
 use tracing::{debug, warn};
+
+mod reads;
 
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
@@ -181,124 +184,6 @@ impl Dispatcher {
         }
     }
 
-    /// Runs the feed's next store operation unless one is already running.
-    fn pump(&mut self, key: FeedKey, ctx: &mut Context<Self>) {
-        let Some(feed) = self.feeds.get_mut(&key) else {
-            return;
-        };
-        if self.running.contains(&key) {
-            feed.dirty = true;
-            return;
-        }
-        let now = Instant::now();
-        let Some(step) = feed.next_step(now, self.config.ack_timeout, self.config.window) else {
-            return;
-        };
-        self.running.insert(key.clone());
-        if matches!(step, Step::ReadNew { .. }) {
-            feed.dirty = false;
-        }
-        let conn = feed.conn;
-        let store = self.store.clone();
-        let (user, device) = key.clone();
-        let cutoff = SystemTime::now()
-            .checked_sub(
-                self.config
-                    .ack_timeout
-                    .saturating_sub(STORE_TIME_GRANULARITY),
-            )
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let op = async move {
-            match step {
-                Step::CatchUp { after, limit } => {
-                    store
-                        .claim_pending(&user, &device, None, after, limit)
-                        .await
-                }
-                Step::Redeliver { limit } => {
-                    store
-                        .claim_pending(&user, &device, Some(cutoff), None, limit)
-                        .await
-                }
-                Step::ReadNew { limit } => store.read_new(&user, &device, limit).await,
-            }
-        };
-        ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
-            act.finish(key, conn, step, now, result, ctx);
-        }));
-    }
-
-    fn finish(
-        &mut self,
-        key: FeedKey,
-        conn: ConnId,
-        step: Step,
-        started: Instant,
-        result: Result<Vec<Delivered>, StoreError>,
-        ctx: &mut Context<Self>,
-    ) {
-        self.running.remove(&key);
-        let Some(feed) = self.feeds.get_mut(&key) else {
-            return;
-        };
-        if feed.conn != conn {
-            // The device reconnected meanwhile. What this operation read is pending in the store
-            // and the new session's catch-up (which starts now, after it) claims it.
-            self.pump(key, ctx);
-            return;
-        }
-        let messages = match result {
-            Ok(messages) => messages,
-            Err(err) => {
-                // The store may have applied the operation without answering (a timeout, a dropped
-                // connection): its messages would then be pending but untracked here. Starting
-                // over with a full catch-up re-sends everything pending (clients dedupe by id).
-                // Retried by the tick; the messages stay safe in the store.
-                warn!(user = %key.0, device = %key.1, error = %err, "delivery read failed");
-                feed.phase = Phase::CatchUp { after: None };
-                feed.inflight.clear();
-                feed.dirty = true;
-                return;
-            }
-        };
-        let got = messages.len();
-        match step {
-            Step::CatchUp { limit, .. } => {
-                feed.phase = match messages.last() {
-                    Some(last) if got >= limit => Phase::CatchUp {
-                        after: Some(last.position),
-                    },
-                    _ => Phase::Live,
-                };
-                feed.dirty = true;
-            }
-            Step::Redeliver { .. } => {
-                // In-flight entries the store no longer holds as stale (acked meanwhile, or
-                // trimmed) must not trigger redelivery again.
-                let cutoff = started.checked_sub(self.config.ack_timeout);
-                let returned: HashSet<Position> = messages.iter().map(|d| d.position).collect();
-                feed.inflight
-                    .retain(|pos, sent| returned.contains(pos) || cutoff.is_none_or(|c| *sent > c));
-                if got > 0 {
-                    debug!(user = %key.0, device = %key.1, count = got, "redelivering unacked messages");
-                }
-            }
-            Step::ReadNew { limit } => {
-                if got >= limit {
-                    feed.dirty = true;
-                }
-            }
-        }
-        let now = Instant::now();
-        for d in &messages {
-            feed.inflight.insert(d.position, now);
-        }
-        self.metrics
-            .record_delivery(!matches!(step, Step::ReadNew { .. }), &messages);
-        send_in_batches(&feed.deliver, messages, &self.config);
-        self.pump(key, ctx);
-    }
-
     /// Periodic: redeliver overdue messages, retry feeds whose last store operation failed.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
@@ -340,28 +225,6 @@ impl Dispatcher {
                     }
                 }),
         );
-    }
-}
-
-/// Splits messages into `msg.recv`-sized batches for the session.
-fn send_in_batches(to: &Recipient<Deliver>, messages: Vec<Delivered>, config: &DispatcherConfig) {
-    let mut batch = Vec::new();
-    let mut bytes = 0;
-    for d in messages {
-        let size = d.message.message.len() + 200;
-        if !batch.is_empty()
-            && (batch.len() >= config.recv_batch || bytes + size > config.recv_bytes)
-        {
-            to.do_send(Deliver {
-                messages: std::mem::take(&mut batch),
-            });
-            bytes = 0;
-        }
-        bytes += size;
-        batch.push(d);
-    }
-    if !batch.is_empty() {
-        to.do_send(Deliver { messages: batch });
     }
 }
 
