@@ -21,6 +21,9 @@ struct Cli {
     /// Print the report as JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Also write the JSON report to this file (the table still goes to standard output).
+    #[arg(long, global = true)]
+    json_out: Option<std::path::PathBuf>,
     /// Command printing a token for `{user}`, e.g. "titan-server token {user} --config F".
     #[arg(long, global = true)]
     token_cmd: Option<String>,
@@ -155,6 +158,7 @@ fn run() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let pid = cli.server_pid;
     let concurrency = cli.connect_concurrency;
+    let output = cli.output(nofile);
     runtime.block_on(async {
         match cli.command {
             Command::P2p {
@@ -184,7 +188,7 @@ fn run() -> anyhow::Result<()> {
                     connect_concurrency: concurrency,
                 };
                 let report = p2p::run(&options, &tokens).await?;
-                print("p2p", cli.json, nofile, &report)
+                print("p2p", &output, &report)
             }
             Command::Idle {
                 url,
@@ -201,7 +205,7 @@ fn run() -> anyhow::Result<()> {
                     connect_concurrency: concurrency,
                 };
                 let report = idle::run(&options, &tokens).await?;
-                print("idle", cli.json, nofile, &report)
+                print("idle", &output, &report)
             }
             Command::Fanout {
                 url,
@@ -230,7 +234,7 @@ fn run() -> anyhow::Result<()> {
                     connect_concurrency: concurrency,
                 };
                 let report = fanout::run(&options, &tokens).await?;
-                print("fanout", cli.json, nofile, &report)
+                print("fanout", &output, &report)
             }
             Command::ReconnectStorm {
                 url,
@@ -253,26 +257,46 @@ fn run() -> anyhow::Result<()> {
                     server_pid: pid,
                 };
                 let report = storm::run(&options, &tokens).await?;
-                print("reconnect-storm", cli.json, nofile, &report)
+                print("reconnect-storm", &output, &report)
             }
         }
     })
 }
 
+/// Where and how the report goes.
+struct OutputTo {
+    json: bool,
+    json_out: Option<std::path::PathBuf>,
+    nofile: NofileLimit,
+}
+
+impl Cli {
+    fn output(&self, nofile: NofileLimit) -> OutputTo {
+        OutputTo {
+            json: self.json,
+            json_out: self.json_out.clone(),
+            nofile,
+        }
+    }
+}
+
 /// Prints the report: the program's actual output, hence `println!`.
 fn print<R: Serialize + std::fmt::Display>(
     command: &'static str,
-    json: bool,
-    nofile: NofileLimit,
+    to: &OutputTo,
     report: &R,
 ) -> anyhow::Result<()> {
-    if json {
-        let out = Output {
-            command,
-            nofile,
-            report,
-        };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+    let nofile = to.nofile;
+    let json = serde_json::to_string_pretty(&Output {
+        command,
+        nofile,
+        report,
+    })?;
+    if let Some(path) = &to.json_out {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if to.json {
+        println!("{json}");
     } else {
         println!(
             "open-files limit of titan-bench: soft {} (raised from {}), hard {}",
