@@ -136,16 +136,19 @@ impl std::fmt::Display for CpuReport {
                 |v| format!("{v:.digits$}"),
             )
         };
-        writeln!(
+        write!(
             f,
             "  cpu over {:.2} s wall: bench {:.2} s, server {} s",
             self.wall_s,
             self.bench_cpu_s,
             opt(self.server_cpu_s, 2)
         )?;
+        if self.bench_cpu_us_per_msg.is_none() {
+            return Ok(()); // No messages in this interval (an idle hold).
+        }
         write!(
             f,
-            "  cpu per delivered message: server {} us, bench {} us",
+            "\n  cpu per delivered message: server {} us, bench {} us",
             opt(self.server_cpu_us_per_msg, 1),
             self.bench_cpu_us_per_msg
                 .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"))
