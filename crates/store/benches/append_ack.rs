@@ -2,6 +2,7 @@
 //! store: one fsync per write transaction), read it for a device, ack it. On the embedded store
 //! in a temporary directory and on the memory store. `cargo bench -p titan-store`.
 //!
+//! "append only" appends to recipients that never had a message (so no inbox grows).
 //! "x16" runs 16 such cycles at once, as 16 concurrent senders would: the embedded store's group
 //! commit can share one transaction (one fsync) between them.
 
@@ -60,16 +61,32 @@ fn bench_store(c: &mut Criterion, name: &str, store: EmbeddedStore) {
             ))
         })
     });
+    // Appends alone, each to recipients that never had a message: the cost of one msg.send
+    // without the delivery that follows it.
     c.bench_function(&format!("{name}: append only, 1 message"), |b| {
         b.iter(|| {
             rt.block_on(async {
-                store.append(vec![new_message(&users[1])]).await.unwrap();
-                // Keep the inbox under max_pending: drain what was appended.
-                let read = store.read_new(&users[1], &device, 1).await.unwrap();
-                assert_eq!(read.len(), 1);
+                let to = UserId::new(format!("fresh-{}", NEXT.load(Ordering::Relaxed))).unwrap();
+                store.append(vec![new_message(&to)]).await.unwrap();
             })
         })
     });
+    c.bench_function(
+        &format!("{name}: append only, 100 messages in one call"),
+        |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let batch = (0..100)
+                        .map(|_| {
+                            let n = NEXT.load(Ordering::Relaxed);
+                            new_message(&UserId::new(format!("fresh-{n}")).unwrap())
+                        })
+                        .collect();
+                    store.append(batch).await.unwrap();
+                })
+            })
+        },
+    );
 }
 
 fn limits() -> InboxLimits {
