@@ -32,12 +32,38 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| BenchError::system(&path, "short stat line"))
     };
-    let per_second = sysconf(SysconfVar::CLK_TCK)
+    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+}
+
+/// CPU seconds the whole machine has been busy (all cores, everything but idle and iowait),
+/// from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> Result<f64, BenchError> {
+    let stat =
+        std::fs::read_to_string("/proc/stat").map_err(|e| BenchError::system("/proc/stat", e))?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ticks.len() < 5 {
+        return Err(BenchError::system("/proc/stat", "no cpu line"));
+    }
+    // user nice system idle iowait irq softirq steal ...; guest time is already in user.
+    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks[3] - ticks[4];
+    Ok(busy as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    sysconf(SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .filter(|t| *t > 0)
-        .unwrap_or(100) as f64;
-    Ok((ticks(11)? + ticks(12)?) as f64 / per_second)
+        .unwrap_or(100) as f64
 }
 
 /// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/PID/status`).
@@ -88,6 +114,7 @@ pub struct CpuSample {
     at: Instant,
     bench: f64,
     server: Option<f64>,
+    machine: Option<f64>,
 }
 
 impl CpuSample {
@@ -98,6 +125,7 @@ impl CpuSample {
             at: Instant::now(),
             bench: own_cpu_seconds().unwrap_or(f64::NAN),
             server: server_pid.and_then(|pid| process_cpu_seconds(pid).ok()),
+            machine: machine_busy_seconds().ok(),
         }
     }
 
@@ -106,7 +134,9 @@ impl CpuSample {
         let bench = later.bench - self.bench;
         let server = later.server.zip(self.server).map(|(b, a)| b - a);
         let per = |secs: f64| (work > 0).then(|| secs * 1e6 / work as f64);
+        let machine = later.machine.zip(self.machine).map(|(b, a)| b - a);
         CpuReport {
+            others_cpu_s: machine.zip(server).map(|(m, s)| (m - s - bench).max(0.0)),
             wall_s: later.at.duration_since(self.at).as_secs_f64(),
             bench_cpu_s: bench,
             server_cpu_s: server,
@@ -123,6 +153,9 @@ pub struct CpuReport {
     pub bench_cpu_s: f64,
     /// `None` without `--server-pid`.
     pub server_cpu_s: Option<f64>,
+    /// CPU used by every other process of the machine meanwhile (compilers...): how noisy the
+    /// measurement was. `None` without `--server-pid`.
+    pub others_cpu_s: Option<f64>,
     pub bench_cpu_us_per_msg: Option<f64>,
     /// Server CPU microseconds per delivered message: comparable across noisy runs.
     pub server_cpu_us_per_msg: Option<f64>,
@@ -138,10 +171,11 @@ impl std::fmt::Display for CpuReport {
         };
         write!(
             f,
-            "  cpu over {:.2} s wall: bench {:.2} s, server {} s",
+            "  cpu over {:.2} s wall: bench {:.2} s, server {} s, other processes {} s",
             self.wall_s,
             self.bench_cpu_s,
-            opt(self.server_cpu_s, 2)
+            opt(self.server_cpu_s, 2),
+            opt(self.others_cpu_s, 2)
         )?;
         if self.bench_cpu_us_per_msg.is_none() {
             return Ok(()); // No messages in this interval (an idle hold).
