@@ -92,3 +92,19 @@ impl TokenSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--token-cmd` substitutes the user and returns the command's trimmed output; a failing
+    /// command is an error that names the user.
+    #[tokio::test]
+    async fn token_command_output_and_failure() {
+        let ok = TokenSource::Command("printf ' tok-{user}\\n'".into());
+        assert_eq!(ok.token("alice").await.unwrap(), "tok-alice");
+        let failing = TokenSource::Command("exit 3".into());
+        let err = failing.token("bob").await.unwrap_err().to_string();
+        assert!(err.contains("bob"), "{err}");
+    }
+}
