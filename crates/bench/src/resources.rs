@@ -35,9 +35,9 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
     Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
 }
 
-/// CPU seconds the whole machine has been busy (all cores, everything but idle and iowait),
-/// from the first line of `/proc/stat`.
-pub fn machine_busy_seconds() -> Result<f64, BenchError> {
+/// CPU seconds the whole machine has been busy (all cores: user, nice, system, irq, softirq),
+/// and CPU seconds the hypervisor took from it (steal), from the first line of `/proc/stat`.
+pub fn machine_busy_and_steal_seconds() -> Result<(f64, f64), BenchError> {
     let stat =
         std::fs::read_to_string("/proc/stat").map_err(|e| BenchError::system("/proc/stat", e))?;
     let ticks: Vec<u64> = stat
@@ -54,8 +54,10 @@ pub fn machine_busy_seconds() -> Result<f64, BenchError> {
         return Err(BenchError::system("/proc/stat", "no cpu line"));
     }
     // user nice system idle iowait irq softirq steal ...; guest time is already in user.
-    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks[3] - ticks[4];
-    Ok(busy as f64 / clock_ticks_per_second())
+    let busy: u64 = ticks.iter().take(7).sum::<u64>() - ticks[3] - ticks[4];
+    let steal = ticks.get(7).copied().unwrap_or(0);
+    let hz = clock_ticks_per_second();
+    Ok((busy as f64 / hz, steal as f64 / hz))
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -114,7 +116,8 @@ pub struct CpuSample {
     at: Instant,
     bench: f64,
     server: Option<f64>,
-    machine: Option<f64>,
+    /// (busy, steal) of the whole machine.
+    machine: Option<(f64, f64)>,
 }
 
 impl CpuSample {
@@ -125,7 +128,7 @@ impl CpuSample {
             at: Instant::now(),
             bench: own_cpu_seconds().unwrap_or(f64::NAN),
             server: server_pid.and_then(|pid| process_cpu_seconds(pid).ok()),
-            machine: machine_busy_seconds().ok(),
+            machine: machine_busy_and_steal_seconds().ok(),
         }
     }
 
@@ -134,9 +137,15 @@ impl CpuSample {
         let bench = later.bench - self.bench;
         let server = later.server.zip(self.server).map(|(b, a)| b - a);
         let per = |secs: f64| (work > 0).then(|| secs * 1e6 / work as f64);
-        let machine = later.machine.zip(self.machine).map(|(b, a)| b - a);
+        let machine = later
+            .machine
+            .zip(self.machine)
+            .map(|(b, a)| (b.0 - a.0, b.1 - a.1));
         CpuReport {
-            others_cpu_s: machine.zip(server).map(|(m, s)| (m - s - bench).max(0.0)),
+            others_cpu_s: machine
+                .zip(server)
+                .map(|((busy, _), s)| (busy - s - bench).max(0.0)),
+            steal_s: machine.map(|(_, steal)| steal),
             wall_s: later.at.duration_since(self.at).as_secs_f64(),
             bench_cpu_s: bench,
             server_cpu_s: server,
@@ -156,6 +165,9 @@ pub struct CpuReport {
     /// CPU used by every other process of the machine meanwhile (compilers...): how noisy the
     /// measurement was. `None` without `--server-pid`.
     pub others_cpu_s: Option<f64>,
+    /// CPU time the hypervisor gave to other guests while this one wanted it (`steal` of
+    /// `/proc/stat`): noise from outside the machine.
+    pub steal_s: Option<f64>,
     pub bench_cpu_us_per_msg: Option<f64>,
     /// Server CPU microseconds per delivered message: comparable across noisy runs.
     pub server_cpu_us_per_msg: Option<f64>,
@@ -171,11 +183,13 @@ impl std::fmt::Display for CpuReport {
         };
         write!(
             f,
-            "  cpu over {:.2} s wall: bench {:.2} s, server {} s, other processes {} s",
+            "  cpu over {:.2} s wall: bench {:.2} s, server {} s, other processes {} s, steal {} s",
             self.wall_s,
             self.bench_cpu_s,
             opt(self.server_cpu_s, 2),
-            opt(self.others_cpu_s, 2)
+            opt(self.others_cpu_s, 2),
+            self.steal_s
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
         )?;
         if self.bench_cpu_us_per_msg.is_none() {
             return Ok(()); // No messages in this interval (an idle hold).
