@@ -111,6 +111,29 @@ impl Client {
         })
     }
 
+    /// Connects to `url` (`ws://IP:port/path`) from the local address `local`, e.g. one of
+    /// 127.0.0.x, so a load generator can open more connections than one source address has
+    /// ephemeral ports.
+    pub async fn connect_from(
+        url: &str,
+        local: std::net::IpAddr,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let ws = transport::connect_from(url, local, options.connect_timeout).await?;
+        let Handles {
+            link,
+            deliveries,
+            drop_guard,
+        } = connection::spawn(ws, &options, url);
+        Ok(Self {
+            link,
+            deliveries: Mutex::new(deliveries),
+            next_id: AtomicU64::new(1),
+            options,
+            _drop_guard: drop_guard,
+        })
+    }
+
     /// Calls `method` and waits for its result. `Value::Null` params are left out of the request.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

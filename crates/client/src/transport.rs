@@ -4,8 +4,11 @@ use crate::error::{ClientError, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -57,4 +60,46 @@ pub(crate) async fn connect(
         .await
         .map_err(|_| ClientError::Timeout)??;
     Ok(ws)
+}
+
+/// Like [`connect`], but the TCP socket is bound to `local` (port chosen by the kernel) before it
+/// connects. Each local address has its own ~28k ephemeral ports towards one server address, so
+/// spreading connections over 127.0.0.x lets one machine open more than 64k of them (the
+/// benchmark's idle test). Plain `ws://` only, with an IP address as host.
+pub(crate) async fn connect_from(url: &str, local: IpAddr, timeout: Duration) -> Result<WsStream> {
+    let request = url.into_client_request()?;
+    let uri = request.uri();
+    let bad_url = || {
+        ClientError::Protocol(format!(
+            "need ws://IP:PORT/... to bind a source address, got {url}"
+        ))
+    };
+    if uri.scheme_str() != Some("ws") {
+        return Err(bad_url());
+    }
+    let host: IpAddr = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse().ok())
+        .ok_or_else(bad_url)?;
+    let server = SocketAddr::new(host, uri.port_u16().unwrap_or(80));
+    let io = |e: std::io::Error| ClientError::from(tungstenite::Error::Io(e));
+    let connecting = async {
+        let socket = if server.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(io)?;
+        socket.bind(SocketAddr::new(local, 0)).map_err(io)?;
+        let tcp = socket.connect(server).await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config())).await?;
+        Ok::<_, ClientError>(ws)
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| ClientError::Timeout)?
 }

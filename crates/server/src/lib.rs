@@ -266,6 +266,10 @@ pub async fn run(
             .configure(http::routes)
     })
     .disable_signals()
+    // Nagle off: responses and msg.recv are small frames; with Nagle on (actix-web's default)
+    // a frame written while an earlier one is unacknowledged waits for the peer's delayed ACK,
+    // which added ~10 ms to send-to-ACK latency in the benchmark (docs/benchmarks.md).
+    .tcp_nodelay(true)
     .shutdown_timeout(STOP_GRACE.as_secs());
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);

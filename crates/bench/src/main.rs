@@ -1,0 +1,308 @@
+//! `titan-bench`: parse the command line, raise the open-files limit, run one load, print its
+//! figures (a table, or JSON with `--json`).
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::Duration;
+use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
+use titan_bench::idle::{self, IdleOptions};
+use titan_bench::p2p::{self, P2pOptions, Rate};
+use titan_bench::resources::{self, NofileLimit};
+use titan_bench::storm::{self, StormOptions};
+use titan_bench::tokens::TokenSource;
+
+#[derive(Parser)]
+#[command(version, about = "Load generator for Titan (see docs/benchmarks.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Print the report as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Also write the JSON report to this file (the table still goes to standard output).
+    #[arg(long, global = true)]
+    json_out: Option<std::path::PathBuf>,
+    /// Command printing a token for `{user}`, e.g. "titan-server token {user} --config F".
+    #[arg(long, global = true)]
+    token_cmd: Option<String>,
+    /// HS256 secret to mint tokens with (the server's auth.jwt_secret).
+    #[arg(
+        long,
+        global = true,
+        env = "TITAN_BENCH_JWT_SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// The server's process id: its CPU time and memory are reported.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// WebSocket handshakes in progress at once.
+    #[arg(long, global = true, default_value_t = 256)]
+    connect_concurrency: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sender/receiver pairs: throughput, latency, loss.
+    P2p {
+        /// Server URL(s), comma-separated (ws://127.0.0.1:3000/ws).
+        #[arg(long, value_delimiter = ',', required = true)]
+        url: Vec<String>,
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Message body bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Total messages per second, or "max".
+        #[arg(long, default_value = "max")]
+        rate: String,
+        /// Unacked msg.send calls per sender.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Wait this long after the run for ACKed messages still on their way.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        drain: Duration,
+    },
+    /// Authenticated idle connections and the server's memory per connection.
+    Idle {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        /// Number of 127.0.0.x source addresses to spread the connections over.
+        #[arg(long, default_value_t = 8)]
+        sources: u8,
+    },
+    /// One user with many devices (--devices), or one sender to many users (--users).
+    Fanout {
+        #[arg(long)]
+        url: String,
+        #[arg(long, conflicts_with = "users", required_unless_present = "users")]
+        devices: Option<usize>,
+        #[arg(long)]
+        users: Option<usize>,
+        /// Messages to every recipient.
+        #[arg(long, default_value_t = 1000)]
+        rounds: usize,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Messages per msg.send with --users.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        drain: Duration,
+    },
+    /// Clients with pending messages reconnect at once.
+    ReconnectStorm {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        #[arg(long, default_value_t = 10)]
+        pending: usize,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages per msg.send while filling the inboxes.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 16)]
+        fill_window: usize,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Output<R: Serialize> {
+    command: &'static str,
+    nofile: NofileLimit,
+    report: R,
+}
+
+fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TITAN_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("titan-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let nofile = resources::raise_nofile().context("raising the open-files limit")?;
+    let tokens = match (&cli.token_cmd, &cli.jwt_secret) {
+        (Some(cmd), None) => TokenSource::Command(cmd.clone()),
+        (None, Some(secret)) => TokenSource::secret(secret)?,
+        _ => bail!("give exactly one of --token-cmd and --jwt-secret"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let pid = cli.server_pid;
+    let concurrency = cli.connect_concurrency;
+    let output = cli.output(nofile);
+    runtime.block_on(async {
+        match cli.command {
+            Command::P2p {
+                url,
+                pairs,
+                size,
+                rate,
+                window,
+                duration,
+                warmup,
+                drain,
+            } => {
+                let rate = match rate.as_str() {
+                    "max" => Rate::Max,
+                    r => Rate::PerSecond(r.parse().context("--rate is a number or \"max\"")?),
+                };
+                let options = P2pOptions {
+                    urls: url,
+                    pairs,
+                    size,
+                    rate,
+                    window,
+                    duration,
+                    warmup,
+                    drain,
+                    server_pid: pid,
+                    connect_concurrency: concurrency,
+                };
+                let report = p2p::run(&options, &tokens).await?;
+                print("p2p", &output, &report)
+            }
+            Command::Idle {
+                url,
+                conns,
+                hold,
+                sources,
+            } => {
+                let options = IdleOptions {
+                    url,
+                    conns,
+                    hold,
+                    sources,
+                    server_pid: pid,
+                    connect_concurrency: concurrency,
+                };
+                let report = idle::run(&options, &tokens).await?;
+                print("idle", &output, &report)
+            }
+            Command::Fanout {
+                url,
+                devices,
+                users,
+                rounds,
+                size,
+                window,
+                batch,
+                drain,
+            } => {
+                let mode = match (devices, users) {
+                    (Some(d), _) => FanoutMode::Devices(d),
+                    (None, Some(u)) => FanoutMode::Users(u),
+                    (None, None) => bail!("give --devices or --users"),
+                };
+                let options = FanoutOptions {
+                    url,
+                    mode,
+                    rounds,
+                    size,
+                    window,
+                    batch,
+                    drain,
+                    server_pid: pid,
+                    connect_concurrency: concurrency,
+                };
+                let report = fanout::run(&options, &tokens).await?;
+                print("fanout", &output, &report)
+            }
+            Command::ReconnectStorm {
+                url,
+                conns,
+                pending,
+                size,
+                batch,
+                fill_window,
+                timeout,
+            } => {
+                let options = StormOptions {
+                    url,
+                    conns,
+                    pending,
+                    size,
+                    batch,
+                    fill_window,
+                    connect_concurrency: concurrency,
+                    timeout,
+                    server_pid: pid,
+                };
+                let report = storm::run(&options, &tokens).await?;
+                print("reconnect-storm", &output, &report)
+            }
+        }
+    })
+}
+
+/// Where and how the report goes.
+struct OutputTo {
+    json: bool,
+    json_out: Option<std::path::PathBuf>,
+    nofile: NofileLimit,
+}
+
+impl Cli {
+    fn output(&self, nofile: NofileLimit) -> OutputTo {
+        OutputTo {
+            json: self.json,
+            json_out: self.json_out.clone(),
+            nofile,
+        }
+    }
+}
+
+/// Prints the report: the program's actual output, hence `println!`.
+fn print<R: Serialize + std::fmt::Display>(
+    command: &'static str,
+    to: &OutputTo,
+    report: &R,
+) -> anyhow::Result<()> {
+    let nofile = to.nofile;
+    let json = serde_json::to_string_pretty(&Output {
+        command,
+        nofile,
+        report,
+    })?;
+    if let Some(path) = &to.json_out {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if to.json {
+        println!("{json}");
+    } else {
+        println!(
+            "open-files limit of titan-bench: soft {} (raised from {}), hard {}",
+            nofile.soft, nofile.soft_before, nofile.hard
+        );
+        println!("{report}");
+    }
+    Ok(())
+}

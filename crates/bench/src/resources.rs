@@ -1,0 +1,205 @@
+//! What a run costs: CPU seconds of this process (getrusage) and of the server
+//! (`/proc/PID/stat`), the server's resident memory (`/proc/PID/status`), and the open-files
+//! limit, which bounds how many connections one process can hold.
+
+use crate::error::BenchError;
+use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
+use nix::unistd::{SysconfVar, sysconf};
+use serde::Serialize;
+use std::time::Instant;
+
+/// CPU seconds (user + system) this process has used.
+pub fn own_cpu_seconds() -> Result<f64, BenchError> {
+    let usage = getrusage(UsageWho::RUSAGE_SELF).map_err(|e| BenchError::system("getrusage", e))?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(secs(usage.user_time()) + secs(usage.system_time()))
+}
+
+/// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`.
+pub fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| BenchError::system(&path, e))?;
+    // The command name (field 2) may hold spaces; fields after its closing parenthesis are
+    // plain. utime and stime are fields 14 and 15, i.e. the 12th and 13th after the name.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| BenchError::system(&path, "no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, BenchError> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| BenchError::system(&path, "short stat line"))
+    };
+    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+}
+
+/// CPU seconds the whole machine has been busy (all cores: user, nice, system, irq, softirq),
+/// and CPU seconds the hypervisor took from it (steal), from the first line of `/proc/stat`.
+pub fn machine_busy_and_steal_seconds() -> Result<(f64, f64), BenchError> {
+    let stat =
+        std::fs::read_to_string("/proc/stat").map_err(|e| BenchError::system("/proc/stat", e))?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ticks.len() < 5 {
+        return Err(BenchError::system("/proc/stat", "no cpu line"));
+    }
+    // user nice system idle iowait irq softirq steal ...; guest time is already in user.
+    let busy: u64 = ticks.iter().take(7).sum::<u64>() - ticks[3] - ticks[4];
+    let steal = ticks.get(7).copied().unwrap_or(0);
+    let hz = clock_ticks_per_second();
+    Ok((busy as f64 / hz, steal as f64 / hz))
+}
+
+fn clock_ticks_per_second() -> f64 {
+    sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as f64
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/PID/status`).
+pub fn process_rss_bytes(pid: u32) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| BenchError::system(&path, e))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| BenchError::system(&path, "no VmRSS line"))
+}
+
+/// The soft open-files limit of process `pid` (`Max open files` of `/proc/PID/limits`).
+pub fn process_nofile(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The open-files limit of this process before and after [`raise_nofile`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct NofileLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises this process's soft open-files limit to its hard limit (each connection is a file).
+pub fn raise_nofile() -> Result<NofileLimit, BenchError> {
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| BenchError::system("getrlimit", e))?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+            .map_err(|e| BenchError::system("setrlimit", e))?;
+    }
+    Ok(NofileLimit {
+        soft_before: soft,
+        soft: hard,
+        hard,
+    })
+}
+
+/// CPU counters at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    at: Instant,
+    bench: f64,
+    server: Option<f64>,
+    /// (busy, steal) of the whole machine.
+    machine: Option<(f64, f64)>,
+}
+
+impl CpuSample {
+    /// Reads this process's CPU time, and the server's when its pid is known (a server that
+    /// cannot be read is reported as unknown rather than failing the run).
+    pub fn take(server_pid: Option<u32>) -> Self {
+        Self {
+            at: Instant::now(),
+            bench: own_cpu_seconds().unwrap_or(f64::NAN),
+            server: server_pid.and_then(|pid| process_cpu_seconds(pid).ok()),
+            machine: machine_busy_and_steal_seconds().ok(),
+        }
+    }
+
+    /// The CPU used between `self` and `later`, per unit of work when `work` > 0.
+    pub fn until(&self, later: &CpuSample, work: u64) -> CpuReport {
+        let bench = later.bench - self.bench;
+        let server = later.server.zip(self.server).map(|(b, a)| b - a);
+        let per = |secs: f64| (work > 0).then(|| secs * 1e6 / work as f64);
+        let machine = later
+            .machine
+            .zip(self.machine)
+            .map(|(b, a)| (b.0 - a.0, b.1 - a.1));
+        CpuReport {
+            others_cpu_s: machine
+                .zip(server)
+                .map(|((busy, _), s)| (busy - s - bench).max(0.0)),
+            steal_s: machine.map(|(_, steal)| steal),
+            wall_s: later.at.duration_since(self.at).as_secs_f64(),
+            bench_cpu_s: bench,
+            server_cpu_s: server,
+            bench_cpu_us_per_msg: per(bench),
+            server_cpu_us_per_msg: server.and_then(per),
+        }
+    }
+}
+
+/// CPU used over a measured interval (both processes share the machine's cores).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuReport {
+    pub wall_s: f64,
+    pub bench_cpu_s: f64,
+    /// `None` without `--server-pid`.
+    pub server_cpu_s: Option<f64>,
+    /// CPU used by every other process of the machine meanwhile (compilers...): how noisy the
+    /// measurement was. `None` without `--server-pid`.
+    pub others_cpu_s: Option<f64>,
+    /// CPU time the hypervisor gave to other guests while this one wanted it (`steal` of
+    /// `/proc/stat`): noise from outside the machine.
+    pub steal_s: Option<f64>,
+    pub bench_cpu_us_per_msg: Option<f64>,
+    /// Server CPU microseconds per delivered message: comparable across noisy runs.
+    pub server_cpu_us_per_msg: Option<f64>,
+}
+
+impl std::fmt::Display for CpuReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = |v: Option<f64>, digits: usize| {
+            v.map_or_else(
+                || "n/a (no --server-pid)".to_owned(),
+                |v| format!("{v:.digits$}"),
+            )
+        };
+        write!(
+            f,
+            "  cpu over {:.2} s wall: bench {:.2} s, server {} s, other processes {} s, steal {} s",
+            self.wall_s,
+            self.bench_cpu_s,
+            opt(self.server_cpu_s, 2),
+            opt(self.others_cpu_s, 2),
+            self.steal_s
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
+        )?;
+        if self.bench_cpu_us_per_msg.is_none() {
+            return Ok(()); // No messages in this interval (an idle hold).
+        }
+        write!(
+            f,
+            "\n  cpu per delivered message: server {} us, bench {} us",
+            opt(self.server_cpu_us_per_msg, 1),
+            self.bench_cpu_us_per_msg
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"))
+        )
+    }
+}

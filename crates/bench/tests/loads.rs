@@ -1,0 +1,104 @@
+//! The idle, fanout and reconnect-storm loads against a real Titan server started in this
+//! process (memory store), at tiny sizes: they connect, deliver everything once and count right.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{SECRET, Server};
+use std::time::Duration;
+use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
+use titan_bench::idle::{self, IdleOptions};
+use titan_bench::storm::{self, StormOptions};
+use titan_bench::tokens::TokenSource;
+use titan_server::config::Backend;
+
+fn tokens() -> TokenSource {
+    TokenSource::secret(SECRET).unwrap()
+}
+
+/// Idle connections bound to several 127.0.0.x source addresses all authenticate and stay open,
+/// and the server's memory is read (this process is the server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_several_source_addresses_stay_open() {
+    let server = Server::start(Backend::Memory);
+    let options = IdleOptions {
+        url: server.url.clone(),
+        conns: 24,
+        hold: Duration::from_millis(200),
+        sources: 4,
+        server_pid: Some(std::process::id()),
+        connect_concurrency: 8,
+    };
+    let report = idle::run(&options, &tokens()).await.unwrap();
+    assert_eq!(report.connected, 24, "{report}");
+    assert_eq!(report.failed, 0, "{report}");
+    assert_eq!(report.open_after_hold, 24, "{report}");
+    assert!(report.rss_after_hold.is_some(), "{report}");
+    assert!(report.rss_per_conn_bytes.is_some(), "{report}");
+}
+
+fn fanout_options(url: &str, mode: FanoutMode) -> FanoutOptions {
+    FanoutOptions {
+        url: url.to_owned(),
+        mode,
+        rounds: 20,
+        size: 64,
+        window: 4,
+        batch: 3,
+        drain: Duration::from_secs(20),
+        server_pid: None,
+        connect_concurrency: 8,
+    }
+}
+
+/// Every message to a user with several devices reaches each device exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_to_devices_delivers_to_every_device_once() {
+    let server = Server::start(Backend::Memory);
+    let options = fanout_options(&server.url, FanoutMode::Devices(5));
+    let report = fanout::run(&options, &tokens()).await.unwrap();
+    assert_eq!(report.failed_calls, 0, "{report}");
+    assert_eq!(report.expected, 5 * 20, "{report}");
+    assert_eq!(report.delivered, 5 * 20, "{report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.duplicates, 0, "{report}");
+}
+
+/// A sender's batched messages to many users (batches not dividing the users evenly) reach each
+/// user exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_to_users_delivers_to_every_user_once() {
+    let server = Server::start(Backend::Memory);
+    let options = fanout_options(&server.url, FanoutMode::Users(7));
+    let report = fanout::run(&options, &tokens()).await.unwrap();
+    assert_eq!(report.calls, 20 * 3, "{report}");
+    assert_eq!(report.failed_calls, 0, "{report}");
+    assert_eq!(report.delivered, 7 * 20, "{report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.duplicates, 0, "{report}");
+}
+
+/// Clients that reconnect together get all the messages left pending for them, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_storm_serves_every_pending_message() {
+    let server = Server::start(Backend::Memory);
+    let options = StormOptions {
+        url: server.url.clone(),
+        conns: 20,
+        pending: 5,
+        size: 64,
+        batch: 7,
+        fill_window: 4,
+        connect_concurrency: 8,
+        timeout: Duration::from_secs(30),
+        server_pid: None,
+    };
+    let report = storm::run(&options, &tokens()).await.unwrap();
+    assert_eq!(report.stored, 100, "{report}");
+    assert_eq!(report.reconnected, 20, "{report}");
+    assert_eq!(report.served, 20, "{report}");
+    assert_eq!(report.delivered, 100, "{report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.duplicates, 0, "{report}");
+}

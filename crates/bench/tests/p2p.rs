@@ -1,0 +1,57 @@
+//! The load generator against a real Titan server started in this process (memory store and
+//! embedded store): a short p2p run loses and duplicates nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{SECRET, Server};
+use std::time::Duration;
+use titan_bench::p2p::{self, P2pOptions, Rate};
+use titan_bench::tokens::TokenSource;
+use titan_server::config::Backend;
+
+fn options(url: &str) -> P2pOptions {
+    P2pOptions {
+        urls: vec![url.to_owned()],
+        pairs: 4,
+        size: 100,
+        // Well under the default per-connection request rate (500/s), so no call is refused.
+        rate: Rate::PerSecond(400.0),
+        window: 8,
+        duration: Duration::from_millis(1500),
+        warmup: Duration::from_millis(500),
+        drain: Duration::from_secs(20),
+        server_pid: Some(std::process::id()),
+        connect_concurrency: 8,
+    }
+}
+
+async fn run_and_check(backend: Backend) {
+    let server = Server::start(backend);
+    let tokens = TokenSource::secret(SECRET).unwrap();
+    let report = p2p::run(&options(&server.url), &tokens).await.unwrap();
+    assert!(report.sent > 0, "{report}");
+    assert!(report.send_errors.is_empty(), "{report}");
+    assert_eq!(report.acked, report.sent, "{report}");
+    assert_eq!(report.delivered, report.sent, "{report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.duplicates, 0, "{report}");
+    assert_eq!(report.foreign, 0, "{report}");
+    assert_eq!(
+        report.end_to_end.count, report.send_to_ack.count,
+        "{report}"
+    );
+}
+
+/// Every message of a short p2p run on the memory store is delivered once: none lost, none doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_memory_store_delivers_everything_once() {
+    run_and_check(Backend::Memory).await;
+}
+
+/// Every message of a short p2p run on the embedded (redb) store is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_embedded_store_delivers_everything_once() {
+    run_and_check(Backend::Embedded).await;
+}
