@@ -20,6 +20,7 @@ mod reads;
 
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
+use crate::resume::{Resume, run_then};
 use crate::feed::{Feed, Phase, Step};
 use crate::metrics::Metrics;
 use crate::push::PushStored;
@@ -166,6 +167,38 @@ impl Dispatcher {
         self
     }
 
+    /// After a `msg.send` batch's append: metrics, push for offline devices, wake the
+    /// recipients' feeds here and on other instances. Returns what the sender is answered.
+    fn stored(
+        &mut self,
+        result: Result<Vec<titan_store::Appended>, StoreError>,
+        recipients: Vec<UserId>,
+        for_push: Option<Vec<titan_protocol::Message>>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), DeliveryError> {
+        let appended = result?;
+        self.metrics.record_accepted(&appended);
+        // Not awaited: push is never on the `msg.send` ACK path.
+        if let (Some(pusher), Some(messages)) = (&self.push, for_push) {
+            let online = |u: &UserId| self.devices.get(u).cloned().unwrap_or_default();
+            if let Some(job) = PushStored::after_append(messages, &appended, &recipients, online) {
+                pusher.do_send(job);
+            }
+        }
+        for user in &recipients {
+            self.wake_user(user, ctx);
+        }
+        if let Some(bus) = self.bus.clone() {
+            // Off the ACK path: a lost wake-up only waits for the next poll.
+            actix::spawn(async move {
+                if let Err(e) = bus.wake(&recipients).await {
+                    debug!(error = %e, "cluster wake-up failed; the poll will deliver");
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// How often feeds are checked for overdue acks and retried after store errors.
     fn tick_interval(&self) -> Duration {
         (self.config.ack_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
@@ -213,18 +246,14 @@ impl Dispatcher {
         }
         self.trimming = true;
         let store = self.store.clone();
-        ctx.spawn(
-            async move { store.trim().await }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    act.trimming = false;
-                    match result {
-                        Ok(0) => {}
-                        Ok(n) => debug!(dropped = n, "trimmed messages past retention"),
-                        Err(err) => warn!(error = %err, "retention trim failed"),
-                    }
-                }),
-        );
+        run_then(ctx, async move { store.trim().await }, |result, act, _| {
+            act.trimming = false;
+            match result {
+                Ok(0) => {}
+                Ok(n) => debug!(dropped = n, "trimmed messages past retention"),
+                Err(err) => warn!(error = %err, "retention trim failed"),
+            }
+        });
     }
 }
 
@@ -240,17 +269,15 @@ impl Actor for Dispatcher {
             act.metrics.messages_in_flight.set(in_flight as i64);
             let users = act.devices.keys().cloned().collect();
             let sample = crate::metrics::sample_depth(act.store.clone(), users);
-            ctx.spawn(sample.into_actor(act).map(|depth, act, _| {
-                act.metrics.inbox_depth.set(depth);
-            }));
+            run_then(ctx, sample, |depth, act, _| act.metrics.inbox_depth.set(depth));
         });
     }
 }
 
 impl Handler<Submit> for Dispatcher {
-    type Result = ResponseActFuture<Self, Result<(), DeliveryError>>;
+    type Result = ResponseFuture<Result<(), DeliveryError>>;
 
-    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
         let now = SystemTime::now();
         let batch: Vec<_> = msg
             .messages
@@ -265,38 +292,23 @@ impl Handler<Submit> for Dispatcher {
             .push
             .as_ref()
             .map(|_| batch.iter().map(|n| n.message.clone()).collect());
-        Box::pin(
-            async move { store.append(batch).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    let appended = result?;
-                    act.metrics.record_accepted(&appended);
-                    // Not awaited: push is never on the `msg.send` ACK path.
-                    if let (Some(pusher), Some(messages)) = (&act.push, for_push) {
-                        let online = |u: &UserId| act.devices.get(u).cloned().unwrap_or_default();
-                        if let Some(job) =
-                            PushStored::after_append(messages, &appended, &recipients, online)
-                        {
-                            pusher.do_send(job);
-                        }
-                    }
-                    for user in &recipients {
-                        act.wake_user(user, ctx);
-                    }
-                    if let Some(bus) = act.bus.clone() {
-                        // Off the ACK path: a lost wake-up only waits for the next poll.
-                        ctx.spawn(
-                            async move {
-                                if let Err(e) = bus.wake(&recipients).await {
-                                    debug!(error = %e, "cluster wake-up failed; the poll will deliver");
-                                }
-                            }
-                            .into_actor(act),
-                        );
-                    }
-                    Ok(())
-                }),
-        )
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        run_then(
+            ctx,
+            async move { store.append(batch).await },
+            move |result, act, ctx| {
+                let _ = reply.send(act.stored(result, recipients, for_push, ctx));
+            },
+        );
+        Box::pin(async move { replied.await.unwrap_or(Err(DeliveryError::Stopped)) })
+    }
+}
+
+impl Handler<Resume<Dispatcher>> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resume<Dispatcher>, ctx: &mut Context<Self>) {
+        msg.run(self, ctx);
     }
 }
 
@@ -368,15 +380,11 @@ impl Handler<Acked> for Dispatcher {
         let store = self.store.clone();
         let (user, device) = key.clone();
         let positions = msg.positions;
-        ctx.spawn(
-            async move { store.ack(&user, &device, &positions).await }
-                .into_actor(self)
-                .map(|result, _, _| {
-                    if let Err(err) = result {
-                        warn!(error = %err, "ack failed; the messages will be redelivered");
-                    }
-                }),
-        );
+        actix::spawn(async move {
+            if let Err(err) = store.ack(&user, &device, &positions).await {
+                warn!(error = %err, "ack failed; the messages will be redelivered");
+            }
+        });
         self.pump(key, ctx);
     }
 }

@@ -15,6 +15,8 @@
 //! - [`push`]: offline delivery by push (FCM, APNs): the [`Pusher`] actor the dispatcher hands
 //!   every stored batch to, and the providers behind one small trait.
 //! - [`error`]: the crate's error type, [`DeliveryError`].
+//! - [`resume`]: running an actor's I/O as its own task and resuming the actor with the output
+//!   (actix re-polls every future in an actor's context on each wake-up).
 //! - [`metrics`]: [`Metrics`], every Prometheus family of the server (recorded here, in the
 //!   sessions, and exposed by the server's `/metrics`).
 //! - [`instrumented`]: [`InstrumentedInbox`], any store with its calls timed and errors counted.
@@ -26,6 +28,7 @@ pub mod feed;
 pub mod instrumented;
 pub mod metrics;
 pub mod push;
+pub mod resume;
 pub mod router;
 pub mod session_link;
 

@@ -48,9 +48,9 @@ impl Dispatcher {
                 Step::ReadNew { limit } => store.read_new(&user, &device, limit).await,
             }
         };
-        ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
+        run_then(ctx, op, move |result, act, ctx| {
             act.finish(key, conn, step, now, result, ctx);
-        }));
+        });
     }
 
     pub(super) fn finish(
