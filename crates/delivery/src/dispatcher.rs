@@ -20,10 +20,10 @@ mod reads;
 
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
-use crate::resume::{Resume, run_then};
 use crate::feed::{Feed, Phase, Step};
 use crate::metrics::Metrics;
 use crate::push::PushStored;
+use crate::resume::{Resume, run_then};
 use crate::session_link::{ConnId, Deliver};
 
 /// Store a client's messages; resolves once they are durable (the `"ACK"` of `msg.send`).
@@ -269,7 +269,9 @@ impl Actor for Dispatcher {
             act.metrics.messages_in_flight.set(in_flight as i64);
             let users = act.devices.keys().cloned().collect();
             let sample = crate::metrics::sample_depth(act.store.clone(), users);
-            run_then(ctx, sample, |depth, act, _| act.metrics.inbox_depth.set(depth));
+            run_then(ctx, sample, |depth, act, _| {
+                act.metrics.inbox_depth.set(depth)
+            });
         });
     }
 }

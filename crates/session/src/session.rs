@@ -374,6 +374,15 @@ impl Handler<Deliver> for Session {
     }
 }
 
+impl Handler<titan_delivery::resume::Resume<Session>> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: titan_delivery::resume::Resume<Session>, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        msg.run(self, ctx);
+    }
+}
+
 impl Handler<Kick> for Session {
     type Result = ();
 

@@ -5,6 +5,7 @@
 
 // The parent's imports (actix, protocol types, limits, errors): this is the same actor's code.
 use super::*;
+use titan_delivery::resume::run_then;
 
 impl Session {
     pub(super) fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -30,7 +31,9 @@ impl Session {
         } else {
             // A batch is answered as one array once every item has its answer.
             self.inflight_requests += 1;
-            let fut = join_all(later).into_actor(self).map(move |done, act, ctx| {
+            // Run as its own task (see titan_delivery::resume): a session with many requests in
+            // flight would otherwise re-poll all of them on every frame and delivery.
+            run_then(ctx, join_all(later), move |done, act, ctx| {
                 act.inflight_requests -= 1;
                 let mut all = now;
                 all.extend(done.into_iter().flatten());
@@ -42,7 +45,6 @@ impl Session {
                     act.close(CloseCode::Draining, ctx);
                 }
             });
-            ctx.spawn(fut);
         }
         if self.auth_failures >= self.deps.config.max_auth_failures {
             self.close(CloseCode::TooManyAuthFailures, ctx);
