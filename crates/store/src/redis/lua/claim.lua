@@ -15,10 +15,10 @@ if count <= 0 then
 end
 
 -- "Delivered before the cutoff" = delivery < cutoff = idle > now - cutoff, in whole ms.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local min_idle = 0
 if cutoff ~= '' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   min_idle = math.max(0, now - tonumber(cutoff) + 1)
 end
 
@@ -38,7 +38,16 @@ local ids = {}
 for i, entry in ipairs(pending) do
   ids[i] = entry[1]
 end
-local out = entries_reply(redis.call('XCLAIM', key, group, consumer, 0, unpack(ids)))
+-- The new delivery time is `now` (TIME, the clock the cutoff is compared with), not the time
+-- Redis caches for the command, which can lag the clock by a few ms: an entry claimed "before"
+-- a cutoff that was already past would be claimed again by the next page.
+local claim = {key, group, consumer, 0}
+for _, id in ipairs(ids) do
+  claim[#claim + 1] = id
+end
+claim[#claim + 1] = 'TIME'
+claim[#claim + 1] = now
+local out = entries_reply(redis.call('XCLAIM', unpack(claim)))
 local found = {}
 for i = 1, #out, 2 do
   found[out[i]] = true
