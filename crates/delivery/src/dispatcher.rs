@@ -125,6 +125,11 @@ pub struct Dispatcher {
     trimming: bool,
     /// Other instances sharing the store, when there are any.
     bus: Option<Arc<dyn Bus>>,
+    /// Recipients whose other instances still need a wake-up, and whether one is on its way:
+    /// while a wake-up call runs, the recipients of later appends gather here and go out in
+    /// the next call, so concurrent senders share round trips instead of one each.
+    wake_queue: HashSet<UserId>,
+    waking: bool,
     last_poll: Instant,
     metrics: Metrics,
     /// Where freshly stored messages go for offline devices, when push is enabled.
@@ -141,6 +146,8 @@ impl Dispatcher {
             running: HashSet::new(),
             trimming: false,
             bus: None,
+            wake_queue: HashSet::new(),
+            waking: false,
             last_poll: Instant::now(),
             metrics: Metrics::default(),
             push: None,
@@ -188,15 +195,31 @@ impl Dispatcher {
         for user in &recipients {
             self.wake_user(user, ctx);
         }
-        if let Some(bus) = self.bus.clone() {
-            // Off the ACK path: a lost wake-up only waits for the next poll.
-            actix::spawn(async move {
-                if let Err(e) = bus.wake(&recipients).await {
-                    debug!(error = %e, "cluster wake-up failed; the poll will deliver");
-                }
-            });
+        if self.bus.is_some() {
+            self.wake_queue.extend(recipients);
+            self.wake_others(ctx);
         }
         Ok(())
+    }
+
+    /// Sends the queued wake-ups to the other instances in one call, unless a call is on its
+    /// way (its end sends what gathered meanwhile). Off the ACK path: a lost wake-up only waits
+    /// for the next poll.
+    fn wake_others(&mut self, ctx: &mut Context<Self>) {
+        let Some(bus) = self.bus.clone() else { return };
+        if self.waking || self.wake_queue.is_empty() {
+            return;
+        }
+        self.waking = true;
+        let users: Vec<UserId> = self.wake_queue.drain().collect();
+        let wake = async move { bus.wake(&users).await };
+        run_then(ctx, wake, |result, act, ctx| {
+            act.waking = false;
+            if let Err(e) = result {
+                debug!(error = %e, "cluster wake-up failed; the poll will deliver");
+            }
+            act.wake_others(ctx);
+        });
     }
 
     /// How often feeds are checked for overdue acks and retried after store errors.
