@@ -27,11 +27,8 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     client.get_multiplexed_async_connection().await.unwrap()
 }
 
-/// The Redis backend passes every conformance check, each under its own key prefix.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_backend_conforms() {
-    let server = RedisServer::start(ServerConfig::default());
-    let url = server.url();
+/// Runs the inbox conformance checks on the Redis at `url`, each under its own key prefix.
+async fn inbox_conforms(url: String) {
     conformance::run_all(|limits| {
         let url = url.clone();
         async move {
@@ -42,6 +39,13 @@ async fn redis_backend_conforms() {
         }
     })
     .await;
+}
+
+/// The Redis backend passes every conformance check, each under its own key prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_backend_conforms() {
+    let server = RedisServer::start(ServerConfig::default());
+    inbox_conforms(server.url()).await;
 }
 
 /// Users and revocations on Redis pass the users checks.
@@ -244,17 +248,7 @@ async fn claim_pending_pages_after_a_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cluster_backend_conforms() {
     let cluster = RedisCluster::start(3);
-    let url = cluster.url();
-    conformance::run_all(|limits| {
-        let url = url.clone();
-        async move {
-            let store = RedisStore::connect(&url, &fresh_prefix(), limits)
-                .await
-                .unwrap();
-            Arc::new(store) as Arc<dyn Inbox>
-        }
-    })
-    .await;
+    inbox_conforms(cluster.url()).await;
 }
 
 /// Users and revocations on a Redis Cluster pass the users checks.

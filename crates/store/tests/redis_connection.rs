@@ -16,6 +16,19 @@ use titan_store::{Appended, Bus, Inbox, InboxLimits, RedisOptions, RedisStore, S
 /// after this is hung, not slow (a liveness bound, not a speed target).
 const HANG: Duration = Duration::from_secs(10);
 
+/// A store whose operations give up after 500 ms, so outage tests finish quickly.
+async fn connect_fast_failing(url: &str) -> RedisStore {
+    let timeout = Duration::from_millis(500);
+    let options = RedisOptions {
+        connect_timeout: timeout,
+        operation_timeout: timeout,
+        ..RedisOptions::default()
+    };
+    RedisStore::connect_with(url, &fresh_prefix(), InboxLimits::default(), options)
+        .await
+        .unwrap()
+}
+
 async fn connect(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(url, prefix, InboxLimits::default())
         .await
@@ -26,20 +39,7 @@ async fn connect(url: &str, prefix: &str) -> RedisStore {
 #[tokio::test]
 async fn append_to_a_stopped_redis_is_unavailable_quickly() {
     let mut server = RedisServer::start(ServerConfig::default());
-    let timeout = Duration::from_millis(500);
-    let options = RedisOptions {
-        connect_timeout: timeout,
-        operation_timeout: timeout,
-        ..RedisOptions::default()
-    };
-    let store = RedisStore::connect_with(
-        &server.url(),
-        &fresh_prefix(),
-        InboxLimits::default(),
-        options,
-    )
-    .await
-    .unwrap();
+    let store = connect_fast_failing(&server.url()).await;
     let (alice, bob) = (user("alice"), user("bob"));
     append_stored(&store, vec![message(&alice, &bob, "before")]).await;
 
@@ -200,20 +200,7 @@ async fn connect_to_nothing_is_unavailable_quickly() {
 #[tokio::test]
 async fn every_operation_on_an_unresponsive_redis_is_unavailable() {
     let server = RedisServer::start(ServerConfig::default());
-    let timeout = Duration::from_millis(500);
-    let options = RedisOptions {
-        connect_timeout: timeout,
-        operation_timeout: timeout,
-        ..RedisOptions::default()
-    };
-    let store = RedisStore::connect_with(
-        &server.url(),
-        &fresh_prefix(),
-        InboxLimits::default(),
-        options,
-    )
-    .await
-    .unwrap();
+    let store = connect_fast_failing(&server.url()).await;
     let bus = store.bus().await.unwrap();
     let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
     append_stored(&store, vec![message(&alice, &bob, "before")]).await;
