@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use titan_client::Client;
 use titan_protocol::UserId;
@@ -17,8 +16,8 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A Titan server (memory store) on 127.0.0.1:0 in its own thread, stopped on drop.
 struct Server {
     url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Declared before `_dir`, so the server stops before its directory is removed.
+    _server: titan_server::BackgroundServer,
     _dir: tempfile::TempDir,
 }
 
@@ -32,19 +31,10 @@ impl Server {
         config.server.workers = 1;
         config.log.level = "warn".into();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new()
-                .block_on(titan_server::run(listener, config, async {
-                    let _ = stopped.await;
-                }))
-                .unwrap();
-        });
+        let server = titan_server::BackgroundServer::start(listener, config).unwrap();
         Self {
-            url,
-            stop: Some(stop),
-            thread: Some(thread),
+            url: server.url(),
+            _server: server,
             _dir: dir,
         }
     }
@@ -53,17 +43,6 @@ impl Server {
         let client = Client::connect(&self.url).await.unwrap();
         client.authenticate(&token(user), None).await.unwrap();
         client
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `titan-server` binary's library: configuration, wiring and the HTTP server.
 //!
+//! - [`background`]: [`BackgroundServer`], [`run`] on a thread of its own (tests, embedding).
 //! - [`config`]: the typed configuration tree and its loading rules.
 //! - [`secret`]: the JWT secret, configured or generated and kept under `store.path`.
 //! - [`push_config`]: the `[push]` section and the push providers it enables.
@@ -15,6 +16,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod background;
 pub mod config;
 pub mod http;
 pub mod metrics_http;
@@ -37,6 +39,7 @@ use titan_store::{
 };
 use tracing::{info, warn};
 
+pub use background::BackgroundServer;
 pub use config::Config;
 
 /// Why the server could not start or stopped with an error.

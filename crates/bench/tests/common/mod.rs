@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::net::TcpListener;
-use std::thread::JoinHandle;
 use titan_server::Config;
 use titan_server::config::Backend;
 
@@ -12,8 +11,8 @@ pub const SECRET: &str = "bench-test-secret";
 /// A server on 127.0.0.1:0 in its own thread and actix system; stopped and joined on drop.
 pub struct Server {
     pub url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Declared before `_dir`, so the server stops before its directory is removed.
+    _server: titan_server::BackgroundServer,
     _dir: tempfile::TempDir,
 }
 
@@ -27,31 +26,11 @@ impl Server {
         config.server.workers = 2;
         config.log.level = "warn".into();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new()
-                .block_on(titan_server::run(listener, config, async {
-                    let _ = stopped.await;
-                }))
-                .unwrap();
-        });
+        let server = titan_server::BackgroundServer::start(listener, config).unwrap();
         Self {
-            url,
-            stop: Some(stop),
-            thread: Some(thread),
+            url: server.url(),
+            _server: server,
             _dir: dir,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

@@ -11,7 +11,6 @@ pub mod scrape;
 pub mod silent_peer;
 
 use std::net::{SocketAddr, TcpListener};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use titan_client::Client;
 use titan_protocol::{DeviceId, UserId};
@@ -25,8 +24,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub url: String,
     pub config: Config,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Declared before `_dir`, so the server stops before its directory is removed.
+    _server: titan_server::BackgroundServer,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -60,22 +59,12 @@ impl TestServer {
     pub fn start_config(config: Config, dir: Option<tempfile::TempDir>) -> Self {
         init_logs();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run_config = config.clone();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new()
-                .block_on(titan_server::run(listener, run_config, async {
-                    let _ = stopped.await;
-                }))
-                .unwrap();
-        });
+        let server = titan_server::BackgroundServer::start(listener, config.clone()).unwrap();
         Self {
-            addr,
-            url: format!("ws://{addr}/ws"),
+            addr: server.addr(),
+            url: server.url(),
             config,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
             _dir: dir,
         }
     }
@@ -90,17 +79,6 @@ impl TestServer {
         let c = Client::connect(&self.url).await.unwrap();
         c.authenticate(&self.token(user), device).await.unwrap();
         c
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
