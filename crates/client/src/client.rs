@@ -97,18 +97,7 @@ impl Client {
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
         let ws =
             transport::connect(url, options.connect_timeout, options.tls_ca_pem.as_deref()).await?;
-        let Handles {
-            link,
-            deliveries,
-            drop_guard,
-        } = connection::spawn(ws, &options, url);
-        Ok(Self {
-            link,
-            deliveries: Mutex::new(deliveries),
-            next_id: AtomicU64::new(1),
-            options,
-            _drop_guard: drop_guard,
-        })
+        Ok(Self::over(ws, url, options))
     }
 
     /// Connects to `url` (`ws://IP:port/path`) from the local address `local`, e.g. one of
@@ -120,18 +109,23 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Self> {
         let ws = transport::connect_from(url, local, options.connect_timeout).await?;
+        Ok(Self::over(ws, url, options))
+    }
+
+    /// A client over an open WebSocket to `url`: starts its connection task.
+    fn over(ws: transport::WsStream, url: &str, options: ClientOptions) -> Self {
         let Handles {
             link,
             deliveries,
             drop_guard,
         } = connection::spawn(ws, &options, url);
-        Ok(Self {
+        Self {
             link,
             deliveries: Mutex::new(deliveries),
             next_id: AtomicU64::new(1),
             options,
             _drop_guard: drop_guard,
-        })
+        }
     }
 
     /// Calls `method` and waits for its result. `Value::Null` params are left out of the request.
