@@ -25,3 +25,20 @@ async fn probes_and_plain_root() {
     let missing = http_get(server.addr, "/nope").await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
+
+/// A server that cannot start (its store path is a file, not a directory) reports why through
+/// `BackgroundServer::stop` instead of vanishing with its thread.
+#[test]
+fn background_server_reports_a_failed_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.store.backend = titan_server::config::Backend::Embedded;
+    config.store.path = dir.path().join("not-a-directory");
+    std::fs::write(&config.store.path, b"x").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = titan_server::BackgroundServer::start(listener, config).unwrap();
+    let err = server
+        .stop()
+        .expect_err("the store cannot open under a file");
+    assert!(err.to_string().contains("store"), "{err}");
+}
