@@ -175,11 +175,13 @@ impl Dispatcher {
     }
 
     /// After a `msg.send` batch's append: metrics, push for offline devices, wake the
-    /// recipients' feeds here and on other instances. Returns what the sender is answered.
+    /// recipients' feeds here (except `read`, the feeds whose read ran with the append) and on
+    /// other instances. Returns what the sender is answered.
     fn stored(
         &mut self,
         result: Result<Vec<titan_store::Appended>, StoreError>,
         recipients: Vec<UserId>,
+        read: &HashSet<FeedKey>,
         for_push: Option<Vec<titan_protocol::Message>>,
         ctx: &mut Context<Self>,
     ) -> Result<(), DeliveryError> {
@@ -193,7 +195,7 @@ impl Dispatcher {
             }
         }
         for user in &recipients {
-            self.wake_user(user, ctx);
+            self.wake_user(user, read, ctx);
         }
         if self.bus.is_some() {
             self.wake_queue.extend(recipients);
@@ -227,12 +229,17 @@ impl Dispatcher {
         (self.config.ack_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
     }
 
-    fn wake_user(&mut self, user: &UserId, ctx: &mut Context<Self>) {
+    /// Marks the user's feeds here as having new messages and pumps them, except those in
+    /// `skip` (their read already saw the new messages).
+    fn wake_user(&mut self, user: &UserId, skip: &HashSet<FeedKey>, ctx: &mut Context<Self>) {
         let Some(devices) = self.devices.get(user) else {
             return;
         };
         for device in devices.clone() {
             let key = (user.clone(), device);
+            if skip.contains(&key) {
+                continue;
+            }
             if let Some(feed) = self.feeds.get_mut(&key) {
                 feed.dirty = true;
             }
@@ -317,12 +324,20 @@ impl Handler<Submit> for Dispatcher {
             .push
             .as_ref()
             .map(|_| batch.iter().map(|n| n.message.clone()).collect());
+        let fused = self.live_reads(&recipients);
+        let reads = fused.iter().map(|f| f.read.clone()).collect();
         let (reply, replied) = tokio::sync::oneshot::channel();
         run_then(
             ctx,
-            async move { store.append(batch).await },
+            async move { store.append_and_read(batch, reads).await },
             move |result, act, ctx| {
-                let _ = reply.send(act.stored(result, recipients, for_push, ctx));
+                let (appended, read) = match result {
+                    Ok((appended, read)) => (Ok(appended), read),
+                    Err(e) => (Err(e), Vec::new()),
+                };
+                let woken: HashSet<FeedKey> = fused.iter().map(|f| f.key()).collect();
+                act.finish_live_reads(fused, read, ctx);
+                let _ = reply.send(act.stored(appended, recipients, &woken, for_push, ctx));
             },
         );
         Box::pin(async move { replied.await.unwrap_or(Err(DeliveryError::Stopped)) })
@@ -341,7 +356,7 @@ impl Handler<WakeUser> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: WakeUser, ctx: &mut Context<Self>) {
-        self.wake_user(&msg.user, ctx);
+        self.wake_user(&msg.user, &HashSet::new(), ctx);
     }
 }
 

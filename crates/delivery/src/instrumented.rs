@@ -6,7 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use titan_protocol::{DeviceId, UserId};
-use titan_store::{Appended, Delivered, Inbox, NewMessage, Position, StoreError};
+use titan_store::{
+    Appended, AppendedAndRead, Delivered, Inbox, LiveRead, NewMessage, Position, StoreError,
+};
 
 use crate::metrics::Metrics;
 
@@ -47,6 +49,15 @@ impl InstrumentedInbox {
 impl Inbox for InstrumentedInbox {
     async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         self.timed("append", self.inner.append(batch)).await
+    }
+
+    async fn append_and_read(
+        &self,
+        batch: Vec<NewMessage>,
+        reads: Vec<LiveRead>,
+    ) -> Result<AppendedAndRead, StoreError> {
+        self.timed("append_read", self.inner.append_and_read(batch, reads))
+            .await
     }
 
     async fn read_new(

@@ -40,7 +40,9 @@ use titan_protocol::{DeviceId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
-use crate::inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+use crate::inbox::{
+    Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
+};
 use crate::users::{SignInProfile, SignedInUser, Users, from_ms, to_ms};
 use tables::{Tables, unix_ms};
 use users::UserOp;
@@ -186,6 +188,22 @@ impl Inbox for EmbeddedStore {
             return Ok(Vec::new());
         }
         self.call(|reply| Op::Append { batch, reply }).await
+    }
+
+    async fn append_and_read(
+        &self,
+        batch: Vec<NewMessage>,
+        reads: Vec<LiveRead>,
+    ) -> Result<AppendedAndRead, StoreError> {
+        if batch.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.call(|reply| Op::AppendRead {
+            batch,
+            reads,
+            reply,
+        })
+        .await
     }
 
     async fn read_new(

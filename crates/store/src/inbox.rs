@@ -46,6 +46,19 @@ pub struct Delivered {
     pub message: Message,
 }
 
+/// An online device to hand new messages to in the same step as an append (see
+/// [`Inbox::append_and_read`]): a [`Inbox::read_new`] of up to `limit` messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRead {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub limit: usize,
+}
+
+/// What [`Inbox::append_and_read`] returns: the append's outcome, and one `read_new` result
+/// per [`LiveRead`], in order.
+pub type AppendedAndRead = (Vec<Appended>, Vec<Result<Vec<Delivered>, StoreError>>);
+
 /// Bounds every backend enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboxLimits {
@@ -75,6 +88,28 @@ pub trait Inbox: Send + Sync + 'static {
     /// Returns one [`Appended`] per input, in order. Fails whole with [`StoreError::InboxFull`]
     /// when any recipient would exceed `max_pending`.
     async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError>;
+
+    /// [`Inbox::append`], then [`Inbox::read_new`] for each of `reads` (online devices of the
+    /// recipients, usually): a device that is waiting gets what was just stored without a second
+    /// trip through the store. The append is exactly as atomic and durable as `append` alone,
+    /// and fails the same way (the reads then do not run). A read that fails after a successful
+    /// append fails alone; the messages stay in the inbox for the next read.
+    ///
+    /// The default runs the calls one after another; a backend that can do them in one
+    /// transaction or round trip overrides it (the embedded store does both in one write
+    /// transaction, saving the writer a transaction per delivered message).
+    async fn append_and_read(
+        &self,
+        batch: Vec<NewMessage>,
+        reads: Vec<LiveRead>,
+    ) -> Result<AppendedAndRead, StoreError> {
+        let appended = self.append(batch).await?;
+        let mut read = Vec::with_capacity(reads.len());
+        for r in &reads {
+            read.push(self.read_new(&r.user, &r.device, r.limit).await);
+        }
+        Ok((appended, read))
+    }
 
     /// Up to `limit` messages of `user`'s inbox that `device` has not been given yet, in inbox
     /// order. They join the device's pending set with delivery time now. (XREADGROUP `>`.)

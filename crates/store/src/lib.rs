@@ -29,6 +29,8 @@ pub use self::redis::{RedisBus, RedisOptions, RedisStore};
 pub use bus::{Bus, BusEvent};
 pub use embedded::{EmbeddedStore, StoreStats};
 pub use error::StoreError;
-pub use inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+pub use inbox::{
+    Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
+};
 pub use push_tokens::{DevicePush, PushRegistry};
 pub use users::{RevocationList, SignInProfile, SignedInUser, Users, to_ms as unix_ms};

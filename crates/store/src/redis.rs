@@ -61,7 +61,9 @@ use async_trait::async_trait;
 use titan_protocol::{DeviceId, UserId};
 
 use crate::error::StoreError;
-use crate::inbox::{Appended, Delivered, Inbox, InboxLimits, NewMessage, Position};
+use crate::inbox::{
+    Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
+};
 use connection::Connection;
 use keys::Keys;
 use scripts::Scripts;
@@ -301,6 +303,20 @@ fn redis_error(what: &str, e: RedisError) -> StoreError {
 impl Inbox for RedisStore {
     async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         self.append_batch(batch).await
+    }
+
+    /// The append, then every read at once: the reads share the connection's pipeline (and
+    /// go to their own nodes on a Cluster) instead of waiting for each other.
+    async fn append_and_read(
+        &self,
+        batch: Vec<NewMessage>,
+        reads: Vec<LiveRead>,
+    ) -> Result<AppendedAndRead, StoreError> {
+        let appended = self.append_batch(batch).await?;
+        let read = reads
+            .iter()
+            .map(|r| self.read_new_entries(&r.user, &r.device, r.limit));
+        Ok((appended, futures_util::future::join_all(read).await))
     }
 
     async fn read_new(

@@ -5,7 +5,87 @@
 // The parent's imports (actix, store and protocol types): this is the same actor's code.
 use super::*;
 
+/// A feed's `read_new` that runs with an append ([`Inbox::append_and_read`]).
+pub(super) struct FusedRead {
+    pub read: titan_store::LiveRead,
+    conn: ConnId,
+    started: Instant,
+}
+
+impl FusedRead {
+    pub fn key(&self) -> FeedKey {
+        (self.read.user.clone(), self.read.device.clone())
+    }
+}
+
 impl Dispatcher {
+    /// The feeds of `recipients` that would read new messages right after the append: live,
+    /// idle (no store operation running), nothing overdue and room in the window. They are marked
+    /// running and their read goes with the append, so a waiting device costs the store no
+    /// separate operation. The others are woken after the append as usual.
+    pub(super) fn live_reads(&mut self, recipients: &[UserId]) -> Vec<FusedRead> {
+        let now = Instant::now();
+        let mut fused = Vec::new();
+        for user in recipients {
+            let Some(devices) = self.devices.get(user) else {
+                continue;
+            };
+            for device in devices {
+                let key = (user.clone(), device.clone());
+                let Some(feed) = self.feeds.get_mut(&key) else {
+                    continue;
+                };
+                let budget = self.config.window.saturating_sub(feed.inflight.len());
+                if feed.phase != Phase::Live
+                    || budget == 0
+                    || self.running.contains(&key)
+                    || feed.redelivery_due(now, self.config.ack_timeout)
+                {
+                    continue;
+                }
+                feed.dirty = false;
+                self.running.insert(key);
+                fused.push(FusedRead {
+                    read: titan_store::LiveRead {
+                        user: user.clone(),
+                        device: device.clone(),
+                        limit: budget,
+                    },
+                    conn: feed.conn,
+                    started: now,
+                });
+            }
+        }
+        fused
+    }
+
+    /// Hands each fused read's result to its feed like any `read_new`. `read` is empty when the
+    /// append failed (the reads did not run): those feeds are pumped again as if woken.
+    pub(super) fn finish_live_reads(
+        &mut self,
+        fused: Vec<FusedRead>,
+        read: Vec<Result<Vec<Delivered>, StoreError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut read = read.into_iter();
+        for f in fused {
+            let key = f.key();
+            let step = Step::ReadNew {
+                limit: f.read.limit,
+            };
+            match read.next() {
+                Some(result) => self.finish(key, f.conn, step, f.started, result, ctx),
+                None => {
+                    self.running.remove(&key);
+                    if let Some(feed) = self.feeds.get_mut(&key) {
+                        feed.dirty = true;
+                    }
+                    self.pump(key, ctx);
+                }
+            }
+        }
+    }
+
     /// Runs the feed's next store operation unless one is already running.
     pub(super) fn pump(&mut self, key: FeedKey, ctx: &mut Context<Self>) {
         let Some(feed) = self.feeds.get_mut(&key) else {

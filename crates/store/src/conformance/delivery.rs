@@ -7,6 +7,9 @@ use std::time::SystemTime;
 use super::{
     append_stored, assert_increasing, clock_past, device, message, positions, texts, user,
 };
+use titan_protocol::{DeviceId, UserId};
+
+use crate::error::StoreError;
 use crate::inbox::{Inbox, Position};
 
 /// `ping` answers, an empty append stores nothing, and unknown users and devices read as empty.
@@ -257,4 +260,88 @@ pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox
         .unwrap();
     assert_eq!(positions(&redelivered), stored);
     assert_eq!(texts(&redelivered)[0], "m0");
+}
+
+/// `append_and_read` stores like `append` and hands each listed device what `read_new` would:
+/// every unread message up to its limit, the new ones included, now pending for it. A refused
+/// append runs no read (the cursor does not move).
+pub async fn append_and_read_delivers_what_was_stored(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let (phone, laptop) = (device("phone"), device("laptop"));
+    let earlier = append_stored(&*inbox, vec![message(&alice, &bob, "m0")]).await;
+    let live = |user: &UserId, device: &DeviceId, limit| crate::LiveRead {
+        user: user.clone(),
+        device: device.clone(),
+        limit,
+    };
+    let batch = vec![
+        message(&alice, &bob, "m1"),
+        message(&alice, &carol, "c1"),
+        message(&alice, &bob, "m2"),
+    ];
+    let reads = vec![
+        live(&bob, &phone, 100),
+        live(&bob, &laptop, 2),
+        live(&carol, &phone, 100),
+    ];
+    let (appended, read) = inbox.append_and_read(batch, reads).await.unwrap();
+    assert_eq!(appended.len(), 3);
+    let stored: Vec<Position> = appended
+        .iter()
+        .map(|a| match a {
+            crate::Appended::Stored { position } => *position,
+            other => panic!("expected Stored, got {other:?}"),
+        })
+        .collect();
+    let read: Vec<_> = read.into_iter().map(Result::unwrap).collect();
+    assert_eq!(texts(&read[0]), ["m0", "m1", "m2"]);
+    assert_eq!(positions(&read[0]), [earlier[0], stored[0], stored[2]]);
+    assert_eq!(texts(&read[1]), ["m0", "m1"], "the limit holds");
+    assert_eq!(texts(&read[2]), ["c1"]);
+
+    // What was read is pending for its device and not read again; the rest still is.
+    assert!(inbox.read_new(&bob, &phone, 100).await.unwrap().is_empty());
+    assert_eq!(
+        texts(&inbox.read_new(&bob, &laptop, 100).await.unwrap()),
+        ["m2"]
+    );
+    assert_eq!(
+        inbox.ack(&bob, &phone, &positions(&read[0])).await.unwrap(),
+        3
+    );
+
+    // No reads: the same as append.
+    let (appended, read) = inbox
+        .append_and_read(vec![message(&alice, &bob, "m3")], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(appended.len(), 1);
+    assert!(read.is_empty());
+    assert_eq!(
+        texts(&inbox.read_new(&bob, &phone, 100).await.unwrap()),
+        ["m3"]
+    );
+}
+
+/// A refused append (a full inbox) fails `append_and_read` whole and runs none of its reads.
+pub async fn append_and_read_refused_reads_nothing(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let batch = (0..3)
+        .map(|i| message(&alice, &bob, &format!("m{i}")))
+        .collect();
+    append_stored(&*inbox, batch).await;
+    let read = crate::LiveRead {
+        user: bob.clone(),
+        device: phone.clone(),
+        limit: 100,
+    };
+    let refused = inbox
+        .append_and_read(vec![message(&alice, &bob, "m3")], vec![read])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InboxFull { .. })),
+        "{refused:?}"
+    );
+    let unread = inbox.read_new(&bob, &phone, 100).await.unwrap();
+    assert_eq!(texts(&unread), ["m0", "m1", "m2"], "the read did not run");
 }

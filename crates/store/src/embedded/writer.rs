@@ -20,7 +20,9 @@ use super::tables::{Tables, unix_ms};
 use super::users::{self, UserOp};
 use super::{append, cursor};
 use crate::error::StoreError;
-use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage, Position};
+use crate::inbox::{
+    Appended, AppendedAndRead, Delivered, InboxLimits, LiveRead, NewMessage, Position,
+};
 
 /// Upper bound on the operations of one transaction, so one commit stays short even under a
 /// flood and replies keep flowing.
@@ -34,6 +36,12 @@ pub(super) enum Op {
     Append {
         batch: Vec<NewMessage>,
         reply: Reply<Vec<Appended>>,
+    },
+    /// An append and, when it succeeds, `read_new` for each of `reads`, in one transaction.
+    AppendRead {
+        batch: Vec<NewMessage>,
+        reads: Vec<LiveRead>,
+        reply: Reply<AppendedAndRead>,
     },
     ReadNew {
         user: UserId,
@@ -145,7 +153,7 @@ impl Writer {
     fn execute(&mut self, batch: Vec<Op>) {
         let now_ms = unix_ms(SystemTime::now());
         let durable = batch.iter().any(|op| match op {
-            Op::Append { .. } => true,
+            Op::Append { .. } | Op::AppendRead { .. } => true,
             Op::Users(op) => op.is_durable_write(),
             _ => false,
         });
@@ -215,6 +223,11 @@ impl Writer {
             Op::Append { batch, reply } => {
                 ready(reply, append::append(t, &batch, now_ms, &self.limits))
             }
+            Op::AppendRead {
+                batch,
+                reads,
+                reply,
+            } => ready(reply, append_read(t, &batch, &reads, now_ms, &self.limits)),
             Op::ReadNew {
                 user,
                 device,
@@ -258,6 +271,32 @@ impl Writer {
             Op::Push(op) => op.apply(t),
         }
     }
+}
+
+/// The append, then (only if it stored) each read, inside one transaction. A read's own
+/// refusal (a corrupt message) fails that read alone; a redb error dooms the transaction.
+fn append_read(
+    t: &mut Tables<'_>,
+    batch: &[NewMessage],
+    reads: &[LiveRead],
+    now_ms: u64,
+    limits: &InboxLimits,
+) -> Result<Result<AppendedAndRead, StoreError>, StorageError> {
+    let appended = match append::append(t, batch, now_ms, limits)? {
+        Ok(appended) => appended,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let mut read = Vec::with_capacity(reads.len());
+    for r in reads {
+        read.push(cursor::read_new(
+            t,
+            r.user.as_str(),
+            r.device.as_str(),
+            r.limit,
+            now_ms,
+        )?);
+    }
+    Ok(Ok((appended, read)))
 }
 
 /// Runs one users operation (see `users`).
@@ -308,6 +347,9 @@ impl Op {
         let err = StoreError::unavailable(reason);
         match self {
             Op::Append { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Op::AppendRead { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
             Op::ReadNew { reply, .. } | Op::ClaimPending { reply, .. } => {
