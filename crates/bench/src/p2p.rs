@@ -201,7 +201,13 @@ pub async fn run(options: &P2pOptions, tokens: &TokenSource) -> Result<P2pReport
         .zip(targets)
         .enumerate()
         .map(|(tag, (client, to))| {
-            tokio::spawn(send(client, to, tag as u64, plan, progress.clone()))
+            // Senders are spread evenly over one interval: a fixed rate is then a steady
+            // stream, not every sender at once (a burst of `pairs` messages) each interval.
+            let phase = interval.map_or(Duration::ZERO, |i| {
+                i.mul_f64(tag as f64 / options.pairs as f64)
+            });
+            let first = plan.start + phase;
+            tokio::spawn(send(client, to, tag as u64, plan, first, progress.clone()))
         })
         .collect();
 
@@ -305,18 +311,20 @@ fn tally(
     }
 }
 
-/// One sender: keeps up to `window` `msg.send` calls in flight until the end of the run.
+/// One sender: keeps up to `window` `msg.send` calls in flight until the end of the run; at a
+/// fixed rate, sends one message every interval from `first` on.
 async fn send(
     client: Client,
     to: String,
     tag: u64,
     plan: Plan,
+    first: Instant,
     progress: Arc<Progress>,
 ) -> SendOutcome {
     let mut out = SendOutcome::default();
     let client = &client;
     let mut inflight = FuturesUnordered::new();
-    let mut next_due = plan.start;
+    let mut next_due = first;
     loop {
         let now = Instant::now();
         if now >= plan.end {

@@ -62,6 +62,10 @@ pub fn checks() -> Vec<Check> {
         retention: Duration::from_millis(1),
         ..default
     };
+    let small_instant_expiry = InboxLimits {
+        max_pending: 3,
+        ..instant_expiry
+    };
     macro_rules! check {
         ($name:ident, $limits:expr) => {
             Check {
@@ -91,6 +95,7 @@ pub fn checks() -> Vec<Check> {
         check!(depth_counts_the_slowest_device, default),
         check!(trim_keeps_messages_within_retention, default),
         check!(trim_drops_expired_messages_keys_and_pending, instant_expiry),
+        check!(trimmed_messages_free_their_room, small_instant_expiry),
         check!(concurrent_appends_are_all_stored_in_order, default),
         check!(concurrent_appends_never_exceed_max_pending, small),
     ]
@@ -182,6 +187,25 @@ pub fn assert_increasing(positions: &[Position]) {
     for pair in positions.windows(2) {
         assert!(pair[0] < pair[1], "positions out of order: {pair:?}");
     }
+}
+
+/// How far a store's delivery times may lag the wall clock. Redis stamps a delivery (XREADGROUP,
+/// XCLAIM) with the time it cached for the command, and clamps any explicit later time to it;
+/// that cached time can be from before the event loop's last sleep. Checks that need a cutoff
+/// *before* a delivery keep this much room.
+pub const STORE_CLOCK_LAG: Duration = Duration::from_millis(200);
+
+/// Waits until the wall clock is past `t` + [`STORE_CLOCK_LAG`]: deliveries made from then on
+/// are stamped at or after `t` by every backend. Bounded.
+pub async fn clock_past_lag(t: SystemTime) {
+    let until = t + STORE_CLOCK_LAG;
+    for _ in 0..1000 {
+        if SystemTime::now() > until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the clock did not advance");
 }
 
 /// Waits until the wall clock is on a later millisecond than `t` and returns that time: a

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    append_stored, assert_increasing, clock_past, device, message, positions, texts, user,
+    STORE_CLOCK_LAG, append_stored, assert_increasing, clock_past, clock_past_lag, device, message,
+    positions, texts, user,
 };
 use titan_protocol::{DeviceId, UserId};
 
@@ -215,7 +216,8 @@ pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox
             .collect(),
     )
     .await;
-    let before_delivery = SystemTime::now();
+    // Deliveries may be stamped up to STORE_CLOCK_LAG before the wall clock (Redis).
+    let before_delivery = SystemTime::now() - STORE_CLOCK_LAG;
     inbox.read_new(&bob, &phone, 100).await.unwrap();
 
     let none = inbox
@@ -228,6 +230,8 @@ pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox
     );
 
     let cutoff = clock_past(SystemTime::now()).await;
+    // Claims from now on are stamped after the cutoff, so a page is never claimed again.
+    clock_past_lag(cutoff).await;
     let mut pages = Vec::new();
     loop {
         let page = inbox

@@ -326,3 +326,40 @@ pub async fn concurrent_appends_never_exceed_max_pending(inbox: Arc<dyn Inbox>) 
         assert_increasing(&positions(&got));
     }
 }
+
+/// Messages trimmed before a device read them no longer count towards `max_pending`: a full
+/// inbox takes new messages again once its old ones expire, whether or not the user has a
+/// device.
+pub async fn trimmed_messages_free_their_room(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, carol, phone) = (user("alice"), user("bob"), user("carol"), device("phone"));
+    // Bob's phone is known (its cursor is before every message); Carol has no device.
+    assert!(inbox.read_new(&bob, &phone, 10).await.unwrap().is_empty());
+    for to in [&bob, &carol] {
+        let full = (0..3)
+            .map(|i| message(&alice, to, &format!("m{i}")))
+            .collect();
+        append_stored(&*inbox, full).await;
+        let refused = inbox.append(vec![message(&alice, to, "over")]).await;
+        assert!(
+            matches!(refused, Err(StoreError::InboxFull { .. })),
+            "{refused:?}"
+        );
+    }
+    let mut dropped = 0;
+    for _ in 0..500 {
+        dropped += inbox.trim().await.unwrap();
+        if dropped >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(dropped, 6);
+    for to in [&bob, &carol] {
+        let room = (0..3)
+            .map(|i| message(&alice, to, &format!("n{i}")))
+            .collect();
+        append_stored(&*inbox, room).await;
+    }
+    let unread = inbox.read_new(&bob, &phone, 10).await.unwrap();
+    assert_eq!(texts(&unread), ["n0", "n1", "n2"]);
+}

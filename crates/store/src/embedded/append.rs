@@ -75,7 +75,7 @@ pub(super) fn append(
     }
 
     for (user, n) in &counts {
-        if t.depth(user.as_str())? + n > limits.max_pending {
+        if !t.fits(user.as_str(), *n, limits.max_pending)? {
             return Ok(Err(StoreError::InboxFull {
                 user: (*user).clone(),
                 max_pending: limits.max_pending,

@@ -122,6 +122,30 @@ impl<'t> Tables<'t> {
         Ok(out)
     }
 
+    /// Whether `extra` more messages fit in `user`'s inbox under `max` ([`Self::depth`] + `extra`
+    /// <= `max`). Checked first against a bound that needs no inbox range scan: the inbox head
+    /// stands in for the last retained message and the cursor is not raised to the first one, so
+    /// the bound is never below the depth; only when the bound does not fit is the exact depth
+    /// computed. Every `append` checks this, so it must stay cheap.
+    pub fn fits(&self, user: &str, extra: u64, max: u64) -> Result<bool, StorageError> {
+        let last = self.head(user)?.next_seq - 1;
+        let mut bound = None::<u64>;
+        for entry in self.devices.range((user, "")..)? {
+            let (key, value) = entry?;
+            if key.value().0 != user {
+                break;
+            }
+            let (cursor, pending) = value.value();
+            let device = last.saturating_sub(cursor) + pending;
+            bound = Some(bound.map_or(device, |b| b.max(device)));
+        }
+        // Without devices, every retained message counts: at most all ever appended.
+        if bound.unwrap_or(last) + extra <= max {
+            return Ok(true);
+        }
+        Ok(self.depth(user)? + extra <= max)
+    }
+
     /// First and last retained seq of `user`'s inbox, `None` when it is empty. Retained seqs are
     /// contiguous because trimming only removes a prefix.
     pub fn retained(&self, user: &str) -> Result<Option<(u64, u64)>, StorageError> {

@@ -38,9 +38,11 @@ local ids = {}
 for i, entry in ipairs(pending) do
   ids[i] = entry[1]
 end
--- The new delivery time is `now` (TIME, the clock the cutoff is compared with), not the time
--- Redis caches for the command, which can lag the clock by a few ms: an entry claimed "before"
--- a cutoff that was already past would be claimed again by the next page.
+-- The new delivery time is asked as `now` (TIME, the clock the cutoff is compared with), but
+-- Redis clamps a delivery time later than the time it cached for the command down to that
+-- cached time, which can lag the clock (it may be from before the event loop's last sleep).
+-- Deliveries are therefore stamped up to that lag early; callers' cutoffs (now - ack_timeout)
+-- are seconds away from it. The conformance checks keep STORE_CLOCK_LAG of room.
 local claim = {key, group, consumer, 0}
 for _, id in ipairs(ids) do
   claim[#claim + 1] = id
