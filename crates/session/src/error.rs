@@ -2,7 +2,6 @@
 //! the error code a client sees. Details go to the log, not to the client. [`protocol_error`]
 //! does the same for WebSocket-level failures, which also end the connection.
 
-use actix_ws::ProtocolError;
 use titan_delivery::DeliveryError;
 use titan_protocol::{CloseCode, ErrorCode, RpcError};
 use titan_store::StoreError;
@@ -10,6 +9,7 @@ use tracing::warn;
 
 use crate::auth::AuthError;
 use crate::google::SignInError;
+use crate::inbound::{ProtocolError, TOO_LARGE};
 use crate::jwks::FetchError;
 
 /// Why a client request failed inside the session.
@@ -142,8 +142,9 @@ pub fn protocol_error(err: &ProtocolError, max_frame_bytes: usize) -> (RpcError,
             ),
             CloseCode::InvalidPayload,
         ),
-        // actix-ws reports an oversized reassembled message only through this message text.
-        ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => (
+        // An oversized reassembled message (`inbound`): actix-http's error type has no variant
+        // for it, so it is an io error with this text, as in actix-ws.
+        ProtocolError::Io(e) if e.to_string() == TOO_LARGE => (
             RpcError::with_message(
                 ErrorCode::TooLarge,
                 format!("Message too large: the limit is {max_frame_bytes} bytes"),

@@ -4,7 +4,10 @@
 //!   authentication gate, `msg.recv` out and its acknowledgements.
 //! - [`command`]: executing a parsed client command (auth, echo, msg.send).
 //! - [`push`]: `push.register` / `push.unregister` ([`PushDeps`]).
-//! - [`outbound`]: the bounded outbound queue and the writer task that drains it into the socket.
+//! - [`inbound`]: the WebSocket read side: frames decoded from the request payload, fragments
+//!   reassembled.
+//! - [`outbound`]: the bounded outbound queue and the response body that drains it into the
+//!   socket.
 //! - [`auth`]: [`Authenticator`]: minting and verifying Titan's JWTs (HS256 or public key).
 //! - [`jwks`]: [`jwks::JwksCache`]: signing keys fetched by key id, for `auth.jwks_url`.
 //! - [`google`]: [`GoogleVerifier`]: verifying Google ID tokens for `auth.google` (openidconnect).
@@ -24,6 +27,7 @@ pub mod command;
 pub mod connections;
 pub mod error;
 pub mod google;
+pub mod inbound;
 pub mod jwks;
 pub mod limits;
 mod observe;

@@ -1,17 +1,20 @@
 //! The Session actor: one per WebSocket connection.
 //!
-//! Frames arrive through the actor's stream handler and are parsed once into JSON-RPC items.
-//! Requests are executed (auth synchronously, so a following request in the same batch already
-//! sees the identity; msg.send asynchronously, as it waits for the store). Responses go out
-//! through the bounded [`Outbound`] queue. `msg.recv` requests come from the dispatcher as
+//! Frames arrive through the actor's stream handler ([`Inbound`], the request payload decoded)
+//! and are parsed once into JSON-RPC items. Requests are executed (auth synchronously, so a
+//! following request in the same batch already sees the identity; msg.send asynchronously, as
+//! it waits for the store). Responses go out through the bounded [`Outbound`] queue, which the
+//! WebSocket response body drains. Per connection that is the actor's task and the HTTP/1
+//! dispatcher's task, and no channel: the queue is shared in place because both run on the
+//! same worker thread (sizing: `outbound` module docs, docs/benchmarks.md "Idle memory"). `msg.recv` requests come from the dispatcher as
 //! [`Deliver`]; the client's success response to one becomes [`Acked`].
 //!
 //! Child modules hold the rest of the same actor: `requests` (parse, admit, gate, execute,
 //! answer) and `signin` (`auth.jwt`, `auth.google`, `auth.refresh`).
 
 use actix::prelude::*;
+use actix_web::body::BoxBody;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, ProtocolError};
 use futures_util::future::{LocalBoxFuture, join_all};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
 use serde_json::Value;
@@ -36,6 +39,7 @@ use crate::auth::Authenticator;
 use crate::command;
 use crate::connections::{Connections, Live, UserSlot};
 use crate::error::{SessionError, protocol_error, to_rpc};
+use crate::inbound::{Inbound, ProtocolError, Received};
 use crate::limits::SessionConfig;
 use crate::observe;
 use crate::outbound::{self, Outbound, QueueError};
@@ -70,19 +74,19 @@ pub fn start(
         Ok(live) => live,
         Err(refusal) => return Ok(refusal.response()),
     };
-    let (response, socket, stream) = actix_ws::handle(req, body)?;
+    let mut handshake = actix_http::ws::handshake(req.head())?;
+    // The response body drains the outbound queue; it runs in this worker thread's dispatcher
+    // task, like the actor (see `outbound`).
+    let (outbound, response_body) = outbound::queue(deps.config.outbound_queue);
+    let response = handshake.message_body(BoxBody::new(response_body))?;
     let max = deps.config.max_frame_bytes;
-    let stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
+    let stream = Inbound::new(body.into_inner(), outbound.connection(), max, max);
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     Session::create(move |ctx| {
         ctx.add_stream(stream);
-        let outbound = Outbound::start(socket, deps.config.outbound_queue);
         Session::new(deps, outbound, peer, live)
     });
-    Ok(response)
+    Ok(response.into())
 }
 
 struct Authenticated {
@@ -326,25 +330,25 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Received, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<Received, ProtocolError>, ctx: &mut Context<Self>) {
         let _span = self.span.clone().entered();
         if self.closing.is_some() {
             return;
         }
         self.last_heard = Instant::now();
         match item {
-            Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
+            Ok(Received::Text(text)) => self.on_text(&text, ctx),
+            Ok(Received::Binary(_)) => {
                 let error = RpcError::with_message(
                     ErrorCode::InvalidRequest,
                     "Invalid Request: binary frames are not supported, send JSON text frames",
                 );
                 self.send_responses(vec![Response::error(Id::Null, error)], false, ctx);
             }
-            Ok(AggregatedMessage::Ping(data)) => self.push(outbound::Frame::Pong(data), ctx),
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => self.close(CloseCode::Normal, ctx),
+            Ok(Received::Ping(data)) => self.push(outbound::Frame::Pong(data), ctx),
+            Ok(Received::Pong(_)) => {}
+            Ok(Received::Close(_)) => self.close(CloseCode::Normal, ctx),
             Err(err) => self.on_protocol_error(err, ctx),
         }
     }
