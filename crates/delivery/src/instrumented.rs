@@ -56,7 +56,7 @@ impl Inbox for InstrumentedInbox {
         batch: Vec<NewMessage>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        self.timed("append_read", self.inner.append_and_read(batch, reads))
+        self.timed("append", self.inner.append_and_read(batch, reads))
             .await
     }
 
