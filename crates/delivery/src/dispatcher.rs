@@ -17,6 +17,7 @@ use titan_store::{Bus, Delivered, Inbox, Position, StoreError};
 use tracing::{debug, warn};
 
 mod reads;
+use reads::FusedRead;
 
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
@@ -181,7 +182,7 @@ impl Dispatcher {
         &mut self,
         result: Result<Vec<titan_store::Appended>, StoreError>,
         recipients: Vec<UserId>,
-        read: &HashSet<FeedKey>,
+        read: &[FusedRead],
         for_push: Option<Vec<titan_protocol::Message>>,
         ctx: &mut Context<Self>,
     ) -> Result<(), DeliveryError> {
@@ -231,13 +232,13 @@ impl Dispatcher {
 
     /// Marks the user's feeds here as having new messages and pumps them, except those in
     /// `skip` (their read already saw the new messages).
-    fn wake_user(&mut self, user: &UserId, skip: &HashSet<FeedKey>, ctx: &mut Context<Self>) {
+    fn wake_user(&mut self, user: &UserId, skip: &[FusedRead], ctx: &mut Context<Self>) {
         let Some(devices) = self.devices.get(user) else {
             return;
         };
         for device in devices.clone() {
             let key = (user.clone(), device);
-            if skip.contains(&key) {
+            if skip.iter().any(|f| f.key == key) {
                 continue;
             }
             if let Some(feed) = self.feeds.get_mut(&key) {
@@ -324,8 +325,7 @@ impl Handler<Submit> for Dispatcher {
             .push
             .as_ref()
             .map(|_| batch.iter().map(|n| n.message.clone()).collect());
-        let fused = self.live_reads(&recipients);
-        let reads = fused.iter().map(|f| f.read.clone()).collect();
+        let (fused, reads) = self.live_reads(&recipients);
         let (reply, replied) = tokio::sync::oneshot::channel();
         run_then(
             ctx,
@@ -335,9 +335,8 @@ impl Handler<Submit> for Dispatcher {
                     Ok((appended, read)) => (Ok(appended), read),
                     Err(e) => (Err(e), Vec::new()),
                 };
-                let woken: HashSet<FeedKey> = fused.iter().map(|f| f.key()).collect();
+                let _ = reply.send(act.stored(appended, recipients, &fused, for_push, ctx));
                 act.finish_live_reads(fused, read, ctx);
-                let _ = reply.send(act.stored(appended, recipients, &woken, for_push, ctx));
             },
         );
         Box::pin(async move { replied.await.unwrap_or(Err(DeliveryError::Stopped)) })
@@ -356,7 +355,7 @@ impl Handler<WakeUser> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: WakeUser, ctx: &mut Context<Self>) {
-        self.wake_user(&msg.user, &HashSet::new(), ctx);
+        self.wake_user(&msg.user, &[], ctx);
     }
 }
 

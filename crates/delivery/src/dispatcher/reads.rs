@@ -7,25 +7,25 @@ use super::*;
 
 /// A feed's `read_new` that runs with an append ([`Inbox::append_and_read`]).
 pub(super) struct FusedRead {
-    pub read: titan_store::LiveRead,
+    pub key: FeedKey,
     conn: ConnId,
     started: Instant,
-}
-
-impl FusedRead {
-    pub fn key(&self) -> FeedKey {
-        (self.read.user.clone(), self.read.device.clone())
-    }
+    limit: usize,
 }
 
 impl Dispatcher {
     /// The feeds of `recipients` that would read new messages right after the append: live,
     /// idle (no store operation running), nothing overdue and room in the window. They are marked
-    /// running and their read goes with the append, so a waiting device costs the store no
-    /// separate operation. The others are woken after the append as usual.
-    pub(super) fn live_reads(&mut self, recipients: &[UserId]) -> Vec<FusedRead> {
+    /// running and their read goes with the append (the second list, in the same order), so a
+    /// waiting device costs the store no separate operation. The others are woken after the
+    /// append as usual.
+    pub(super) fn live_reads(
+        &mut self,
+        recipients: &[UserId],
+    ) -> (Vec<FusedRead>, Vec<titan_store::LiveRead>) {
         let now = Instant::now();
         let mut fused = Vec::new();
+        let mut reads = Vec::new();
         for user in recipients {
             let Some(devices) = self.devices.get(user) else {
                 continue;
@@ -44,19 +44,21 @@ impl Dispatcher {
                     continue;
                 }
                 feed.dirty = false;
-                self.running.insert(key);
+                reads.push(titan_store::LiveRead {
+                    user: user.clone(),
+                    device: device.clone(),
+                    limit: budget,
+                });
                 fused.push(FusedRead {
-                    read: titan_store::LiveRead {
-                        user: user.clone(),
-                        device: device.clone(),
-                        limit: budget,
-                    },
                     conn: feed.conn,
                     started: now,
+                    limit: budget,
+                    key: key.clone(),
                 });
+                self.running.insert(key);
             }
         }
-        fused
+        (fused, reads)
     }
 
     /// Hands each fused read's result to its feed like any `read_new`. `read` is empty when the
@@ -69,10 +71,8 @@ impl Dispatcher {
     ) {
         let mut read = read.into_iter();
         for f in fused {
-            let key = f.key();
-            let step = Step::ReadNew {
-                limit: f.read.limit,
-            };
+            let key = f.key;
+            let step = Step::ReadNew { limit: f.limit };
             match read.next() {
                 Some(result) => self.finish(key, f.conn, step, f.started, result, ctx),
                 None => {
