@@ -6,8 +6,9 @@
 //! it waits for the store). Responses go out through the bounded [`Outbound`] queue, which the
 //! WebSocket response body drains. Per connection that is the actor's task and the HTTP/1
 //! dispatcher's task, and no channel: the queue is shared in place because both run on the
-//! same worker thread (sizing: `outbound` module docs, docs/benchmarks.md "Idle memory"). `msg.recv` requests come from the dispatcher as
-//! [`Deliver`]; the client's success response to one becomes [`Acked`].
+//! same worker thread (sizing: `outbound` module docs, docs/benchmarks.md "Idle memory").
+//! `msg.recv` requests come from the dispatcher as [`Deliver`]; the client's success response
+//! to one becomes [`Acked`].
 //!
 //! Child modules hold the rest of the same actor: `requests` (parse, admit, gate, execute,
 //! answer) and `signin` (`auth.jwt`, `auth.google`, `auth.refresh`).
