@@ -1,106 +1,16 @@
 //! A send to a device that is online and waiting reads the device's feed in the append's own
-//! store call ([`Inbox::append_and_read`]) instead of a separate `read_new` after it.
+//! store call (`Inbox::append_and_read`) instead of a separate `read_new` after it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod collector;
 
 use actix::Actor;
-use async_trait::async_trait;
+use collector::observed::ObservedStore;
 use collector::{Probe, online, submit};
-use std::collections::HashSet;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 use titan_delivery::{Dispatcher, DispatcherConfig};
-use titan_protocol::{DeviceId, UserId};
-use titan_store::{
-    Appended, AppendedAndRead, Delivered, EmbeddedStore, Inbox, InboxLimits, LiveRead, NewMessage,
-    Position, StoreError,
-};
-use tokio::sync::watch;
-
-/// The embedded store, remembering which positions reached a device through an append's read,
-/// and counting the separate reads running.
-struct Recording {
-    inner: EmbeddedStore,
-    read_with_append: Mutex<HashSet<Position>>,
-    reads_running: watch::Sender<usize>,
-}
-
-impl Recording {
-    async fn separate_read<T>(&self, read: impl Future<Output = T>) -> T {
-        self.reads_running.send_modify(|n| *n += 1);
-        let result = read.await;
-        self.reads_running.send_modify(|n| *n -= 1);
-        result
-    }
-}
-
-#[async_trait]
-impl Inbox for Recording {
-    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
-        self.inner.append(batch).await
-    }
-
-    async fn append_and_read(
-        &self,
-        batch: Vec<NewMessage>,
-        reads: Vec<LiveRead>,
-    ) -> Result<AppendedAndRead, StoreError> {
-        let (appended, read) = self.inner.append_and_read(batch, reads).await?;
-        let mut seen = self.read_with_append.lock().unwrap();
-        for delivered in read.iter().flatten().flatten() {
-            seen.insert(delivered.position);
-        }
-        Ok((appended, read))
-    }
-
-    async fn read_new(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        limit: usize,
-    ) -> Result<Vec<Delivered>, StoreError> {
-        self.separate_read(self.inner.read_new(user, device, limit))
-            .await
-    }
-
-    async fn claim_pending(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        delivered_before: Option<SystemTime>,
-        after: Option<Position>,
-        limit: usize,
-    ) -> Result<Vec<Delivered>, StoreError> {
-        let claim = self
-            .inner
-            .claim_pending(user, device, delivered_before, after, limit);
-        self.separate_read(claim).await
-    }
-
-    async fn ack(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        positions: &[Position],
-    ) -> Result<u64, StoreError> {
-        self.inner.ack(user, device, positions).await
-    }
-
-    async fn depth(&self, user: &UserId) -> Result<u64, StoreError> {
-        self.inner.depth(user).await
-    }
-
-    async fn trim(&self) -> Result<u64, StoreError> {
-        self.inner.trim().await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-}
 
 /// One message at a time to a device that has acked everything and whose feed is idle: the
 /// message reaches it through the append's read. Between rounds the test waits for the separate
@@ -112,11 +22,7 @@ impl Inbox for Recording {
 #[actix_rt::test]
 async fn a_waiting_device_is_read_with_the_append() {
     const ROUNDS: usize = 20;
-    let store = Arc::new(Recording {
-        inner: EmbeddedStore::memory(InboxLimits::default()).unwrap(),
-        read_with_append: Mutex::default(),
-        reads_running: watch::Sender::new(0),
-    });
+    let store = Arc::new(ObservedStore::new());
     let mut reads_running = store.reads_running.subscribe();
     let config = DispatcherConfig {
         ack_timeout: Duration::from_secs(30),

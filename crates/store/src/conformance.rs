@@ -195,19 +195,6 @@ pub fn assert_increasing(positions: &[Position]) {
 /// *before* a delivery keep this much room.
 pub const STORE_CLOCK_LAG: Duration = Duration::from_millis(200);
 
-/// Waits until the wall clock is past `t` + [`STORE_CLOCK_LAG`]: deliveries made from then on
-/// are stamped at or after `t` by every backend. Bounded.
-pub async fn clock_past_lag(t: SystemTime) {
-    let until = t + STORE_CLOCK_LAG;
-    for _ in 0..1000 {
-        if SystemTime::now() > until {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("the clock did not advance");
-}
-
 /// Waits until the wall clock is on a later millisecond than `t` and returns that time: a
 /// `delivered_before` that every delivery made before `t` is strictly older than, and that is
 /// already past (so re-delivery at "now" moves entries to or after it). Bounded.

@@ -195,7 +195,8 @@ impl Inbox for EmbeddedStore {
         batch: Vec<NewMessage>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        if batch.is_empty() {
+        // An empty batch still runs its reads, as the trait's default does.
+        if batch.is_empty() && reads.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         self.call(|reply| Op::AppendRead {

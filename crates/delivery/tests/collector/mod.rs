@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod observed;
+
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    STORE_CLOCK_LAG, append_stored, assert_increasing, clock_past, clock_past_lag, device, message,
-    positions, texts, user,
+    STORE_CLOCK_LAG, append_stored, assert_increasing, clock_past, device, message, positions,
+    texts, user,
 };
 use titan_protocol::{DeviceId, UserId};
 
@@ -231,7 +231,7 @@ pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox
 
     let cutoff = clock_past(SystemTime::now()).await;
     // Claims from now on are stamped after the cutoff, so a page is never claimed again.
-    clock_past_lag(cutoff).await;
+    clock_past(cutoff + STORE_CLOCK_LAG).await;
     let mut pages = Vec::new();
     loop {
         let page = inbox
@@ -325,6 +325,15 @@ pub async fn append_and_read_delivers_what_was_stored(inbox: Arc<dyn Inbox>) {
         texts(&inbox.read_new(&bob, &phone, 100).await.unwrap()),
         ["m3"]
     );
+
+    // Nothing to append: the reads still run.
+    let (appended, read) = inbox
+        .append_and_read(Vec::new(), vec![live(&bob, &laptop, 100)])
+        .await
+        .unwrap();
+    assert!(appended.is_empty());
+    assert_eq!(read.len(), 1, "one result per read");
+    assert_eq!(texts(read[0].as_ref().unwrap()), ["m3"]);
 }
 
 /// A refused append (a full inbox) fails `append_and_read` whole and runs none of its reads.

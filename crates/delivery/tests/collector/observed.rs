@@ -1,0 +1,121 @@
+//! [`ObservedStore`]: the embedded memory store with what tests of the dispatcher's store use
+//! need to see or break.
+
+use async_trait::async_trait;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+use titan_protocol::{DeviceId, UserId};
+use titan_store::{
+    Appended, AppendedAndRead, Delivered, EmbeddedStore, Inbox, InboxLimits, LiveRead, NewMessage,
+    Position, StoreError,
+};
+use tokio::sync::watch;
+
+/// Delegates to a memory [`EmbeddedStore`], and records which positions reached a device
+/// through an append's own read ([`Inbox::append_and_read`]) and how many separate reads
+/// (`read_new`, `claim_pending`) are running. Built with [`ObservedStore::losing_first_read`],
+/// its first `read_new` is applied but answered with an error, as when the reply of a store
+/// round trip is lost.
+pub struct ObservedStore {
+    inner: EmbeddedStore,
+    lose_next_read: AtomicBool,
+    pub read_with_append: Mutex<HashSet<Position>>,
+    pub reads_running: watch::Sender<usize>,
+}
+
+impl ObservedStore {
+    pub fn new() -> Self {
+        Self {
+            inner: EmbeddedStore::memory(InboxLimits::default()).unwrap(),
+            lose_next_read: AtomicBool::new(false),
+            read_with_append: Mutex::default(),
+            reads_running: watch::Sender::new(0),
+        }
+    }
+
+    pub fn losing_first_read() -> Self {
+        let store = Self::new();
+        store.lose_next_read.store(true, Ordering::SeqCst);
+        store
+    }
+
+    async fn separate_read<T>(&self, read: impl Future<Output = T>) -> T {
+        self.reads_running.send_modify(|n| *n += 1);
+        let result = read.await;
+        self.reads_running.send_modify(|n| *n -= 1);
+        result
+    }
+}
+
+#[async_trait]
+impl Inbox for ObservedStore {
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+        self.inner.append(batch).await
+    }
+
+    async fn append_and_read(
+        &self,
+        batch: Vec<NewMessage>,
+        reads: Vec<LiveRead>,
+    ) -> Result<AppendedAndRead, StoreError> {
+        let (appended, read) = self.inner.append_and_read(batch, reads).await?;
+        let mut seen = self.read_with_append.lock().unwrap();
+        for delivered in read.iter().flatten().flatten() {
+            seen.insert(delivered.position);
+        }
+        Ok((appended, read))
+    }
+
+    async fn read_new(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let result = self
+            .separate_read(self.inner.read_new(user, device, limit))
+            .await;
+        if self.lose_next_read.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::unavailable("reply lost"));
+        }
+        result
+    }
+
+    async fn claim_pending(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        delivered_before: Option<SystemTime>,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let claim = self
+            .inner
+            .claim_pending(user, device, delivered_before, after, limit);
+        self.separate_read(claim).await
+    }
+
+    async fn ack(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        positions: &[Position],
+    ) -> Result<u64, StoreError> {
+        self.inner.ack(user, device, positions).await
+    }
+
+    async fn depth(&self, user: &UserId) -> Result<u64, StoreError> {
+        self.inner.depth(user).await
+    }
+
+    async fn trim(&self) -> Result<u64, StoreError> {
+        self.inner.trim().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
