@@ -58,3 +58,48 @@ async fn a_waiting_device_is_read_with_the_append() {
         "only {fused} of {ROUNDS} read with the append"
     );
 }
+
+/// A send refused by the store (a full inbox) also drops the reads that went with it; the
+/// device's feed is not left waiting for them, and the next accepted message reaches it.
+#[actix_rt::test]
+async fn a_refused_send_leaves_the_waiting_device_usable() {
+    let store = Arc::new(ObservedStore::with_limits(titan_store::InboxLimits {
+        max_pending: 3,
+        ..titan_store::InboxLimits::default()
+    }));
+    let mut reads_running = store.reads_running.subscribe();
+    let d = Dispatcher::new(store.clone(), DispatcherConfig::default()).start();
+    let mut bob = Probe::start();
+    online(&d, &bob, "bob", "phone");
+    submit(&d, "alice", "bob", &["first".to_owned()]).await;
+    let first = bob.next_delivery().await;
+    // The feed is live and idle once its separate reads are over.
+    let idle = reads_running.wait_for(|n| *n == 0);
+    tokio::time::timeout(collector::WAIT, idle)
+        .await
+        .expect("separate reads never ended")
+        .unwrap();
+
+    // One unacked plus three new is over max_pending 3: refused whole.
+    let messages = (0..3)
+        .map(|i| titan_protocol::OutgoingMessage {
+            to: collector::user("bob"),
+            message: format!("over{i}"),
+            id: None,
+        })
+        .collect();
+    let refused = d
+        .send(titan_delivery::Submit {
+            from: collector::user("alice"),
+            messages,
+        })
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+
+    collector::ack(&d, &bob, "bob", "phone", collector::positions(&first));
+    submit(&d, "alice", "bob", &["after".to_owned()]).await;
+    let got = bob.next_delivery().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.message, "after");
+}

@@ -28,8 +28,12 @@ pub struct ObservedStore {
 
 impl ObservedStore {
     pub fn new() -> Self {
+        Self::with_limits(InboxLimits::default())
+    }
+
+    pub fn with_limits(limits: InboxLimits) -> Self {
         Self {
-            inner: EmbeddedStore::memory(InboxLimits::default()).unwrap(),
+            inner: EmbeddedStore::memory(limits).unwrap(),
             lose_next_read: AtomicBool::new(false),
             read_with_append: Mutex::default(),
             reads_running: watch::Sender::new(0),
