@@ -74,6 +74,23 @@ impl ClientCommand {
         }
     }
 
+    /// Every method [`ClientCommand::parse`] knows.
+    pub const METHODS: [&'static str; 7] = [
+        "auth.jwt",
+        "auth.google",
+        "auth.refresh",
+        "echo",
+        "msg.send",
+        "push.register",
+        "push.unregister",
+    ];
+
+    /// The method as it appears in [`Self::METHODS`] (a `'static` name for labels), or `None`
+    /// when Titan does not serve it.
+    pub fn known_method(method: &str) -> Option<&'static str> {
+        Self::METHODS.into_iter().find(|m| *m == method)
+    }
+
     /// Methods served before the connection is authenticated (`auth.refresh` answers
     /// "not authenticated" itself).
     pub fn allowed_before_auth(method: &str) -> bool {
@@ -137,6 +154,24 @@ fn parse_send(params: Option<Value>) -> Result<Vec<OutgoingMessage>, RpcError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `METHODS` is exactly what `parse` serves: each listed method parses (or fails on its
+    /// params, not as unknown), and a name off the list is unknown.
+    #[test]
+    fn methods_lists_what_parse_serves() {
+        for method in ClientCommand::METHODS {
+            let unknown = matches!(
+                ClientCommand::parse(method, None),
+                Err(e) if e.kind() == Some(ErrorCode::MethodNotFound)
+            );
+            assert!(!unknown, "{method}");
+            assert_eq!(ClientCommand::known_method(method), Some(method));
+        }
+        for method in ["msg.recv", "auth", "Echo", ""] {
+            assert!(ClientCommand::parse(method, None).is_err());
+            assert_eq!(ClientCommand::known_method(method), None);
+        }
+    }
 
     #[test]
     fn parses_each_method() {

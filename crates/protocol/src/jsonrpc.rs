@@ -6,7 +6,7 @@
 use crate::error::{ErrorCode, RpcError};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// A request id, echoed back verbatim. JSON-RPC allows a string, a number or null.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,6 +68,15 @@ pub enum Frame {
 /// Parses one text frame. An `Err` is the single error response for the whole frame: not JSON
 /// (-32700), an empty batch or a batch longer than `max_batch` (-32600), all with id null.
 pub fn parse_frame(text: &str, max_batch: usize) -> Result<Frame, RpcError> {
+    // Fast path for the common frame, one well-formed object: read straight into its members,
+    // without building a map of the whole object first. Anything it does not take (a batch, a
+    // duplicate member, a member of the wrong JSON type, bad JSON) goes the general way below,
+    // which alone decides what is invalid and how.
+    if !text.trim_start().starts_with('[')
+        && let Ok(members) = serde_json::from_str::<Members>(text)
+    {
+        return Ok(Frame::Single(members.classify()));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|e| RpcError::with_message(ErrorCode::ParseError, format!("Parse error: {e}")))?;
     match value {
@@ -99,38 +108,111 @@ pub fn classify(value: Value) -> Incoming {
     let Value::Object(mut obj) = value else {
         return invalid(Id::Null, "not an object");
     };
-    let (id, id_present) = match obj.remove("id") {
-        None => (Id::Null, false),
-        Some(raw) => match serde_json::from_value::<Id>(raw) {
-            Ok(id) => (id, true),
-            Err(_) => return invalid(Id::Null, "id must be a string, a number or null"),
-        },
+    let jsonrpc = match obj.remove("jsonrpc") {
+        None => Version::Absent,
+        Some(Value::String(v)) if v == "2.0" => Version::Two,
+        Some(_) => Version::Other,
     };
-    match obj.get("jsonrpc") {
-        None => {}
-        Some(Value::String(v)) if v == "2.0" => {}
-        Some(_) => return invalid(id, "jsonrpc must be \"2.0\""),
+    Members {
+        id: obj.remove("id"),
+        jsonrpc,
+        method: obj.remove("method"),
+        params: obj.remove("params"),
+        result: obj.remove("result"),
+        error: obj.remove("error"),
     }
-    if let Some(method) = obj.remove("method") {
-        let Value::String(method) = method else {
-            return invalid(id, "method must be a string");
-        };
-        let params = match obj.remove("params") {
-            None => None,
-            Some(p @ (Value::Array(_) | Value::Object(_))) => Some(p),
-            Some(_) => return invalid(id, "params must be an array or an object"),
-        };
-        return if id_present {
-            Incoming::Request { id, method, params }
-        } else {
-            Incoming::Notification { method, params }
-        };
-    }
-    response(id, obj)
+    .classify()
 }
 
-fn response(id: Id, mut obj: Map<String, Value>) -> Incoming {
-    match (obj.remove("result"), obj.remove("error")) {
+/// The members of one JSON-RPC object that matter, each `Some` when present (even as `null`);
+/// other members are ignored. Deserialized directly by the fast path of [`parse_frame`], which
+/// fails on a duplicate member (the general path lets the last one win) or a non-string
+/// `jsonrpc`, and then leaves the frame to [`classify`].
+#[derive(Deserialize)]
+struct Members {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default)]
+    jsonrpc: Version,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+}
+
+/// The `jsonrpc` member: absent, `"2.0"`, or anything else. The fast path reads only a string
+/// here (borrowed when unescaped).
+#[derive(Default)]
+enum Version {
+    #[default]
+    Absent,
+    Two,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Version;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Version, E> {
+                Ok(if v == "2.0" {
+                    Version::Two
+                } else {
+                    Version::Other
+                })
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+/// A member that is present, whatever its value (`null` included): `Option<Value>` alone
+/// would read `"id": null` as absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl Members {
+    fn classify(self) -> Incoming {
+        let (id, id_present) = match self.id {
+            None => (Id::Null, false),
+            Some(raw) => match serde_json::from_value::<Id>(raw) {
+                Ok(id) => (id, true),
+                Err(_) => return invalid(Id::Null, "id must be a string, a number or null"),
+            },
+        };
+        if let Version::Other = self.jsonrpc {
+            return invalid(id, "jsonrpc must be \"2.0\"");
+        }
+        if let Some(method) = self.method {
+            let Value::String(method) = method else {
+                return invalid(id, "method must be a string");
+            };
+            let params = match self.params {
+                None => None,
+                Some(p @ (Value::Array(_) | Value::Object(_))) => Some(p),
+                Some(_) => return invalid(id, "params must be an array or an object"),
+            };
+            return if id_present {
+                Incoming::Request { id, method, params }
+            } else {
+                Incoming::Notification { method, params }
+            };
+        }
+        response(id, self.result, self.error)
+    }
+}
+
+fn response(id: Id, result: Option<Value>, error: Option<Value>) -> Incoming {
+    match (result, error) {
         (Some(result), None) => Incoming::Response {
             id,
             outcome: Ok(result),
@@ -228,11 +310,21 @@ pub fn batch_to_text(responses: &[Response]) -> String {
 }
 
 fn to_text<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| {
-        r#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"Internal error"},"id":null}"#
-            .to_owned()
-    })
+    // Sized for a typical frame up front: growing from empty took five reallocations per frame.
+    let mut text = Vec::with_capacity(TEXT_CAPACITY);
+    serde_json::to_writer(&mut text, value)
+        .ok()
+        // serde_json writes only valid UTF-8, so this conversion does not fail either.
+        .and_then(|()| String::from_utf8(text).ok())
+        .unwrap_or_else(|| INTERNAL_ERROR_FRAME.to_owned())
 }
+
+const INTERNAL_ERROR_FRAME: &str =
+    r#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"Internal error"},"id":null}"#;
+
+/// Starting buffer of a serialised frame: an ACK or an error fits, and a `msg.recv` of one
+/// short message grows once.
+const TEXT_CAPACITY: usize = 256;
 
 #[cfg(test)]
 #[path = "jsonrpc_tests.rs"]

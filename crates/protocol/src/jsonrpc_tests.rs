@@ -166,3 +166,57 @@ fn response_serialisation() {
         r#"{"jsonrpc":"2.0","method":"msg.recv","params":[],"id":3}"#
     );
 }
+
+/// The fast path of `parse_frame` (one object read straight into its members) must give what
+/// the general path (`classify` of the parsed value) gives, for every shape: valid calls and
+/// responses, members that are null, of the wrong type, repeated (the last wins), or unknown.
+#[test]
+fn fast_path_agrees_with_the_general_path() {
+    let frames = [
+        r#"{"jsonrpc":"2.0","id":7,"method":"msg.send","params":[{"to":"bob","message":"hi"}]}"#,
+        r#"{"id":"a","method":"echo","params":{"x":1}}"#,
+        r#"{"jsonrpc":"2.0","method":"echo"}"#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"echo"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"echo","params":null}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"echo","params":3}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+        r#"{"jsonrpc":"1.0","id":1,"method":"echo"}"#,
+        r#"{"jsonrpc":"2\u002e0","id":1,"method":"echo"}"#,
+        r#"{"jsonrpc":2,"id":1,"method":"echo"}"#,
+        r#"{"jsonrpc":null,"id":1,"method":"echo"}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"echo"}"#,
+        r#"{"jsonrpc":"2.0","id":1.5,"method":"echo"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"result":"ACK"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"result":null}"#,
+        r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"no"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"error":"bad"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"result":1,"error":{"code":1,"message":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":3}"#,
+        r#"{"id":1,"id":2,"method":"echo"}"#,
+        r#"{"id":1,"method":"a","method":"echo"}"#,
+        r#"{"id":1,"method":"echo","extra":{"deep":[1,2]},"extra":0}"#,
+        r#"{}"#,
+        r#"  {"id":1,"method":"echo"}  "#,
+    ];
+    for text in frames {
+        let general = classify(serde_json::from_str(text).unwrap());
+        assert_eq!(single(text), general, "{text}");
+    }
+}
+
+/// What the fast path refuses still gets its answer from the general path.
+#[test]
+fn fast_path_leaves_non_objects_to_the_general_path() {
+    assert_eq!(single("5"), classify(json!(5)));
+    assert_eq!(single(r#""x""#), classify(json!("x")));
+    assert!(matches!(
+        parse_frame(r#" [{"id":1,"method":"echo"}]"#, 100),
+        Ok(Frame::Batch(items)) if items.len() == 1
+    ));
+    assert_eq!(
+        parse_frame(r#"{"id":1,"method":"echo"} x"#, 100)
+            .unwrap_err()
+            .code,
+        ErrorCode::ParseError.code()
+    );
+}
