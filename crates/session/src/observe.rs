@@ -2,8 +2,9 @@
 //! authentications by reason, closes by code. Labels only ever take values from fixed sets, never
 //! raw client input, so a client cannot grow the number of series.
 
+use prometheus::IntCounterVec;
 use titan_delivery::{ConnId, Metrics};
-use titan_protocol::{ClientCommand, CloseCode, ErrorCode, Response};
+use titan_protocol::{ClientCommand, CloseCode, Response};
 use tracing::Span;
 
 use crate::auth::AuthError;
@@ -11,39 +12,36 @@ use crate::google::SignInError;
 use crate::session::Outcome;
 
 /// The method as a label: its name when it is a method Titan serves, `unknown` otherwise.
-fn method_label(method: &str) -> &str {
-    let unknown = matches!(
-        ClientCommand::parse(method, None),
-        Err(e) if e.kind() == Some(ErrorCode::MethodNotFound)
-    );
-    if unknown { "unknown" } else { method }
+fn method_label(method: &str) -> &'static str {
+    ClientCommand::known_method(method).unwrap_or("unknown")
 }
 
-fn count(metrics: &Metrics, method: &str, response: Option<&Response>) {
+fn count(requests: &IntCounterVec, method: &str, response: Option<&Response>) {
+    let error_code;
     let code = match response.map(|r| &r.outcome) {
-        None => "notification".to_owned(),
-        Some(Ok(_)) => "ok".to_owned(),
-        Some(Err(e)) => e.code.to_string(),
+        None => "notification",
+        Some(Ok(_)) => "ok",
+        Some(Err(e)) => {
+            error_code = e.code.to_string();
+            error_code.as_str()
+        }
     };
-    metrics
-        .rpc_requests
-        .with_label_values(&[method, code.as_str()])
-        .inc();
+    requests.with_label_values(&[method, code]).inc();
 }
 
 /// Counts the request once its answer is known (now, or when a deferred answer resolves).
 pub(crate) fn request(metrics: &Metrics, method: &str, outcome: Outcome) -> Outcome {
-    let method = method_label(method).to_owned();
+    let method = method_label(method);
     match outcome {
         Outcome::Now(response) => {
-            count(metrics, &method, response.as_ref());
+            count(&metrics.rpc_requests, method, response.as_ref());
             Outcome::Now(response)
         }
         Outcome::Later(future) => {
-            let metrics = metrics.clone();
+            let requests = metrics.rpc_requests.clone();
             Outcome::Later(Box::pin(async move {
                 let response = future.await;
-                count(&metrics, &method, response.as_ref());
+                count(&requests, method, response.as_ref());
                 response
             }))
         }
