@@ -9,7 +9,6 @@
 //! The store operations of the feeds (`pump`, `finish`) live in the child module `reads`.
 
 use actix::prelude::*;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use titan_protocol::{DeviceId, OutgoingMessage, UserId};
@@ -22,6 +21,7 @@ use reads::FusedRead;
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
 use crate::feed::{Feed, Phase, Step};
+use crate::hashing::{HashMap, HashSet};
 use crate::metrics::Metrics;
 use crate::push::PushStored;
 use crate::resume::{Resume, run_then};
@@ -142,12 +142,12 @@ impl Dispatcher {
         Self {
             store,
             config,
-            feeds: HashMap::new(),
-            devices: HashMap::new(),
-            running: HashSet::new(),
+            feeds: HashMap::default(),
+            devices: HashMap::default(),
+            running: HashSet::default(),
             trimming: false,
             bus: None,
-            wake_queue: HashSet::new(),
+            wake_queue: HashSet::default(),
             waking: false,
             last_poll: Instant::now(),
             metrics: Metrics::default(),

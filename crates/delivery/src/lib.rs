@@ -15,6 +15,7 @@
 //! - [`push`]: offline delivery by push (FCM, APNs): the [`Pusher`] actor the dispatcher hands
 //!   every stored batch to, and the providers behind one small trait.
 //! - [`error`]: the crate's error type, [`DeliveryError`].
+//! - `hashing`: the fast hasher of the per-message maps.
 //! - [`resume`]: running an actor's I/O as its own task and resuming the actor with the output
 //!   (actix re-polls every future in an actor's context on each wake-up).
 //! - [`metrics`]: [`Metrics`], every Prometheus family of the server (recorded here, in the
@@ -25,6 +26,7 @@ pub mod dispatcher;
 pub mod envelope;
 pub mod error;
 pub mod feed;
+mod hashing;
 pub mod instrumented;
 pub mod metrics;
 pub mod push;

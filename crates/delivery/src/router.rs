@@ -12,8 +12,8 @@
 //! claim is checked (re-made if Redis lost it; the session closed if a newer one took the device
 //! meanwhile) and its feed restarted.
 
+use crate::hashing::HashMap;
 use actix::prelude::*;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use titan_protocol::{CloseCode, DeviceId, UserId};
@@ -127,7 +127,7 @@ impl Router {
     pub fn new(dispatcher: Addr<Dispatcher>) -> Self {
         Self {
             dispatcher,
-            online: HashMap::new(),
+            online: HashMap::default(),
             bus: None,
             metrics: Metrics::default(),
             revocations: None,
