@@ -15,6 +15,10 @@ use super::tables::{Head, Tables};
 use crate::error::StoreError;
 use crate::inbox::{Appended, InboxLimits, NewMessage, Position};
 
+/// Room for a stored message's members other than its text: the keys, a 36-byte id, a
+/// 30-byte time, and two user ids of typical length.
+const BODY_OVERHEAD: usize = 160;
+
 /// What the validation phase decided for one message.
 enum Plan {
     Store { body: Vec<u8> },
@@ -58,8 +62,11 @@ pub(super) fn append(
             }
             seen.insert(key, &message.id);
         }
-        let body = match serde_json::to_vec(message) {
-            Ok(body) => body,
+        // Sized for the fixed members (id, names, time) plus the text, so encoding does not
+        // reallocate as it grows.
+        let mut body = Vec::with_capacity(message.message.len() + BODY_OVERHEAD);
+        let body = match serde_json::to_writer(&mut body, message) {
+            Ok(()) => body,
             // A struct of strings always serializes; reported rather than unwrapped all the same.
             Err(e) => {
                 return Ok(Err(StoreError::Corrupt {
@@ -74,13 +81,17 @@ pub(super) fn append(
         plans.push(Plan::Store { body });
     }
 
+    // Each recipient's inbox head, read by the check and then advanced by the writes below.
+    let mut heads: Vec<(&UserId, Head)> = Vec::with_capacity(counts.len());
     for (user, n) in &counts {
-        if !t.fits(user.as_str(), *n, limits.max_pending)? {
+        let (fits, head) = t.fits(user.as_str(), *n, limits.max_pending)?;
+        if !fits {
             return Ok(Err(StoreError::InboxFull {
                 user: (*user).clone(),
                 max_pending: limits.max_pending,
             }));
         }
+        heads.push((user, head));
     }
 
     let mut out = Vec::with_capacity(batch.len());
@@ -90,7 +101,13 @@ pub(super) fn append(
             Plan::Store { body } => {
                 let message = &new.message;
                 let to = message.to.as_str();
-                let head = t.head(to)?;
+                // Every stored message's recipient was counted, so its head is in `heads`.
+                let Some((_, head)) = heads.iter_mut().find(|(user, _)| **user == message.to)
+                else {
+                    return Err(StorageError::Corrupted(format!(
+                        "append: no inbox head read for {to}"
+                    )));
+                };
                 // Never before the inbox's last message, so positions stay ordered like the
                 // inbox even if the wall clock steps back.
                 let position = Position {
@@ -99,13 +116,11 @@ pub(super) fn append(
                 };
                 t.inbox
                     .insert((to, position.seq), (position.ms, body.as_slice()))?;
-                t.set_head(
-                    to,
-                    Head {
-                        next_seq: position.seq + 1,
-                        last_ms: position.ms,
-                    },
-                )?;
+                *head = Head {
+                    next_seq: position.seq + 1,
+                    last_ms: position.ms,
+                };
+                t.set_head(to, *head)?;
                 if let Some(client_id) = &new.client_id {
                     t.client_ids.insert(
                         (

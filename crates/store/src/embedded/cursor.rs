@@ -135,13 +135,15 @@ pub(super) fn ack(
     let mut removed = 0;
     for position in positions {
         let key = (user, device, position.seq);
-        let matches = t
-            .pending
-            .get(key)?
-            .is_some_and(|guard| guard.value().1 == position.ms);
-        if matches {
-            t.pending.remove(key)?;
+        // Removed first and put back if its `ms` does not match (a stale or forged position,
+        // rare): one tree walk per acked message instead of a lookup and then a removal.
+        let Some(entry) = t.pending.remove(key)?.map(|guard| guard.value()) else {
+            continue;
+        };
+        if entry.1 == position.ms {
             removed += 1;
+        } else {
+            t.pending.insert(key, entry)?;
         }
     }
     if removed > 0 {

@@ -126,9 +126,11 @@ impl<'t> Tables<'t> {
     /// <= `max`). Checked first against a bound that needs no inbox range scan: the inbox head
     /// stands in for the last retained message and the cursor is not raised to the first one, so
     /// the bound is never below the depth; only when the bound does not fit is the exact depth
-    /// computed. Every `append` checks this, so it must stay cheap.
-    pub fn fits(&self, user: &str, extra: u64, max: u64) -> Result<bool, StorageError> {
-        let last = self.head(user)?.next_seq - 1;
+    /// computed. Every `append` checks this, so it must stay cheap. Returns the inbox head it
+    /// read, with the answer, so the append that follows need not read it again.
+    pub fn fits(&self, user: &str, extra: u64, max: u64) -> Result<(bool, Head), StorageError> {
+        let head = self.head(user)?;
+        let last = head.next_seq - 1;
         let mut bound = None::<u64>;
         for entry in self.devices.range((user, "")..)? {
             let (key, value) = entry?;
@@ -141,9 +143,9 @@ impl<'t> Tables<'t> {
         }
         // Without devices, every retained message counts: at most all ever appended.
         if bound.unwrap_or(last) + extra <= max {
-            return Ok(true);
+            return Ok((true, head));
         }
-        Ok(self.depth(user)? + extra <= max)
+        Ok((self.depth(user)? + extra <= max, head))
     }
 
     /// First and last retained seq of `user`'s inbox, `None` when it is empty. Retained seqs are
