@@ -166,6 +166,7 @@ impl EmbeddedStore {
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
+    tables::migrate_device_tables(&txn)?;
     drop(Tables::open(&txn)?);
     users::create_tables(&txn)?;
     txn.commit()?;

@@ -144,3 +144,89 @@ async fn refusals_in_a_group_commit_do_not_undo_the_rest() {
     );
     assert_eq!(store.read_new(&bob, &phone, 100).await.unwrap().len(), 5);
 }
+
+/// A file written before device records (cursors in a `devices` table, one `pending` row per
+/// unacked message) opens with its device state intact: the pending message is redelivered with
+/// its position, the cursor holds (nothing read twice), acks work, and the old tables are gone
+/// after the upgrade, so a second open finds the same state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_from_before_device_records_is_upgraded() {
+    use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
+    use titan_store::Position;
+    const INBOX: TableDefinition<(&str, u64), (u64, &[u8])> = TableDefinition::new("inbox");
+    const HEADS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("inbox_heads");
+    const DEVICES: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("devices");
+    const PENDING: TableDefinition<(&str, &str, u64), (u64, u64)> = TableDefinition::new("pending");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let texts_in = ["m1", "m2", "m3"];
+    let ms = 1_700_000_000_000u64;
+    {
+        let db = Database::create(dir.path().join(titan_store::DATABASE_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut inbox = txn.open_table(INBOX).unwrap();
+            for (i, text) in texts_in.iter().enumerate() {
+                let body = serde_json::to_vec(&message(&alice, &bob, text).message).unwrap();
+                inbox
+                    .insert(("bob", i as u64 + 1), (ms + i as u64, body.as_slice()))
+                    .unwrap();
+            }
+            let mut heads = txn.open_table(HEADS).unwrap();
+            heads.insert("bob", (4, ms + 2)).unwrap();
+            // The phone read m1 and m2 and acked m1: cursor 2, m2 pending.
+            let mut devices = txn.open_table(DEVICES).unwrap();
+            devices.insert(("bob", "phone"), (2, 1)).unwrap();
+            let mut pending = txn.open_table(PENDING).unwrap();
+            pending.insert(("bob", "phone", 2), (ms, ms + 1)).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    {
+        let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+        assert_eq!(
+            store.depth(&bob).await.unwrap(),
+            2,
+            "m2 pending + m3 unread"
+        );
+        let later = clock_past(SystemTime::now()).await;
+        let pending = store
+            .claim_pending(&bob, &phone, Some(later), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(texts(&pending), ["m2"]);
+        assert_eq!(positions(&pending), [Position { ms: ms + 1, seq: 2 }]);
+        let unread = store.read_new(&bob, &phone, 10).await.unwrap();
+        assert_eq!(texts(&unread), ["m3"]);
+        assert_eq!(
+            store.ack(&bob, &phone, &positions(&pending)).await.unwrap(),
+            1
+        );
+    }
+
+    let db = Database::open(dir.path().join(titan_store::DATABASE_FILE)).unwrap();
+    let names: Vec<String> = db
+        .begin_read()
+        .unwrap()
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "devices" || n == "pending"),
+        "{names:?}"
+    );
+    drop(db);
+
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    assert_eq!(store.depth(&bob).await.unwrap(), 1, "m3 pending");
+    let later = clock_past(SystemTime::now()).await;
+    let pending = store
+        .claim_pending(&bob, &phone, Some(later), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(texts(&pending), ["m3"]);
+    assert!(store.read_new(&bob, &phone, 10).await.unwrap().is_empty());
+}

@@ -190,20 +190,11 @@ pub(super) fn trim(
         }
         dropped += expired.len() as u64;
         for (device, mut state) in t.devices_of(user)? {
-            let device = device.as_str();
-            let stale = t
-                .pending
-                .range((user, device, 0)..=(user, device, newest_expired))?
-                .map(|entry| entry.map(|(key, _)| key.value().2))
-                .collect::<Result<Vec<_>, _>>()?;
-            if stale.is_empty() {
-                continue;
+            let before = state.pending.len();
+            state.pending.retain(|p| p.seq > newest_expired);
+            if state.pending.len() != before {
+                t.set_device(user, device.as_str(), &state)?;
             }
-            for seq in &stale {
-                t.pending.remove((user, device, *seq))?;
-            }
-            state.pending = state.pending.saturating_sub(stale.len() as u64);
-            t.set_device(user, device, state)?;
         }
     }
     t.client_ids

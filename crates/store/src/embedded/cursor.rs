@@ -1,11 +1,13 @@
 //! The per-device operations: `read_new` (move the cursor), `claim_pending` (redeliver) and
 //! `ack`. Each reads and decodes everything it returns before writing anything, so a corrupt
-//! message fails only its own operation and leaves the device's state untouched.
+//! message fails only its own operation and leaves the device's state untouched. A device's
+//! cursor and pending messages are one record ([`Device`]), read once and written once per
+//! operation.
 
 use redb::{ReadableTable, StorageError};
 
 use super::Outcome;
-use super::tables::{Device, Tables, decode_message};
+use super::tables::{Device, Pending, Tables, decode_message};
 use crate::inbox::{Delivered, Position};
 
 /// Up to `limit` messages after the device's cursor; they become pending with delivery time
@@ -24,7 +26,13 @@ pub(super) fn read_new(
                 Some((first, _)) => first - 1,
                 None => t.head(user)?.next_seq - 1,
             };
-            (Device { cursor, pending: 0 }, true)
+            (
+                Device {
+                    cursor,
+                    pending: Vec::new(),
+                },
+                true,
+            )
         }
     };
 
@@ -48,16 +56,17 @@ pub(super) fn read_new(
         }
     }
 
-    for d in &delivered {
-        t.pending
-            .insert((user, device, d.position.seq), (now_ms, d.position.ms))?;
-    }
+    // After the cursor, so appending keeps `pending` in seq order.
+    state.pending.extend(delivered.iter().map(|d| Pending {
+        seq: d.position.seq,
+        delivered_ms: now_ms,
+        ms: d.position.ms,
+    }));
     if let Some(last) = delivered.last() {
         state.cursor = last.position.seq;
-        state.pending += delivered.len() as u64;
     }
     if is_new || !delivered.is_empty() {
-        t.set_device(user, device, state)?;
+        t.set_device(user, device, &state)?;
     }
     Ok(Ok(delivered))
 }
@@ -76,20 +85,20 @@ pub(super) fn claim_pending(
         return Ok(Ok(Vec::new()));
     };
     let mut claimed = Vec::new();
-    let mut gone = Vec::new();
+    let mut changed = false;
     if limit > 0 {
-        for entry in t
-            .pending
-            .range((user, device, after_seq.saturating_add(1))..=(user, device, u64::MAX))?
-        {
-            let (key, value) = entry?;
-            let seq = key.value().2;
-            let (delivered_ms, _) = value.value();
-            if delivered_ms >= before_ms {
+        let start = state.pending.partition_point(|p| p.seq <= after_seq);
+        let mut kept = Vec::with_capacity(state.pending.len());
+        kept.extend_from_slice(&state.pending[..start]);
+        let mut rest = state.pending[start..].iter();
+        for p in rest.by_ref() {
+            if p.delivered_ms >= before_ms {
+                kept.push(*p);
                 continue;
             }
-            let Some(stored) = t.inbox.get((user, seq))? else {
-                gone.push(seq);
+            let Some(stored) = t.inbox.get((user, p.seq))? else {
+                // The message is gone (trimmed): so is its pending entry.
+                changed = true;
                 continue;
             };
             let (ms, body) = stored.value();
@@ -98,25 +107,23 @@ pub(super) fn claim_pending(
                 Err(e) => return Ok(Err(e)),
             };
             claimed.push(Delivered {
-                position: Position { ms, seq },
+                position: Position { ms, seq: p.seq },
                 message,
             });
+            kept.push(Pending {
+                delivered_ms: now_ms,
+                ..*p
+            });
+            changed = true;
             if claimed.len() >= limit {
                 break;
             }
         }
+        kept.extend(rest);
+        state.pending = kept;
     }
-
-    for seq in &gone {
-        t.pending.remove((user, device, *seq))?;
-    }
-    for d in &claimed {
-        t.pending
-            .insert((user, device, d.position.seq), (now_ms, d.position.ms))?;
-    }
-    if !gone.is_empty() {
-        state.pending = state.pending.saturating_sub(gone.len() as u64);
-        t.set_device(user, device, state)?;
+    if changed {
+        t.set_device(user, device, &state)?;
     }
     Ok(Ok(claimed))
 }
@@ -134,21 +141,15 @@ pub(super) fn ack(
     };
     let mut removed = 0;
     for position in positions {
-        let key = (user, device, position.seq);
-        // Removed first and put back if its `ms` does not match (a stale or forged position,
-        // rare): one tree walk per acked message instead of a lookup and then a removal.
-        let Some(entry) = t.pending.remove(key)?.map(|guard| guard.value()) else {
-            continue;
-        };
-        if entry.1 == position.ms {
+        if let Ok(at) = state.pending.binary_search_by_key(&position.seq, |p| p.seq)
+            && state.pending[at].ms == position.ms
+        {
+            state.pending.remove(at);
             removed += 1;
-        } else {
-            t.pending.insert(key, entry)?;
         }
     }
     if removed > 0 {
-        state.pending = state.pending.saturating_sub(removed);
-        t.set_device(user, device, state)?;
+        t.set_device(user, device, &state)?;
     }
     Ok(removed)
 }

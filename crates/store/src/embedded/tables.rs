@@ -1,10 +1,11 @@
 //! The redb tables of the embedded store, and the small queries several operations share.
 //!
 //! Keys are tuples so that everything of one user (and of one device) is a contiguous range,
-//! ordered like the inbox. Values are fixed tuples rather than serde blobs where the store itself
-//! reads them (times, counters): only the message body is JSON, and only delivery decodes it.
+//! ordered like the inbox. Values the store itself reads (times, counters, a device's cursor and
+//! pending set) are fixed tuples or fixed-width records rather than serde blobs: only the
+//! message body is JSON, and only delivery decodes it.
 
-use redb::{ReadableTable, StorageError, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, StorageError, Table, TableDefinition, TableHandle, WriteTransaction};
 use std::time::{SystemTime, UNIX_EPOCH};
 use titan_protocol::Message;
 
@@ -19,14 +20,22 @@ pub(super) const INBOX: TableDefinition<(&str, u64), (u64, &[u8])> = TableDefini
 /// emptied by trimming, so sequence numbers (which cursors point at) are never reused.
 pub(super) const HEADS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("inbox_heads");
 
-/// `(user, device) -> (cursor, pending count)`: the last seq handed to the device, and how many
-/// entries it has in [`PENDING`] (kept here so `depth` is O(devices), not O(pending)).
-pub(super) const DEVICES: TableDefinition<(&str, &str), (u64, u64)> =
+/// `(user, device) -> device record`: the last seq handed to the device (its cursor) and the
+/// messages handed to it and not acked yet, as one [`Device`] value (see [`Device::encode`]).
+/// One record per device instead of a row per pending message: a transaction that reads for
+/// or acks a device rewrites one small value, where the two tables this replaced
+/// ([`LEGACY_DEVICES`], [`LEGACY_PENDING`]) each had a page to copy per recipient.
+pub(super) const DEVICE_STATE: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("device_state");
+
+/// Files written before `device_state`: `(user, device) -> (cursor, pending count)`. Read once,
+/// by [`migrate_device_tables`], then deleted.
+pub(super) const LEGACY_DEVICES: TableDefinition<(&str, &str), (u64, u64)> =
     TableDefinition::new("devices");
 
-/// `(user, device, seq) -> (last delivery ms, position ms)`: messages handed to a device and not
-/// acked yet. The position's `ms` is kept so an ack with a forged or stale position is ignored.
-pub(super) const PENDING: TableDefinition<(&str, &str, u64), (u64, u64)> =
+/// Files written before `device_state`: `(user, device, seq) -> (last delivery ms, position
+/// ms)`. Read once, by [`migrate_device_tables`], then deleted.
+pub(super) const LEGACY_PENDING: TableDefinition<(&str, &str, u64), (u64, u64)> =
     TableDefinition::new("pending");
 
 /// `(sender, recipient, client id) -> (message id, created ms)`: makes appends with a client id
@@ -39,8 +48,7 @@ pub(super) const CLIENT_IDS: TableDefinition<(&str, &str, &str), (&str, u64)> =
 pub(super) struct Tables<'t> {
     pub inbox: Table<'t, (&'static str, u64), (u64, &'static [u8])>,
     pub heads: Table<'t, &'static str, (u64, u64)>,
-    pub devices: Table<'t, (&'static str, &'static str), (u64, u64)>,
-    pub pending: Table<'t, (&'static str, &'static str, u64), (u64, u64)>,
+    pub devices: Table<'t, (&'static str, &'static str), &'static [u8]>,
     pub client_ids: Table<'t, (&'static str, &'static str, &'static str), (&'static str, u64)>,
     pub push_devices: Table<'t, (&'static str, &'static str), (&'static str, &'static str, u64)>,
     pub push_owners: Table<'t, (&'static str, &'static str), (&'static str, &'static str)>,
@@ -54,12 +62,78 @@ pub(super) struct Head {
 }
 
 /// A device's read state.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Device {
     /// Last seq handed out by `read_new`; everything after it is unread.
     pub cursor: u64,
-    /// Number of this device's entries in [`PENDING`].
-    pub pending: u64,
+    /// Messages handed to the device and not acked yet, in seq order (every one is at or before
+    /// the cursor, and `read_new` only ever adds seqs after it).
+    pub pending: Vec<Pending>,
+}
+
+/// One message handed to a device and not acked yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pending {
+    pub seq: u64,
+    /// When it was last handed out (redelivery is due `ack_timeout` after).
+    pub delivered_ms: u64,
+    /// The position's `ms`, kept so an ack with a forged or stale position is ignored.
+    pub ms: u64,
+}
+
+/// Bytes of the cursor, then of each pending entry, in a device record.
+const CURSOR_BYTES: usize = 8;
+const PENDING_BYTES: usize = 24;
+
+impl Device {
+    /// The record: the cursor, then `(seq, delivered ms, ms)` per pending message, all
+    /// little-endian `u64`s. Fixed-width, so the pending count is the length alone.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CURSOR_BYTES + PENDING_BYTES * self.pending.len());
+        out.extend_from_slice(&self.cursor.to_le_bytes());
+        for p in &self.pending {
+            out.extend_from_slice(&p.seq.to_le_bytes());
+            out.extend_from_slice(&p.delivered_ms.to_le_bytes());
+            out.extend_from_slice(&p.ms.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        let (cursor, pending_count) = Self::peek(bytes)?;
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let pending = (0..pending_count as usize)
+            .map(|i| {
+                let at = CURSOR_BYTES + i * PENDING_BYTES;
+                Pending {
+                    seq: word(at),
+                    delivered_ms: word(at + 8),
+                    ms: word(at + 16),
+                }
+            })
+            .collect();
+        Ok(Self { cursor, pending })
+    }
+
+    /// The cursor and the pending count of a record, without decoding its entries.
+    pub fn peek(bytes: &[u8]) -> Result<(u64, u64), StorageError> {
+        let entries = bytes.len().checked_sub(CURSOR_BYTES);
+        match entries {
+            Some(n) if n % PENDING_BYTES == 0 => {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[..CURSOR_BYTES]);
+                Ok((u64::from_le_bytes(w), (n / PENDING_BYTES) as u64))
+            }
+            _ => Err(StorageError::Corrupted(format!(
+                "device record of {} bytes",
+                bytes.len()
+            ))),
+        }
+    }
 }
 
 impl<'t> Tables<'t> {
@@ -68,8 +142,7 @@ impl<'t> Tables<'t> {
         Ok(Self {
             inbox: txn.open_table(INBOX)?,
             heads: txn.open_table(HEADS)?,
-            devices: txn.open_table(DEVICES)?,
-            pending: txn.open_table(PENDING)?,
+            devices: txn.open_table(DEVICE_STATE)?,
             client_ids: txn.open_table(CLIENT_IDS)?,
             push_devices: txn.open_table(super::push_tokens::PUSH_DEVICES)?,
             push_owners: txn.open_table(super::push_tokens::PUSH_OWNERS)?,
@@ -95,14 +168,14 @@ impl<'t> Tables<'t> {
     }
 
     pub fn device(&self, user: &str, device: &str) -> Result<Option<Device>, StorageError> {
-        Ok(self.devices.get((user, device))?.map(|guard| {
-            let (cursor, pending) = guard.value();
-            Device { cursor, pending }
-        }))
+        match self.devices.get((user, device))? {
+            Some(guard) => Device::decode(guard.value()).map(Some),
+            None => Ok(None),
+        }
     }
 
-    pub fn set_device(&mut self, user: &str, device: &str, d: Device) -> Result<(), StorageError> {
-        self.devices.insert((user, device), (d.cursor, d.pending))?;
+    pub fn set_device(&mut self, user: &str, device: &str, d: &Device) -> Result<(), StorageError> {
+        self.devices.insert((user, device), d.encode().as_slice())?;
         Ok(())
     }
 
@@ -116,8 +189,7 @@ impl<'t> Tables<'t> {
             if owner != user {
                 break;
             }
-            let (cursor, pending) = value.value();
-            out.push((device.to_owned(), Device { cursor, pending }));
+            out.push((device.to_owned(), Device::decode(value.value())?));
         }
         Ok(out)
     }
@@ -137,7 +209,7 @@ impl<'t> Tables<'t> {
             if key.value().0 != user {
                 break;
             }
-            let (cursor, pending) = value.value();
+            let (cursor, pending) = Device::peek(value.value())?;
             let device = last.saturating_sub(cursor) + pending;
             bound = Some(bound.map_or(device, |b| b.max(device)));
         }
@@ -172,7 +244,7 @@ impl<'t> Tables<'t> {
             return Ok(self
                 .devices_of(user)?
                 .iter()
-                .map(|(_, d)| d.pending)
+                .map(|(_, d)| d.pending.len() as u64)
                 .max()
                 .unwrap_or(0));
         };
@@ -184,11 +256,60 @@ impl<'t> Tables<'t> {
             .iter()
             .map(|(_, d)| {
                 let unread = last.saturating_sub(d.cursor.max(first - 1));
-                unread + d.pending
+                unread + d.pending.len() as u64
             })
             .max()
             .unwrap_or(0))
     }
+}
+
+/// Moves the device state of a file written before `device_state` (cursors in
+/// [`LEGACY_DEVICES`], pending messages in [`LEGACY_PENDING`]) into device records, then deletes
+/// the two old tables. Runs in the transaction that opens the store, so a file is either
+/// migrated whole or not at all; a file without the old tables is left alone.
+pub(super) fn migrate_device_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let legacy = txn
+        .list_tables()?
+        .any(|table| table.name() == LEGACY_DEVICES.name());
+    if !legacy {
+        return Ok(());
+    }
+    let mut migrated = 0u64;
+    {
+        let old_devices = txn.open_table(LEGACY_DEVICES)?;
+        let old_pending = txn.open_table(LEGACY_PENDING)?;
+        let mut records = txn.open_table(DEVICE_STATE)?;
+        for entry in old_devices.iter()? {
+            let (key, value) = entry?;
+            let (user, device) = key.value();
+            let (cursor, _count) = value.value();
+            let pending = old_pending
+                .range((user, device, 0)..=(user, device, u64::MAX))?
+                .map(|entry| {
+                    entry.map(|(key, value)| {
+                        let (delivered_ms, ms) = value.value();
+                        Pending {
+                            seq: key.value().2,
+                            delivered_ms,
+                            ms,
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            records.insert(
+                (user, device),
+                Device { cursor, pending }.encode().as_slice(),
+            )?;
+            migrated += 1;
+        }
+    }
+    txn.delete_table(LEGACY_DEVICES)?;
+    txn.delete_table(LEGACY_PENDING)?;
+    tracing::info!(
+        devices = migrated,
+        "embedded store: device state moved to device records"
+    );
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch; times before it count as 0.
