@@ -36,6 +36,10 @@ pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection is given up: a server that stops reading must not park the task forever.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most queued frames written before one flush. Frames queued together (a window of sends, a
+/// batch of acks) then leave in one write to the socket instead of one each.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+
 /// The code reported for a close frame without a status code (RFC 6455, section 7.1.5).
 pub const NO_STATUS_CODE: u16 = 1005;
 
@@ -65,6 +69,7 @@ pub(crate) fn spawn(ws: WsStream, options: &ClientOptions, url: &str) -> Handles
         auto_ack: options.auto_ack,
         can_write: true,
         deadline: None,
+        unflushed: Vec::new(),
     };
     let span = tracing::debug_span!("titan_client", url = %url);
     tokio::spawn(driver.run(stream, commands, dropped).instrument(span));
@@ -87,6 +92,9 @@ struct Driver {
     can_write: bool,
     /// When the task gives up on a closing socket.
     deadline: Option<Instant>,
+    /// `written` replies of frames handed to the socket but not flushed yet: answered by the
+    /// next [`Driver::flush`].
+    unflushed: Vec<oneshot::Sender<Result<()>>>,
 }
 
 impl Driver {
@@ -102,7 +110,17 @@ impl Driver {
             let deadline = self.deadline;
             tokio::select! {
                 command = commands.recv(), if commands_open => match command {
-                    Some(command) => self.command(command).await,
+                    Some(command) => {
+                        self.command(command).await;
+                        // What else is queued already goes out with it, in one flush.
+                        for _ in 1..MAX_FRAMES_PER_FLUSH {
+                            let Ok(command) = commands.try_recv() else { break };
+                            self.command(command).await;
+                        }
+                        // A failure is recorded (no more writes; the end is reported by the
+                        // read side or the deadline), and the calls fail with that end.
+                        let _ = self.flush().await;
+                    }
                     None => commands_open = false,
                 },
                 _ = &mut dropped, if !client_gone => {
@@ -111,6 +129,7 @@ impl Driver {
                     while let Ok(command) = commands.try_recv() {
                         self.command(command).await;
                     }
+                    let _ = self.flush().await;
                     self.start_close().await;
                 }
                 frame = stream.next() => match frame {
@@ -145,19 +164,25 @@ impl Driver {
                 // once the end is known.
                 self.pending.insert(id, reply);
                 if self.can_write {
-                    let _ = self.write(WsMessage::text(text)).await;
+                    let _ = self.feed(WsMessage::text(text)).await;
                 }
             }
             Outbound::Frame { text, written } => {
-                let result = match ended {
-                    Some(ended) => Err(ended.error()),
-                    None if !self.can_write => Err(ClientError::Closed {
+                let refused = match ended {
+                    Some(ended) => Some(ended.error()),
+                    None if !self.can_write => Some(ClientError::Closed {
                         code: None,
                         reason: "connection is closing".to_owned(),
                     }),
-                    None => self.write(WsMessage::text(text)).await,
+                    None => self.feed(WsMessage::text(text)).await.err(),
                 };
-                let _ = written.send(result);
+                match refused {
+                    Some(error) => {
+                        let _ = written.send(Err(error));
+                    }
+                    // Answered once flushed: only then has it reached the socket.
+                    None => self.unflushed.push(written),
+                }
             }
             Outbound::Close => self.start_close().await,
         }
@@ -176,11 +201,54 @@ impl Driver {
         }
     }
 
-    /// Writes a frame. A failure does not end the task: the read side still holds the
-    /// server's close frame, if it sent one, and reports the end within the deadline.
-    /// A write that makes no progress for [`WRITE_STALL_TIMEOUT`] counts as failed.
+    /// Writes a frame and flushes it (with anything fed before it).
     async fn write(&mut self, frame: WsMessage) -> Result<()> {
-        let error = match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.sink.send(frame)).await {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+
+    /// Hands a frame to the socket's buffer without flushing (tungstenite writes it out when its
+    /// buffer fills). A failure does not end the task: the read side still holds the server's
+    /// close frame, if it sent one, and reports the end within the deadline. A write that makes
+    /// no progress for [`WRITE_STALL_TIMEOUT`] counts as failed.
+    async fn feed(&mut self, frame: WsMessage) -> Result<()> {
+        let fed = tokio::time::timeout(WRITE_STALL_TIMEOUT, self.sink.feed(frame)).await;
+        self.written(fed)
+    }
+
+    /// Flushes what was fed, then answers the `written` replies waiting for it.
+    async fn flush(&mut self) -> Result<()> {
+        let result = if self.can_write {
+            let flushed = tokio::time::timeout(WRITE_STALL_TIMEOUT, self.sink.flush()).await;
+            self.written(flushed)
+        } else {
+            Err(ClientError::Closed {
+                code: None,
+                reason: "connection is closing".to_owned(),
+            })
+        };
+        let reason = result.as_ref().err().map(ToString::to_string);
+        for written in self.unflushed.drain(..) {
+            let _ = written.send(match &reason {
+                None => Ok(()),
+                Some(reason) => Err(ClientError::Closed {
+                    code: None,
+                    reason: format!("write failed: {reason}"),
+                }),
+            });
+        }
+        result
+    }
+
+    /// The outcome of a socket write; a failure stops further writes.
+    fn written(
+        &mut self,
+        outcome: std::result::Result<
+            std::result::Result<(), tokio_tungstenite::tungstenite::Error>,
+            tokio::time::error::Elapsed,
+        >,
+    ) -> Result<()> {
+        let error = match outcome {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => e.into(),
             Err(_) => ClientError::Timeout,
