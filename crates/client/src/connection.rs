@@ -213,14 +213,18 @@ impl Driver {
     /// no progress for [`WRITE_STALL_TIMEOUT`] counts as failed.
     async fn feed(&mut self, frame: WsMessage) -> Result<()> {
         let fed = tokio::time::timeout(WRITE_STALL_TIMEOUT, self.sink.feed(frame)).await;
-        self.written(fed)
+        self.written(fed.map_err(|_| ClientError::Timeout).and_then(|r| Ok(r?)))
     }
 
     /// Flushes what was fed, then answers the `written` replies waiting for it.
     async fn flush(&mut self) -> Result<()> {
         let result = if self.can_write {
             let flushed = tokio::time::timeout(WRITE_STALL_TIMEOUT, self.sink.flush()).await;
-            self.written(flushed)
+            self.written(
+                flushed
+                    .map_err(|_| ClientError::Timeout)
+                    .and_then(|r| Ok(r?)),
+            )
         } else {
             Err(ClientError::Closed {
                 code: None,
@@ -240,18 +244,11 @@ impl Driver {
         result
     }
 
-    /// The outcome of a socket write; a failure stops further writes.
-    fn written(
-        &mut self,
-        outcome: std::result::Result<
-            std::result::Result<(), tokio_tungstenite::tungstenite::Error>,
-            tokio::time::error::Elapsed,
-        >,
-    ) -> Result<()> {
-        let error = match outcome {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e.into(),
-            Err(_) => ClientError::Timeout,
+    /// The outcome of a socket write (a stall is [`ClientError::Timeout`]); a failure stops
+    /// further writes.
+    fn written(&mut self, outcome: Result<()>) -> Result<()> {
+        let Err(error) = outcome else {
+            return Ok(());
         };
         tracing::debug!(%error, "write failed");
         self.can_write = false;

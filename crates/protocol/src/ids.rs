@@ -70,13 +70,6 @@ macro_rules! id_type {
             }
         }
 
-        impl TryFrom<&str> for $name {
-            type Error = IdError;
-            fn try_from(s: &str) -> Result<Self, IdError> {
-                Self::new(s)
-            }
-        }
-
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0.to_string()

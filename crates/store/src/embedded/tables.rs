@@ -100,34 +100,23 @@ impl Device {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let (cursor, pending_count) = Self::peek(bytes)?;
-        let word = |at: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(w)
-        };
-        let pending = (0..pending_count as usize)
-            .map(|i| {
-                let at = CURSOR_BYTES + i * PENDING_BYTES;
-                Pending {
-                    seq: word(at),
-                    delivered_ms: word(at + 8),
-                    ms: word(at + 16),
-                }
+        let (cursor, _) = Self::peek(bytes)?;
+        let pending = bytes[CURSOR_BYTES..]
+            .chunks_exact(PENDING_BYTES)
+            .map(|entry| Pending {
+                seq: word(entry, 0),
+                delivered_ms: word(entry, 8),
+                ms: word(entry, 16),
             })
             .collect();
         Ok(Self { cursor, pending })
     }
 
-    /// The cursor and the pending count of a record, without decoding its entries.
+    /// The cursor and the pending count of a record, without decoding its entries. A length
+    /// that is not a cursor plus whole entries is a corrupt record.
     pub fn peek(bytes: &[u8]) -> Result<(u64, u64), StorageError> {
-        let entries = bytes.len().checked_sub(CURSOR_BYTES);
-        match entries {
-            Some(n) if n % PENDING_BYTES == 0 => {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&bytes[..CURSOR_BYTES]);
-                Ok((u64::from_le_bytes(w), (n / PENDING_BYTES) as u64))
-            }
+        match bytes.len().checked_sub(CURSOR_BYTES) {
+            Some(n) if n % PENDING_BYTES == 0 => Ok((word(bytes, 0), (n / PENDING_BYTES) as u64)),
             _ => Err(StorageError::Corrupted(format!(
                 "device record of {} bytes",
                 bytes.len()
@@ -312,6 +301,13 @@ pub(super) fn migrate_device_tables(txn: &WriteTransaction) -> Result<(), redb::
     Ok(())
 }
 
+/// The little-endian `u64` at `at` in `bytes`; callers have checked the length.
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
 /// Milliseconds since the Unix epoch; times before it count as 0.
 pub(super) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -324,4 +320,44 @@ pub(super) fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         reason: format!("undecodable message: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record decodes to what was encoded, its length alone gives the pending count, and a
+    /// length that is not a cursor plus whole entries is refused as corrupt, not misread.
+    #[test]
+    fn device_records_round_trip_and_refuse_bad_lengths() {
+        let device = Device {
+            cursor: 42,
+            pending: vec![
+                Pending {
+                    seq: 40,
+                    delivered_ms: 7,
+                    ms: 5,
+                },
+                Pending {
+                    seq: 42,
+                    delivered_ms: u64::MAX,
+                    ms: 6,
+                },
+            ],
+        };
+        let bytes = device.encode();
+        assert_eq!(Device::decode(&bytes).unwrap(), device);
+        assert_eq!(Device::peek(&bytes).unwrap(), (42, 2));
+        assert_eq!(
+            Device::decode(&Device::default().encode()).unwrap(),
+            Device::default()
+        );
+        for bad in [&bytes[..7], &bytes[..bytes.len() - 1], &[][..]] {
+            assert!(matches!(Device::peek(bad), Err(StorageError::Corrupted(_))));
+            assert!(matches!(
+                Device::decode(bad),
+                Err(StorageError::Corrupted(_))
+            ));
+        }
+    }
 }
