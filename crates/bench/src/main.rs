@@ -11,6 +11,11 @@ use titan_bench::idle::{self, IdleOptions};
 use titan_bench::p2p::{self, P2pOptions, Rate};
 use titan_bench::resources::{self, NofileLimit};
 use titan_bench::storm::{self, StormOptions};
+
+/// The load generator shares the machine with the server it measures, so it takes the same
+/// faster allocator (docs/benchmarks.md, fifth set): less of its CPU goes into malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use titan_bench::tokens::TokenSource;
 
 #[derive(Parser)]

@@ -74,6 +74,14 @@ impl RawSocket {
         self.send_message(WsMessage::Close(Some(frame))).await
     }
 
+    /// Sends several text frames in one write (one flush), so the server reads them together.
+    pub async fn send_texts_together(&mut self, texts: Vec<String>) -> Result<()> {
+        for text in texts {
+            self.ws.feed(WsMessage::text(text)).await?;
+        }
+        Ok(self.ws.flush().await?)
+    }
+
     /// Sends any tungstenite message (e.g. a hand-built [`Frame`](crate::tungstenite::protocol::frame::Frame)).
     pub async fn send_message(&mut self, message: WsMessage) -> Result<()> {
         Ok(self.ws.send(message).await?)

@@ -35,6 +35,16 @@ pub struct Submit {
     pub messages: Vec<OutgoingMessage>,
 }
 
+/// Several `msg.send` requests of one sender that arrived together (one read of its
+/// connection): stored in one store call, each all or nothing on its own, and answered together
+/// (one result per request, in order), so the session writes their answers in one go.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<(), DeliveryError>>")]
+pub struct SubmitMany {
+    pub from: UserId,
+    pub requests: Vec<Vec<OutgoingMessage>>,
+}
+
 /// A device went live on this instance (sent by the Router).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -311,35 +321,95 @@ impl Handler<Submit> for Dispatcher {
     type Result = ResponseFuture<Result<(), DeliveryError>>;
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+        let replied = self.submit(msg.from, vec![msg.messages], ctx);
+        Box::pin(async move {
+            match replied.await {
+                Ok(mut results) => results.pop().unwrap_or(Err(DeliveryError::Stopped)),
+                Err(_) => Err(DeliveryError::Stopped),
+            }
+        })
+    }
+}
+
+impl Handler<SubmitMany> for Dispatcher {
+    type Result = ResponseFuture<Vec<Result<(), DeliveryError>>>;
+
+    fn handle(&mut self, msg: SubmitMany, ctx: &mut Context<Self>) -> Self::Result {
+        let count = msg.requests.len();
+        let replied = self.submit(msg.from, msg.requests, ctx);
+        Box::pin(async move {
+            replied
+                .await
+                .unwrap_or_else(|_| (0..count).map(|_| Err(DeliveryError::Stopped)).collect())
+        })
+    }
+}
+
+impl Dispatcher {
+    /// Stamps and stores `requests` (each one `msg.send`'s messages) in one store call, with
+    /// the reads of the recipients' waiting devices; the receiver gets one result per request.
+    fn submit(
+        &mut self,
+        from: UserId,
+        requests: Vec<Vec<OutgoingMessage>>,
+        ctx: &mut Context<Self>,
+    ) -> tokio::sync::oneshot::Receiver<Vec<Result<(), DeliveryError>>> {
         let now = SystemTime::now();
-        let batch: Vec<_> = msg
-            .messages
+        let batches: Vec<Vec<_>> = requests
             .into_iter()
-            .map(|outgoing| stamp(&msg.from, outgoing, now))
+            .map(|messages| {
+                messages
+                    .into_iter()
+                    .map(|outgoing| stamp(&from, outgoing, now))
+                    .collect()
+            })
             .collect();
-        let mut recipients: Vec<UserId> = batch.iter().map(|m| m.message.to.clone()).collect();
-        recipients.sort();
-        recipients.dedup();
+        let recipients: Vec<Vec<UserId>> = batches
+            .iter()
+            .map(|batch: &Vec<titan_store::NewMessage>| {
+                let mut to: Vec<UserId> = batch.iter().map(|m| m.message.to.clone()).collect();
+                to.sort();
+                to.dedup();
+                to
+            })
+            .collect();
+        let mut everyone: Vec<UserId> = recipients.concat();
+        everyone.sort();
+        everyone.dedup();
         let store = self.store.clone();
-        let for_push: Option<Vec<_>> = self
-            .push
-            .as_ref()
-            .map(|_| batch.iter().map(|n| n.message.clone()).collect());
-        let (fused, reads) = self.live_reads(&recipients);
+        let for_push: Option<Vec<Vec<_>>> = self.push.as_ref().map(|_| {
+            batches
+                .iter()
+                .map(|batch| batch.iter().map(|n| n.message.clone()).collect())
+                .collect()
+        });
+        let (fused, reads) = self.live_reads(&everyone);
         let (reply, replied) = tokio::sync::oneshot::channel();
         run_then(
             ctx,
-            async move { store.append_and_read(batch, reads).await },
+            async move { store.append_and_read(batches, reads).await },
             move |result, act, ctx| {
                 let (appended, read) = match result {
-                    Ok((appended, read)) => (Ok(appended), read),
-                    Err(e) => (Err(e), Vec::new()),
+                    Ok(done) => done,
+                    Err(e) => (
+                        recipients.iter().map(|_| Err(e.clone())).collect(),
+                        Vec::new(),
+                    ),
                 };
-                let _ = reply.send(act.stored(appended, recipients, &fused, for_push, ctx));
+                let mut for_push = for_push.map(Vec::into_iter);
+                let results = appended
+                    .into_iter()
+                    .zip(recipients)
+                    .map(|(appended, recipients)| {
+                        let messages = for_push.as_mut().and_then(Iterator::next);
+                        act.stored(appended, recipients, &fused, messages, ctx)
+                    })
+                    .collect();
+                let _ = reply.send(results);
                 act.finish_live_reads(fused, read, ctx);
             },
         );
-        Box::pin(async move { replied.await.unwrap_or(Err(DeliveryError::Stopped)) })
+        replied
     }
 }
 

@@ -53,10 +53,10 @@ impl Inbox for InstrumentedInbox {
 
     async fn append_and_read(
         &self,
-        batch: Vec<NewMessage>,
+        batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        self.timed("append", self.inner.append_and_read(batch, reads))
+        self.timed("append", self.inner.append_and_read(batches, reads))
             .await
     }
 

@@ -34,7 +34,9 @@ pub mod resume;
 pub mod router;
 pub mod session_link;
 
-pub use dispatcher::{Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherConfig, Submit};
+pub use dispatcher::{
+    Acked, DeviceOffline, DeviceOnline, Dispatcher, DispatcherConfig, Submit, SubmitMany,
+};
 pub use error::DeliveryError;
 pub use instrumented::InstrumentedInbox;
 pub use metrics::Metrics;

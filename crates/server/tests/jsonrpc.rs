@@ -496,3 +496,47 @@ async fn send_before_auth_in_batch_is_refused() {
     assert_eq!(answers[r#""a""#][0]["result"], "ACK");
     assert_nothing_pending(&mut raw).await;
 }
+
+/// `msg.send` requests that arrive in one read are stored with one store call, yet each is
+/// still its own all-or-nothing append with its own answer: with bob's inbox full after two,
+/// the third request to him is refused (-32005) while the ones before it and the one to carol
+/// after it are stored, and delivered.
+#[tokio::test]
+async fn sends_arriving_together_are_each_stored_or_refused_alone() {
+    let server = TestServer::start_with(|c| c.delivery.max_pending = 2);
+    let mut raw = authed(&server, "alice").await;
+    let send = |id: u32, to: &str, text: &str| {
+        json!({"jsonrpc": "2.0", "method": "msg.send", "id": id,
+               "params": [{"to": to, "message": text}]})
+        .to_string()
+    };
+    raw.send_texts_together(vec![
+        send(1, "bob", "b1"),
+        send(2, "bob", "b2"),
+        send(3, "bob", "b3"),
+        send(4, "carol", "c1"),
+    ])
+    .await
+    .unwrap();
+    let mut answers = HashMap::new();
+    while answers.len() < 4 {
+        let response = recv(&mut raw).await;
+        answers.insert(response["id"].as_i64().unwrap(), response);
+    }
+    for id in [1, 2, 4] {
+        assert_eq!(answers[&id]["result"], json!("ACK"), "{}", answers[&id]);
+    }
+    assert_eq!(error_code(&answers[&3]), -32005, "{}", answers[&3]);
+
+    let bob = server.client("bob", None).await;
+    let carol = server.client("carol", None).await;
+    let texts = |d: titan_client::Delivery| -> Vec<String> {
+        d.messages.iter().map(|m| m.message.clone()).collect()
+    };
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(texts(next(&bob).await));
+    }
+    assert_eq!(got, ["b1", "b2"]);
+    assert_eq!(texts(next(&carol).await), ["c1"]);
+}

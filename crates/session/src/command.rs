@@ -1,11 +1,18 @@
 //! Executing client commands that do not touch session state: echo and msg.send. (Auth changes
 //! the session itself and lives in the actor.)
+//!
+//! `msg.send` requests are not handed to the dispatcher one by one: the session queues those
+//! that arrive together (the frames of one read of the socket, see `FlushSends` in the session)
+//! and [`submit`]s them as one [`SubmitMany`]. They are then stored in one store call and
+//! answered together, so their answers leave in one write instead of one system call each
+//! (docs/benchmarks.md, fifth set). Each request is still stored and refused on its own.
 
 use actix::Addr;
 use serde_json::Value;
 use std::future::Future;
-use titan_delivery::{DeliveryError, Dispatcher, Submit};
+use titan_delivery::{DeliveryError, Dispatcher, SubmitMany};
 use titan_protocol::{OutgoingMessage, UserId};
+use tokio::sync::oneshot;
 
 use crate::error::SessionError;
 
@@ -14,10 +21,17 @@ pub fn ack() -> Value {
     Value::String("ACK".to_owned())
 }
 
-/// Checks `msg.send`'s bodies against `limit` bytes, then hands the batch to the dispatcher.
-/// The returned future resolves once every message is durably stored.
-pub fn send(
-    dispatcher: &Addr<Dispatcher>,
+/// One `msg.send` waiting for the others of its read to be submitted with it.
+pub struct QueuedSend {
+    pub from: UserId,
+    pub messages: Vec<OutgoingMessage>,
+    answer: oneshot::Sender<Result<(), DeliveryError>>,
+}
+
+/// Checks `msg.send`'s bodies against `limit` bytes and queues the request. The returned
+/// future resolves once every message is durably stored (after [`submit`]).
+pub fn queue(
+    queue: &mut Vec<QueuedSend>,
     from: UserId,
     messages: Vec<OutgoingMessage>,
     limit: usize,
@@ -33,12 +47,47 @@ pub fn send(
             limit,
         });
     }
-    let request = dispatcher.send(Submit { from, messages });
+    let (answer, answered) = oneshot::channel();
+    queue.push(QueuedSend {
+        from,
+        messages,
+        answer,
+    });
     Ok(async move {
-        match request.await {
+        match answered.await {
             Ok(Ok(())) => Ok(ack()),
             Ok(Err(e)) => Err(e.into()),
+            // The session or the dispatcher stopped before the request was stored.
             Err(_) => Err(DeliveryError::Stopped.into()),
         }
     })
+}
+
+/// Hands the queued requests to the dispatcher, one [`SubmitMany`] per sender (one, in
+/// practice: a session's identity does not change), in their order, and answers each from its
+/// own result.
+pub fn submit(dispatcher: &Addr<Dispatcher>, queued: Vec<QueuedSend>) {
+    let mut queued = queued.into_iter().peekable();
+    while let Some(first) = queued.next() {
+        let from = first.from.clone();
+        let mut group = vec![first];
+        while let Some(next) = queued.next_if(|q| q.from == from) {
+            group.push(next);
+        }
+        let (requests, answers): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|q| (q.messages, q.answer)).unzip();
+        // `send` queues the message now, so requests reach the dispatcher in order.
+        let request = dispatcher.send(SubmitMany { from, requests });
+        actix::spawn(async move {
+            let mut results = request.await.ok().map(Vec::into_iter);
+            for answer in answers {
+                let result = results
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .unwrap_or(Err(DeliveryError::Stopped));
+                // The request's future may be gone with its session; nothing to answer then.
+                let _ = answer.send(result);
+            }
+        });
+    }
 }

@@ -119,7 +119,16 @@ pub struct Session {
     drain_pending: bool,
     /// Every log line of this connection carries its id, peer, and (once known) user and device.
     span: Span,
+    /// `msg.send` requests of the frames being handled, submitted together by [`FlushSends`].
+    queued_sends: Vec<command::QueuedSend>,
 }
+
+/// Submits the queued `msg.send` requests (see `command`). The first request of a read queues
+/// it; actix handles it after the stream handler has taken every frame already received (up to
+/// 16 at a time), so the requests that arrived together go to the dispatcher together.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushSends;
 
 /// A request's answer: now, or once a future resolves.
 pub(crate) enum Outcome {
@@ -150,6 +159,7 @@ impl Session {
             drain_pending: false,
             span,
             deps,
+            queued_sends: Vec::new(),
         }
     }
 
@@ -385,6 +395,15 @@ impl Handler<titan_delivery::resume::Resume<Session>> for Session {
     fn handle(&mut self, msg: titan_delivery::resume::Resume<Session>, ctx: &mut Context<Self>) {
         let _span = self.span.clone().entered();
         msg.run(self, ctx);
+    }
+}
+
+impl Handler<FlushSends> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushSends, _: &mut Context<Self>) {
+        let queued = std::mem::take(&mut self.queued_sends);
+        command::submit(&self.deps.dispatcher, queued);
     }
 }
 

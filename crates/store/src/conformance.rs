@@ -87,7 +87,7 @@ pub fn checks() -> Vec<Check> {
         check!(read_new_moves_the_cursor, default),
         check!(ack_removes_from_pending, default),
         check!(append_and_read_delivers_what_was_stored, default),
-        check!(append_and_read_refused_reads_nothing, small),
+        check!(append_and_read_refuses_each_batch_alone, small),
         check!(ack_ignores_unknown_positions, default),
         check!(claim_pending_respects_delivery_time_and_pages, default),
         check!(client_id_makes_append_idempotent, default),

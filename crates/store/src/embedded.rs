@@ -193,15 +193,14 @@ impl Inbox for EmbeddedStore {
 
     async fn append_and_read(
         &self,
-        batch: Vec<NewMessage>,
+        batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        // An empty batch still runs its reads, as the trait's default does.
-        if batch.is_empty() && reads.is_empty() {
+        if batches.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         self.call(|reply| Op::AppendRead {
-            batch,
+            batches,
             reads,
             reply,
         })

@@ -2,8 +2,8 @@
 
 use titan_protocol::UserId;
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. `Clone`: one failed call can answer several requests.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Appending would put more than `max_pending` undelivered messages in this user's inbox.
     /// Nothing of the batch was stored.

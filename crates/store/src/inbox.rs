@@ -55,9 +55,12 @@ pub struct LiveRead {
     pub limit: usize,
 }
 
-/// What [`Inbox::append_and_read`] returns: the append's outcome, and one `read_new` result
-/// per [`LiveRead`], in order.
-pub type AppendedAndRead = (Vec<Appended>, Vec<Result<Vec<Delivered>, StoreError>>);
+/// What [`Inbox::append_and_read`] returns: each batch's own outcome (as [`Inbox::append`]
+/// would give it), and one `read_new` result per [`LiveRead`], in order.
+pub type AppendedAndRead = (
+    Vec<Result<Vec<Appended>, StoreError>>,
+    Vec<Result<Vec<Delivered>, StoreError>>,
+);
 
 /// Bounds every backend enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,24 +92,32 @@ pub trait Inbox: Send + Sync + 'static {
     /// when any recipient would exceed `max_pending`.
     async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError>;
 
-    /// [`Inbox::append`], then [`Inbox::read_new`] for each of `reads` (online devices of the
-    /// recipients, usually): a device that is waiting gets what was just stored without a second
-    /// trip through the store. The append is exactly as atomic and durable as `append` alone,
-    /// and fails the same way (the reads then do not run). A read that fails after a successful
-    /// append fails alone; the messages stay in the inbox for the next read.
+    /// [`Inbox::append`] of each of `batches`, then [`Inbox::read_new`] for each of `reads`
+    /// (online devices of the recipients, usually): a device that is waiting gets what was just
+    /// stored without a second trip through the store. `batches` are the `msg.send` requests of
+    /// one sender that arrived together: each is appended in order, exactly as atomic and durable
+    /// as `append` alone, and refused on its own (a full inbox fails that batch and leaves the
+    /// others stored). The reads run only when some batch succeeded; a read that fails fails
+    /// alone, and its messages stay in the inbox for the next read. `Err` means the backend
+    /// failed the whole call and nothing is known to be stored.
     ///
-    /// The default runs the calls one after another; a backend that can do them in one
-    /// transaction or round trip overrides it (the embedded store does both in one write
-    /// transaction, saving the writer a transaction per delivered message).
+    /// The default runs the appends, then the reads, as separate calls; a backend that can do
+    /// them in one transaction or round trip overrides it (the embedded store does all of them in
+    /// one write transaction, saving the writer a transaction per request and per delivery).
     async fn append_and_read(
         &self,
-        batch: Vec<NewMessage>,
+        batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        let appended = self.append(batch).await?;
+        let mut appended = Vec::with_capacity(batches.len());
+        for batch in batches {
+            appended.push(self.append(batch).await);
+        }
         let mut read = Vec::with_capacity(reads.len());
-        for r in &reads {
-            read.push(self.read_new(&r.user, &r.device, r.limit).await);
+        if appended.iter().any(Result::is_ok) {
+            for r in &reads {
+                read.push(self.read_new(&r.user, &r.device, r.limit).await);
+            }
         }
         Ok((appended, read))
     }

@@ -209,6 +209,14 @@ impl RedisStore {
         }
     }
 
+    /// Whether `batch`'s recipients live in more than one hash slot (on a Cluster only).
+    fn spans_slots(&self, batch: &[NewMessage]) -> bool {
+        let mut shards = batch.iter().map(|new| self.shard(new.message.to.as_str()));
+        shards
+            .next()
+            .is_some_and(|first| shards.any(|other| other != first))
+    }
+
     /// The inbox registry that `shard`'s inboxes are listed in (see [`Keys::slot_registry`]).
     fn registry(&self, shard: u16) -> String {
         if self.conn.is_cluster() {
@@ -305,14 +313,29 @@ impl Inbox for RedisStore {
         self.append_batch(batch).await
     }
 
-    /// The append, then every read at once: the reads share the connection's pipeline (and
-    /// go to their own nodes on a Cluster) instead of waiting for each other.
+    /// The appends at once, then every read at once: they share the connection's pipeline (and
+    /// go to their own nodes on a Cluster) instead of waiting for each other. A single-slot
+    /// append is one script call, and one connection runs its commands in the order sent, so the
+    /// batches keep their order. An append that spans several Cluster slots takes two passes and
+    /// could be overtaken by a later batch, so then the batches go one after another.
     async fn append_and_read(
         &self,
-        batch: Vec<NewMessage>,
+        batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        let appended = self.append_batch(batch).await?;
+        let appended = if batches.iter().any(|batch| self.spans_slots(batch)) {
+            let mut appended = Vec::with_capacity(batches.len());
+            for batch in batches {
+                appended.push(self.append_batch(batch).await);
+            }
+            appended
+        } else {
+            let appends = batches.into_iter().map(|batch| self.append_batch(batch));
+            futures_util::future::join_all(appends).await
+        };
+        if !appended.iter().any(Result::is_ok) {
+            return Ok((appended, Vec::new()));
+        }
         let read = reads
             .iter()
             .map(|r| self.read_new_entries(&r.user, &r.device, r.limit));

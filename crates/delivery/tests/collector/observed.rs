@@ -62,10 +62,10 @@ impl Inbox for ObservedStore {
 
     async fn append_and_read(
         &self,
-        batch: Vec<NewMessage>,
+        batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        let (appended, read) = self.inner.append_and_read(batch, reads).await?;
+        let (appended, read) = self.inner.append_and_read(batches, reads).await?;
         let mut seen = self.read_with_append.lock().unwrap();
         for delivered in read.iter().flatten().flatten() {
             seen.insert(delivered.position);

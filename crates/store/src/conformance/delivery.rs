@@ -266,9 +266,9 @@ pub async fn claim_pending_respects_delivery_time_and_pages(inbox: Arc<dyn Inbox
     assert_eq!(texts(&redelivered)[0], "m0");
 }
 
-/// `append_and_read` stores like `append` and hands each listed device what `read_new` would:
-/// every unread message up to its limit, the new ones included, now pending for it. A refused
-/// append runs no read (the cursor does not move).
+/// `append_and_read` stores each batch like `append` and hands each listed device what
+/// `read_new` would: every unread message up to its limit, the new ones of every batch
+/// included, now pending for it.
 pub async fn append_and_read_delivers_what_was_stored(inbox: Arc<dyn Inbox>) {
     let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
     let (phone, laptop) = (device("phone"), device("laptop"));
@@ -278,17 +278,19 @@ pub async fn append_and_read_delivers_what_was_stored(inbox: Arc<dyn Inbox>) {
         device: device.clone(),
         limit,
     };
-    let batch = vec![
-        message(&alice, &bob, "m1"),
-        message(&alice, &carol, "c1"),
-        message(&alice, &bob, "m2"),
+    // Two requests that arrived together: each is its own batch, stored in order.
+    let batches = vec![
+        vec![message(&alice, &bob, "m1"), message(&alice, &carol, "c1")],
+        vec![message(&alice, &bob, "m2")],
     ];
     let reads = vec![
         live(&bob, &phone, 100),
         live(&bob, &laptop, 2),
         live(&carol, &phone, 100),
     ];
-    let (appended, read) = inbox.append_and_read(batch, reads).await.unwrap();
+    let (appended, read) = inbox.append_and_read(batches, reads).await.unwrap();
+    assert_eq!(appended.len(), 2, "one outcome per batch");
+    let appended: Vec<_> = appended.into_iter().flat_map(Result::unwrap).collect();
     assert_eq!(appended.len(), 3);
     let stored: Vec<Position> = appended
         .iter()
@@ -316,45 +318,74 @@ pub async fn append_and_read_delivers_what_was_stored(inbox: Arc<dyn Inbox>) {
 
     // No reads: the same as append.
     let (appended, read) = inbox
-        .append_and_read(vec![message(&alice, &bob, "m3")], Vec::new())
+        .append_and_read(vec![vec![message(&alice, &bob, "m3")]], Vec::new())
         .await
         .unwrap();
     assert_eq!(appended.len(), 1);
+    assert_eq!(appended[0].as_ref().unwrap().len(), 1);
     assert!(read.is_empty());
     assert_eq!(
         texts(&inbox.read_new(&bob, &phone, 100).await.unwrap()),
         ["m3"]
     );
 
-    // Nothing to append: the reads still run.
+    // An empty batch stores nothing and succeeds: the reads still run.
     let (appended, read) = inbox
-        .append_and_read(Vec::new(), vec![live(&bob, &laptop, 100)])
+        .append_and_read(vec![Vec::new()], vec![live(&bob, &laptop, 100)])
         .await
         .unwrap();
-    assert!(appended.is_empty());
+    assert!(appended[0].as_ref().unwrap().is_empty());
     assert_eq!(read.len(), 1, "one result per read");
     assert_eq!(texts(read[0].as_ref().unwrap()), ["m3"]);
 }
 
-/// A refused append (a full inbox) fails `append_and_read` whole and runs none of its reads.
-pub async fn append_and_read_refused_reads_nothing(inbox: Arc<dyn Inbox>) {
-    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+/// A refused batch (a full inbox) fails alone: the other batches of the call are stored, and
+/// the reads run. When every batch is refused, no read runs (no cursor moves).
+pub async fn append_and_read_refuses_each_batch_alone(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, carol, phone) = (user("alice"), user("bob"), user("carol"), device("phone"));
     let batch = (0..3)
         .map(|i| message(&alice, &bob, &format!("m{i}")))
         .collect();
     append_stored(&*inbox, batch).await;
-    let read = crate::LiveRead {
-        user: bob.clone(),
+    let live = |user: &UserId| crate::LiveRead {
+        user: user.clone(),
         device: phone.clone(),
         limit: 100,
     };
-    let refused = inbox
-        .append_and_read(vec![message(&alice, &bob, "m3")], vec![read])
-        .await;
+
+    let (appended, read) = inbox
+        .append_and_read(vec![vec![message(&alice, &bob, "m3")]], vec![live(&bob)])
+        .await
+        .unwrap();
     assert!(
-        matches!(refused, Err(StoreError::InboxFull { .. })),
-        "{refused:?}"
+        matches!(appended[..], [Err(StoreError::InboxFull { .. })]),
+        "{appended:?}"
     );
+    assert!(read.is_empty(), "no batch stored, so no read ran");
     let unread = inbox.read_new(&bob, &phone, 100).await.unwrap();
     assert_eq!(texts(&unread), ["m0", "m1", "m2"], "the read did not run");
+
+    let batches = vec![
+        vec![message(&alice, &bob, "m4")],
+        vec![message(&alice, &carol, "c1")],
+        vec![message(&alice, &carol, "c2"), message(&alice, &bob, "m5")],
+    ];
+    let (appended, read) = inbox
+        .append_and_read(batches, vec![live(&carol)])
+        .await
+        .unwrap();
+    assert!(matches!(appended[0], Err(StoreError::InboxFull { .. })));
+    assert_eq!(appended[1].as_ref().unwrap().len(), 1, "stored");
+    assert!(
+        matches!(appended[2], Err(StoreError::InboxFull { .. })),
+        "a batch is all or nothing"
+    );
+    assert_eq!(texts(read[0].as_ref().unwrap()), ["c1"]);
+    assert!(
+        inbox
+            .read_new(&carol, &phone, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

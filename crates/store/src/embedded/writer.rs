@@ -37,9 +37,10 @@ pub(super) enum Op {
         batch: Vec<NewMessage>,
         reply: Reply<Vec<Appended>>,
     },
-    /// An append and, when it succeeds, `read_new` for each of `reads`, in one transaction.
+    /// The appends of `batches` (each on its own, in order) and, when one succeeds, `read_new`
+    /// for each of `reads`, in one transaction.
     AppendRead {
-        batch: Vec<NewMessage>,
+        batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
         reply: Reply<AppendedAndRead>,
     },
@@ -224,10 +225,13 @@ impl Writer {
                 ready(reply, append::append(t, &batch, now_ms, &self.limits))
             }
             Op::AppendRead {
-                batch,
+                batches,
                 reads,
                 reply,
-            } => ready(reply, append_read(t, &batch, &reads, now_ms, &self.limits)),
+            } => ready(
+                reply,
+                append_read(t, &batches, &reads, now_ms, &self.limits),
+            ),
             Op::ReadNew {
                 user,
                 device,
@@ -273,28 +277,31 @@ impl Writer {
     }
 }
 
-/// The append, then (only if it stored) each read, inside one transaction. A read's own
-/// refusal (a corrupt message) fails that read alone; a redb error dooms the transaction.
+/// Each batch's append, then (only if one succeeded) each read, inside one transaction. A
+/// batch's own refusal (a full inbox) fails that batch alone, and a read's (a corrupt message)
+/// that read alone; a redb error dooms the transaction.
 fn append_read(
     t: &mut Tables<'_>,
-    batch: &[NewMessage],
+    batches: &[Vec<NewMessage>],
     reads: &[LiveRead],
     now_ms: u64,
     limits: &InboxLimits,
 ) -> Result<Result<AppendedAndRead, StoreError>, StorageError> {
-    let appended = match append::append(t, batch, now_ms, limits)? {
-        Ok(appended) => appended,
-        Err(refused) => return Ok(Err(refused)),
-    };
+    let mut appended = Vec::with_capacity(batches.len());
+    for batch in batches {
+        appended.push(append::append(t, batch, now_ms, limits)?);
+    }
     let mut read = Vec::with_capacity(reads.len());
-    for r in reads {
-        read.push(cursor::read_new(
-            t,
-            r.user.as_str(),
-            r.device.as_str(),
-            r.limit,
-            now_ms,
-        )?);
+    if appended.iter().any(Result::is_ok) {
+        for r in reads {
+            read.push(cursor::read_new(
+                t,
+                r.user.as_str(),
+                r.device.as_str(),
+                r.limit,
+                now_ms,
+            )?);
+        }
     }
     Ok(Ok((appended, read)))
 }
