@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The default configuration, complete and commented.
+/// Bound on `store.cache_mb` (1 TiB), so that the size in bytes cannot overflow.
+const MAX_CACHE_MB: usize = 1 << 20;
+
 pub const DEFAULT_TOML: &str = include_str!("../../../config/titan.toml");
 
 /// Why the configuration could not be loaded.
@@ -140,6 +143,8 @@ pub struct StoreSection {
     pub key_prefix: String,
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// Page cache of the embedded store, in MiB.
+    pub cache_mb: usize,
 }
 
 impl std::fmt::Debug for StoreSection {
@@ -150,6 +155,7 @@ impl std::fmt::Debug for StoreSection {
             .field("redis_url", &hide_password(&self.redis_url))
             .field("key_prefix", &self.key_prefix)
             .field("redis_timeout", &self.redis_timeout)
+            .field("cache_mb", &self.cache_mb)
             .finish()
     }
 }
@@ -297,6 +303,7 @@ impl Config {
             ("delivery.window", self.delivery.window),
             ("delivery.recv_batch", self.delivery.recv_batch),
             ("limits.max_batch", self.limits.max_batch),
+            ("store.cache_mb", self.store.cache_mb),
             ("limits.outbound_queue", self.limits.outbound_queue),
             (
                 "limits.requests_per_second",
@@ -315,6 +322,12 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.store.cache_mb > MAX_CACHE_MB {
+            return Err(invalid(
+                "store.cache_mb",
+                &format!("must be at most {MAX_CACHE_MB}"),
+            ));
         }
         if self.limits.max_frame_bytes < 1024 {
             return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));

@@ -88,6 +88,8 @@ fn invalid_values_are_rejected() {
         ),
         ("TITAN__STORE__BACKEND", "redis", "store.redis_url"),
         ("TITAN__STORE__KEY_PREFIX", "a{b}", "store.key_prefix"),
+        ("TITAN__STORE__CACHE_MB", "0", "store.cache_mb"),
+        ("TITAN__STORE__CACHE_MB", "2000000", "store.cache_mb"),
         (
             "TITAN__DELIVERY__POLL_INTERVAL",
             "0s",

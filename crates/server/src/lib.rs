@@ -86,7 +86,12 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
     };
     Ok(match config.store.backend {
         config::Backend::Embedded => {
-            let store = Arc::new(EmbeddedStore::open(&config.store.path, limits)?);
+            let cache = config.store.cache_mb << 20;
+            let store = Arc::new(EmbeddedStore::open_with_cache(
+                &config.store.path,
+                limits,
+                cache,
+            )?);
             Backends {
                 inbox: store.clone(),
                 users: store.clone(),

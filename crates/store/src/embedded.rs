@@ -48,6 +48,14 @@ use tables::{Tables, unix_ms};
 use users::UserOp;
 use writer::{Counters, Op, Reply, Writer};
 
+/// The page cache of [`EmbeddedStore::open`] (`store.cache_mb` in the server's config): 64 MiB,
+/// not redb's 1 GiB. Recently written pages are the ones read again (inboxes are append-only),
+/// and the OS page cache still holds the rest of the file. Under a write load a cache grows to its
+/// limit and only then recycles its memory, so a large one keeps faulting in fresh memory for a
+/// long time (in the p2p benchmark, 64 MiB gave about 10 % more messages per second than 1 GiB;
+/// docs/benchmarks.md, fifth set) and makes the process that much bigger.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 /// File name of the database inside the directory given to [`EmbeddedStore::open`].
 pub const DATABASE_FILE: &str = "titan.redb";
 
@@ -97,14 +105,27 @@ impl Drop for WriterThread {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the durable store in directory `path`, creating the directory.
-    /// Blocking: call it at startup or from `spawn_blocking`.
+    /// Opens (or creates) the durable store in directory `path`, creating the directory, with
+    /// a page cache of [`DEFAULT_CACHE_BYTES`]. Blocking: call it at startup or from
+    /// `spawn_blocking`.
     pub fn open(path: &Path, limits: InboxLimits) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, limits, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`EmbeddedStore::open`] with a page cache of `cache_bytes` (`store.cache_mb`).
+    pub fn open_with_cache(
+        path: &Path,
+        limits: InboxLimits,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path).map_err(|e| {
             StoreError::unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
         let file = path.join(DATABASE_FILE);
-        let db = Database::create(&file).map_err(|e| open_error(&file, e))?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&file)
+            .map_err(|e| open_error(&file, e))?;
         tracing::info!(path = %file.display(), "embedded store opened");
         Self::start(db, limits)
     }
