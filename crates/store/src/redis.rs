@@ -313,25 +313,34 @@ impl Inbox for RedisStore {
         self.append_batch(batch).await
     }
 
-    /// The appends at once, then every read at once: they share the connection's pipeline (and
-    /// go to their own nodes on a Cluster) instead of waiting for each other. A single-slot
-    /// append is one script call, and one connection runs its commands in the order sent, so the
-    /// batches keep their order. An append that spans several Cluster slots takes two passes and
-    /// could be overtaken by a later batch, so then the batches go one after another.
+    /// The appends in one script call when they share a slot (always on a standalone Redis,
+    /// see `append_together`), then every read at once: the reads share the connection's
+    /// pipeline (and go to their own nodes on a Cluster) instead of waiting for each other. On a
+    /// Cluster, batches in different slots are appended at once when each is single-slot (one
+    /// connection per node runs its commands in the order sent, so the batches keep their order
+    /// per inbox), and one after another when one spans several slots (its two passes could be
+    /// overtaken by a later batch).
     async fn append_and_read(
         &self,
         batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
-        let appended = if batches.iter().any(|batch| self.spans_slots(batch)) {
-            let mut appended = Vec::with_capacity(batches.len());
-            for batch in batches {
-                appended.push(self.append_batch(batch).await);
+        if batches.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let appended = match self.append_together(&batches).await {
+            Some(appended) => appended?,
+            None if batches.iter().any(|batch| self.spans_slots(batch)) => {
+                let mut appended = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    appended.push(self.append_batch(batch).await);
+                }
+                appended
             }
-            appended
-        } else {
-            let appends = batches.into_iter().map(|batch| self.append_batch(batch));
-            futures_util::future::join_all(appends).await
+            None => {
+                let appends = batches.into_iter().map(|batch| self.append_batch(batch));
+                futures_util::future::join_all(appends).await
+            }
         };
         if !appended.iter().any(Result::is_ok) {
             return Ok((appended, Vec::new()));

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    STORE_CLOCK_LAG, append_stored, assert_increasing, clock_past, device, message, positions,
-    texts, user,
+    STORE_CLOCK_LAG, append_stored, assert_increasing, clock_past, device, message,
+    message_with_client_id, positions, texts, user,
 };
 use titan_protocol::{DeviceId, UserId};
 
 use crate::error::StoreError;
-use crate::inbox::{Inbox, Position};
+use crate::inbox::{Appended, Inbox, Position};
 
 /// `ping` answers, an empty append stores nothing, and unknown users and devices read as empty.
 pub async fn ping_and_empty_cases(inbox: Arc<dyn Inbox>) {
@@ -388,4 +388,37 @@ pub async fn append_and_read_refuses_each_batch_alone(inbox: Arc<dyn Inbox>) {
             .unwrap()
             .is_empty()
     );
+
+    // A client id is claimed by the first batch that stores it: a later batch of the same call
+    // retrying it is a duplicate, while one refused before it claimed nothing.
+    let dave = user("dave");
+    let refused = message_with_client_id(&alice, &bob, "to a full inbox", "k1");
+    let first = message_with_client_id(&alice, &dave, "first", "k2");
+    let batches = vec![
+        vec![
+            refused,
+            message_with_client_id(&alice, &dave, "with k1", "k1"),
+        ],
+        vec![message_with_client_id(&alice, &dave, "k1 again", "k1")],
+        vec![first.clone()],
+        vec![message_with_client_id(&alice, &dave, "retry", "k2")],
+    ];
+    let (appended, _) = inbox.append_and_read(batches, Vec::new()).await.unwrap();
+    assert!(matches!(appended[0], Err(StoreError::InboxFull { .. })));
+    assert!(
+        matches!(appended[1].as_deref(), Ok([Appended::Stored { .. }])),
+        "{appended:?}"
+    );
+    assert!(matches!(
+        appended[2].as_deref(),
+        Ok([Appended::Stored { .. }])
+    ));
+    assert_eq!(
+        appended[3].as_deref().unwrap(),
+        [Appended::Duplicate {
+            existing: first.message.id.clone()
+        }]
+    );
+    let unread = inbox.read_new(&dave, &phone, 100).await.unwrap();
+    assert_eq!(texts(&unread), ["k1 again", "first"]);
 }

@@ -75,6 +75,28 @@ impl RedisStore {
             .collect()
     }
 
+    /// The batches of [`crate::Inbox::append_and_read`] in one script call, when every
+    /// recipient of every batch hashes to one slot (always on a standalone Redis): each batch is
+    /// still appended on its own, in order, but the call's fixed cost (a round trip, a script
+    /// run) is paid once for all of them. `None` when they span several slots (the caller then
+    /// appends them one by one); `Err` when the call itself failed.
+    pub(super) async fn append_together(
+        &self,
+        batches: &[Vec<NewMessage>],
+    ) -> Option<Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError>> {
+        let mut shards = batches
+            .iter()
+            .flatten()
+            .map(|new| self.shard(new.message.to.as_str()));
+        let shard = shards.next().unwrap_or(0);
+        if shards.any(|other| other != shard) {
+            return None;
+        }
+        let messages: Vec<Vec<&NewMessage>> =
+            batches.iter().map(|batch| batch.iter().collect()).collect();
+        Some(self.append_call(&messages, shard, Pass::Write).await)
+    }
+
     /// One script call for the messages `members` of `batch`, whose recipients all hash to
     /// `shard`. Returns their outcomes in order (nothing for a dry run).
     async fn append_group(
@@ -84,6 +106,23 @@ impl RedisStore {
         members: &[usize],
         pass: Pass,
     ) -> Result<Vec<Appended>, StoreError> {
+        let messages = vec![members.iter().map(|&i| &batch[i]).collect()];
+        let mut outcomes = self.append_call(&messages, shard, pass).await?;
+        outcomes.pop().unwrap_or_else(|| {
+            Err(StoreError::Corrupt {
+                reason: "append script answered for no batch".to_owned(),
+            })
+        })
+    }
+
+    /// One call of `lua/append.lua` for `batches`, whose recipients all hash to `shard`.
+    /// Returns each batch's outcome in order.
+    async fn append_call(
+        &self,
+        batches: &[Vec<&NewMessage>],
+        shard: u16,
+        pass: Pass,
+    ) -> Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError> {
         let Shared {
             keys,
             scripts,
@@ -97,32 +136,36 @@ impl RedisStore {
         let mut inbox_index: HashMap<&str, usize> = HashMap::new();
         let mut client_ids: Vec<String> = Vec::new();
         let mut client_id_index: HashMap<(&str, &str, &str), usize> = HashMap::new();
-        let mut per_message = Vec::with_capacity(members.len());
-        for &i in members {
-            let new = &batch[i];
-            let message = &new.message;
-            let inbox = *inbox_index.entry(message.to.as_str()).or_insert_with(|| {
-                inboxes.push(&message.to);
-                inboxes.len()
-            });
-            let client_id = match &new.client_id {
-                Some(id) => *client_id_index
-                    .entry((message.to.as_str(), message.from.as_str(), id.as_str()))
-                    .or_insert_with(|| {
-                        client_ids.push(keys.client_id(
-                            message.to.as_str(),
-                            message.from.as_str(),
-                            id.as_str(),
-                        ));
-                        client_ids.len()
-                    }),
-                None => 0,
-            };
-            // A struct of strings always serializes; reported rather than unwrapped all the same.
-            let json = serde_json::to_string(message).map_err(|e| StoreError::Corrupt {
-                reason: format!("cannot encode message: {e}"),
-            })?;
-            per_message.push((inbox, client_id, message.id.as_str(), json));
+        let mut per_batch = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut per_message = Vec::with_capacity(batch.len());
+            for new in batch {
+                let message = &new.message;
+                let inbox = *inbox_index.entry(message.to.as_str()).or_insert_with(|| {
+                    inboxes.push(&message.to);
+                    inboxes.len()
+                });
+                let client_id = match &new.client_id {
+                    Some(id) => *client_id_index
+                        .entry((message.to.as_str(), message.from.as_str(), id.as_str()))
+                        .or_insert_with(|| {
+                            client_ids.push(keys.client_id(
+                                message.to.as_str(),
+                                message.from.as_str(),
+                                id.as_str(),
+                            ));
+                            client_ids.len()
+                        }),
+                    None => 0,
+                };
+                // A struct of strings always serializes; reported rather than unwrapped all the
+                // same.
+                let json = serde_json::to_string(message).map_err(|e| StoreError::Corrupt {
+                    reason: format!("cannot encode message: {e}"),
+                })?;
+                per_message.push((inbox, client_id, message.id.as_str(), json));
+            }
+            per_batch.push(per_message);
         }
 
         let mut call = scripts.append.prepare_invoke();
@@ -137,65 +180,84 @@ impl RedisStore {
         call.arg(limits.max_pending)
             .arg(retention_ms.clamp(1, MAX_TTL_MS))
             .arg(inboxes.len())
-            .arg(per_message.len())
+            .arg(per_batch.len())
             .arg(if pass == Pass::DryRun { "1" } else { "0" });
         for user in &inboxes {
             call.arg(user.as_str());
         }
-        for (inbox, client_id, id, json) in &per_message {
-            call.arg(inbox).arg(client_id).arg(*id).arg(json);
+        for per_message in &per_batch {
+            call.arg(per_message.len());
+            for (inbox, client_id, id, json) in per_message {
+                call.arg(inbox).arg(client_id).arg(*id).arg(json);
+            }
         }
         let reply: Vec<String> = self
             .run("append", |mut conn| async move {
                 call.invoke_async(&mut conn).await
             })
             .await?;
-        let expected = match pass {
+        let expected = per_batch.iter().map(|per_message| match pass {
             Pass::DryRun => 0,
-            Pass::Write => members.len(),
-        };
+            Pass::Write => per_message.len(),
+        });
         self.appended(reply, &inboxes, expected)
     }
 
-    /// Reads the script's answer (see `lua/append.lua`).
+    /// Reads the script's answer (see `lua/append.lua`): per batch, its status and then, when
+    /// it was stored, two words for each of its `expected` messages.
     fn appended(
         &self,
         reply: Vec<String>,
         inboxes: &[&UserId],
-        expected: usize,
-    ) -> Result<Vec<Appended>, StoreError> {
+        expected: impl Iterator<Item = usize>,
+    ) -> Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt {
             reason: format!("unexpected append script reply: {what}"),
         };
-        match reply.split_first() {
-            Some((status, rest)) if status == "full" => {
-                let user = rest
-                    .first()
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .and_then(|i| inboxes.get(i.checked_sub(1)?))
-                    .ok_or_else(|| corrupt("full without a known inbox"))?;
-                Err(StoreError::InboxFull {
-                    user: (*user).clone(),
-                    max_pending: self.shared.limits.max_pending,
-                })
-            }
-            Some((status, rest)) if status == "ok" && rest.len() == 2 * expected => rest
-                .chunks_exact(2)
-                .map(|pair| match pair[0].as_str() {
-                    "s" => Ok(Appended::Stored {
-                        position: position(&pair[1])?,
-                    }),
-                    "d" => Ok(Appended::Duplicate {
-                        existing: MessageId::new(pair[1].as_str()).map_err(|e| {
-                            StoreError::Corrupt {
-                                reason: format!("invalid stored message id: {e}"),
-                            }
-                        })?,
-                    }),
-                    other => Err(corrupt(other)),
-                })
-                .collect(),
-            _ => Err(corrupt("wrong shape")),
+        let mut words = reply.into_iter();
+        let mut outcomes = Vec::new();
+        for expected in expected {
+            let outcome = match words.next().as_deref() {
+                Some("full") => {
+                    let user = words
+                        .next()
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .and_then(|i| inboxes.get(i.checked_sub(1)?))
+                        .ok_or_else(|| corrupt("full without a known inbox"))?;
+                    Err(StoreError::InboxFull {
+                        user: (*user).clone(),
+                        max_pending: self.shared.limits.max_pending,
+                    })
+                }
+                Some("ok") => {
+                    let mut appended = Vec::with_capacity(expected);
+                    for _ in 0..expected {
+                        let (Some(kind), Some(value)) = (words.next(), words.next()) else {
+                            return Err(corrupt("fewer outcomes than messages"));
+                        };
+                        appended.push(match kind.as_str() {
+                            "s" => Appended::Stored {
+                                position: position(&value)?,
+                            },
+                            "d" => Appended::Duplicate {
+                                existing: MessageId::new(value.as_str()).map_err(|e| {
+                                    StoreError::Corrupt {
+                                        reason: format!("invalid stored message id: {e}"),
+                                    }
+                                })?,
+                            },
+                            other => return Err(corrupt(other)),
+                        });
+                    }
+                    Ok(appended)
+                }
+                _ => return Err(corrupt("wrong shape")),
+            };
+            outcomes.push(outcome);
         }
+        if words.next().is_some() {
+            return Err(corrupt("more outcomes than messages"));
+        }
+        Ok(outcomes)
     }
 }

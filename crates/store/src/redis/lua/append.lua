@@ -1,4 +1,6 @@
--- append: stores a batch of messages, all or nothing, in one atomic script.
+-- append: stores batches of messages in one atomic script, each batch all or nothing on its own.
+-- A batch is one msg.send; the batches of one call are the requests of one sender that arrived
+-- together, appended in order (a later batch sees what an earlier one stored).
 --
 -- KEYS[1]            the inbox registry (sorted set: user -> ms of its oldest retained entry)
 -- KEYS[1 + i]        inbox stream i, for i = 1..R
@@ -6,89 +8,104 @@
 -- ARGV[1]            max_pending
 -- ARGV[2]            retention in ms (TTL of the client-id keys)
 -- ARGV[3]            R, the number of inboxes
--- ARGV[4]            N, the number of messages
+-- ARGV[4]            B, the number of batches
 -- ARGV[5]            '1' for a dry run: check client ids and max_pending, write nothing
 -- ARGV[5 + i]        the user of inbox i (its registry member), for i = 1..R
--- then per message, 4 arguments: inbox index, client-id key index (0 = none), message id, JSON
+-- then per batch: N, its number of messages, then per message 4 arguments: inbox index,
+-- client-id key index (0 = none), message id, JSON
 --
--- Returns {'full', <inbox index>} when an inbox would exceed max_pending (nothing written),
--- {'ok'} after a dry run that found room, or {'ok', kind1, value1, ...} with per message 's', <stream id> (stored) or 'd', <existing
--- message id> (duplicate client id).
+-- Returns, per batch in order: 'full', <inbox index> when an inbox would exceed max_pending
+-- (nothing of that batch written); 'ok' after a dry run that found room; or 'ok' followed by,
+-- per message, 's', <stream id> (stored) or 'd', <existing message id> (duplicate client id).
 local max_pending = tonumber(ARGV[1])
 local retention = ARGV[2]
 local inboxes = tonumber(ARGV[3])
-local count = tonumber(ARGV[4])
+local batches = tonumber(ARGV[4])
 local dry_run = ARGV[5] == '1'
-local first = 6 + inboxes
 
-local function arg(i, field)
-  return ARGV[first + 4 * i + field]
-end
+local out = {}
 
--- Phase 1: decide every message's fate without writing anything.
-local existing = {}  -- message -> id of the message already sent with its client id, or false
-local claimed = {}   -- client-id key -> message id claiming it in this batch
-local adding = {}    -- inbox -> messages to store
-for i = 0, count - 1 do
-  local cid = tonumber(arg(i, 1))
-  local found = false
-  if cid > 0 then
-    found = claimed[cid] or redis.call('GET', KEYS[1 + inboxes + cid])
-    if not found then
-      claimed[cid] = arg(i, 2)
-    end
+-- Appends the `count` messages whose arguments start at ARGV[first], adding its answer to `out`.
+local function append_batch(first, count)
+  local function arg(i, field)
+    return ARGV[first + 4 * i + field]
   end
-  existing[i] = found
-  if not found then
-    local inbox = tonumber(arg(i, 0))
-    adding[inbox] = (adding[inbox] or 0) + 1
-  end
-end
 
--- Phase 2: max_pending, per inbox in order of its first stored message.
-local checked = {}
-for i = 0, count - 1 do
-  local inbox = tonumber(arg(i, 0))
-  if not existing[i] and not checked[inbox] then
-    checked[inbox] = true
-    if inbox_depth(KEYS[1 + inbox], max_pending + 1) + adding[inbox] > max_pending then
-      return {'full', tostring(inbox)}
-    end
-  end
-end
-
-if dry_run then
-  return {'ok'}
-end
-
--- Phase 3: write. Redis assigns each inbox's first stream id (so an inbox's order is acceptance
--- order); the batch's later messages to that inbox follow it in the same millisecond, so one
--- batch has one acceptance time per inbox even when the clock ticks while the script runs.
-local out = {'ok'}
-local previous = {}  -- inbox -> {ms, seq} of the batch's latest entry in it
-for i = 0, count - 1 do
-  if existing[i] then
-    out[#out + 1] = 'd'
-    out[#out + 1] = existing[i]
-  else
-    local inbox = tonumber(arg(i, 0))
-    local first_in_inbox = not previous[inbox]
-    local id = '*'
-    if not first_in_inbox then
-      id = previous[inbox][1] .. '-' .. string.format('%d', previous[inbox][2] + 1)
-    end
-    id = redis.call('XADD', KEYS[1 + inbox], id, 'm', arg(i, 3))
-    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-    previous[inbox] = {ms, tonumber(seq)}
+  -- Phase 1: decide every message's fate without writing anything.
+  local existing = {}  -- message -> id of the message already sent with its client id, or false
+  local claimed = {}   -- client-id key -> message id claiming it in this batch
+  local adding = {}    -- inbox -> messages to store
+  for i = 0, count - 1 do
     local cid = tonumber(arg(i, 1))
+    local found = false
     if cid > 0 then
-      redis.call('SET', KEYS[1 + inboxes + cid], arg(i, 2), 'PX', retention, 'NX')
+      found = claimed[cid] or redis.call('GET', KEYS[1 + inboxes + cid])
+      if not found then
+        claimed[cid] = arg(i, 2)
+      end
     end
-    if first_in_inbox then
-      redis.call('ZADD', KEYS[1], 'NX', ms, ARGV[5 + inbox])
+    existing[i] = found
+    if not found then
+      local inbox = tonumber(arg(i, 0))
+      adding[inbox] = (adding[inbox] or 0) + 1
     end
-    out[#out + 1] = 's'
-    out[#out + 1] = id
   end
+
+  -- Phase 2: max_pending, per inbox in order of its first stored message.
+  local checked = {}
+  for i = 0, count - 1 do
+    local inbox = tonumber(arg(i, 0))
+    if not existing[i] and not checked[inbox] then
+      checked[inbox] = true
+      if inbox_depth(KEYS[1 + inbox], max_pending + 1) + adding[inbox] > max_pending then
+        out[#out + 1] = 'full'
+        out[#out + 1] = tostring(inbox)
+        return
+      end
+    end
+  end
+
+  out[#out + 1] = 'ok'
+  if dry_run then
+    return
+  end
+
+  -- Phase 3: write. Redis assigns each inbox's first stream id (so an inbox's order is
+  -- acceptance order); the batch's later messages to that inbox follow it in the same
+  -- millisecond, so one batch has one acceptance time per inbox even when the clock ticks while
+  -- the script runs.
+  local previous = {}  -- inbox -> {ms, seq} of the batch's latest entry in it
+  for i = 0, count - 1 do
+    if existing[i] then
+      out[#out + 1] = 'd'
+      out[#out + 1] = existing[i]
+    else
+      local inbox = tonumber(arg(i, 0))
+      local first_in_inbox = not previous[inbox]
+      local id = '*'
+      if not first_in_inbox then
+        id = previous[inbox][1] .. '-' .. string.format('%d', previous[inbox][2] + 1)
+      end
+      id = redis.call('XADD', KEYS[1 + inbox], id, 'm', arg(i, 3))
+      local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+      previous[inbox] = {ms, tonumber(seq)}
+      local cid = tonumber(arg(i, 1))
+      if cid > 0 then
+        redis.call('SET', KEYS[1 + inboxes + cid], arg(i, 2), 'PX', retention, 'NX')
+      end
+      if first_in_inbox then
+        redis.call('ZADD', KEYS[1], 'NX', ms, ARGV[5 + inbox])
+      end
+      out[#out + 1] = 's'
+      out[#out + 1] = id
+    end
+  end
+end
+
+local at = 6 + inboxes  -- ARGV index of the next batch's N
+for _ = 1, batches do
+  local count = tonumber(ARGV[at])
+  append_batch(at + 1, count)
+  at = at + 1 + 4 * count
 end
 return out
