@@ -1,7 +1,7 @@
 //! The embedded backend: Titan's default single-node store, on redb.
 //!
 //! One engine, two backends: [`EmbeddedStore::open`] keeps a durable file in a directory,
-//! [`EmbeddedStore::memory`] runs the very same code on redb's in-memory backend. The latter is
+//! [`EmbeddedStore::memory`] runs the very same code with the file in RAM. The latter is
 //! Titan's `memory` store for tests and throw-away runs, so tests exercise the production logic
 //! rather than a look-alike.
 //!
@@ -19,9 +19,11 @@
 //! - `users`: the [`crate::Users`] tables (sign-ins, revocations).
 //! - `push_tokens`: the [`crate::PushRegistry`] tables and operations.
 //! - `writer`: the thread, the operation queue and the group commit.
+//! - `memory`: the in-RAM "file" of the memory store.
 
 mod append;
 mod cursor;
+mod memory;
 mod push_tokens;
 mod tables;
 mod users;
@@ -34,7 +36,6 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use redb::backends::InMemoryBackend;
 use redb::{Database, DatabaseError, Durability, StorageError as RedbStorageError};
 use titan_protocol::{DeviceId, UserId};
 use tokio::sync::{mpsc, oneshot};
@@ -130,10 +131,11 @@ impl EmbeddedStore {
         Self::start(db, limits)
     }
 
-    /// A store on redb's in-memory backend: the same engine, nothing on disk.
+    /// A store whose database lives in RAM (`memory`): the same engine, nothing on disk.
     pub fn memory(limits: InboxLimits) -> Result<Self, StoreError> {
         let db = Database::builder()
-            .create_with_backend(InMemoryBackend::new())
+            .set_cache_size(DEFAULT_CACHE_BYTES)
+            .create_with_backend(memory::ChunkedMemory::default())
             .map_err(|e| open_error(Path::new(":memory:"), e))?;
         Self::start(db, limits)
     }
