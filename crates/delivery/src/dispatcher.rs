@@ -6,7 +6,8 @@
 //! [`Feed`], which runs one store operation (catch up on pending, redeliver stale, or read new),
 //! hands the result to the session as [`Deliver`], and tracks it as in flight until
 //! [`Acked`]. The in-flight window per device bounds what a session may be asked to buffer.
-//! The store operations of the feeds (`pump`, `finish`) live in the child module `reads`.
+//! The store operations of the feeds (`pump`, `finish`) live in the child module `reads`; storing
+//! what clients send (`Submit`, `SubmitMany`, and what follows an append) in `submit`.
 
 use actix::prelude::*;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use titan_store::{Bus, Delivered, Inbox, Position, StoreError};
 use tracing::{debug, warn};
 
 mod reads;
+mod submit;
 use reads::FusedRead;
 
 use crate::envelope::stamp;
@@ -185,56 +187,6 @@ impl Dispatcher {
         self
     }
 
-    /// After a `msg.send` batch's append: metrics, push for offline devices, wake the
-    /// recipients' feeds here (except `read`, the feeds whose read ran with the append) and on
-    /// other instances. Returns what the sender is answered.
-    fn stored(
-        &mut self,
-        result: Result<Vec<titan_store::Appended>, StoreError>,
-        recipients: Vec<UserId>,
-        read: &[FusedRead],
-        for_push: Option<Vec<titan_protocol::Message>>,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), DeliveryError> {
-        let appended = result?;
-        self.metrics.record_accepted(&appended);
-        // Not awaited: push is never on the `msg.send` ACK path.
-        if let (Some(pusher), Some(messages)) = (&self.push, for_push) {
-            let online = |u: &UserId| self.devices.get(u).cloned().unwrap_or_default();
-            if let Some(job) = PushStored::after_append(messages, &appended, &recipients, online) {
-                pusher.do_send(job);
-            }
-        }
-        for user in &recipients {
-            self.wake_user(user, read, ctx);
-        }
-        if self.bus.is_some() {
-            self.wake_queue.extend(recipients);
-            self.wake_others(ctx);
-        }
-        Ok(())
-    }
-
-    /// Sends the queued wake-ups to the other instances in one call, unless a call is on its
-    /// way (its end sends what gathered meanwhile). Off the ACK path: a lost wake-up only waits
-    /// for the next poll.
-    fn wake_others(&mut self, ctx: &mut Context<Self>) {
-        let Some(bus) = self.bus.clone() else { return };
-        if self.waking || self.wake_queue.is_empty() {
-            return;
-        }
-        self.waking = true;
-        let users: Vec<UserId> = self.wake_queue.drain().collect();
-        let wake = async move { bus.wake(&users).await };
-        run_then(ctx, wake, |result, act, ctx| {
-            act.waking = false;
-            if let Err(e) = result {
-                debug!(error = %e, "cluster wake-up failed; the poll will deliver");
-            }
-            act.wake_others(ctx);
-        });
-    }
-
     /// How often feeds are checked for overdue acks and retried after store errors.
     fn tick_interval(&self) -> Duration {
         (self.config.ack_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
@@ -314,102 +266,6 @@ impl Actor for Dispatcher {
                 act.metrics.inbox_depth.set(depth)
             });
         });
-    }
-}
-
-impl Handler<Submit> for Dispatcher {
-    type Result = ResponseFuture<Result<(), DeliveryError>>;
-
-    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
-        let replied = self.submit(msg.from, vec![msg.messages], ctx);
-        Box::pin(async move {
-            match replied.await {
-                Ok(mut results) => results.pop().unwrap_or(Err(DeliveryError::Stopped)),
-                Err(_) => Err(DeliveryError::Stopped),
-            }
-        })
-    }
-}
-
-impl Handler<SubmitMany> for Dispatcher {
-    type Result = ResponseFuture<Vec<Result<(), DeliveryError>>>;
-
-    fn handle(&mut self, msg: SubmitMany, ctx: &mut Context<Self>) -> Self::Result {
-        let count = msg.requests.len();
-        let replied = self.submit(msg.from, msg.requests, ctx);
-        Box::pin(async move {
-            replied
-                .await
-                .unwrap_or_else(|_| (0..count).map(|_| Err(DeliveryError::Stopped)).collect())
-        })
-    }
-}
-
-impl Dispatcher {
-    /// Stamps and stores `requests` (each one `msg.send`'s messages) in one store call, with
-    /// the reads of the recipients' waiting devices; the receiver gets one result per request.
-    fn submit(
-        &mut self,
-        from: UserId,
-        requests: Vec<Vec<OutgoingMessage>>,
-        ctx: &mut Context<Self>,
-    ) -> tokio::sync::oneshot::Receiver<Vec<Result<(), DeliveryError>>> {
-        let now = SystemTime::now();
-        let batches: Vec<Vec<_>> = requests
-            .into_iter()
-            .map(|messages| {
-                messages
-                    .into_iter()
-                    .map(|outgoing| stamp(&from, outgoing, now))
-                    .collect()
-            })
-            .collect();
-        let recipients: Vec<Vec<UserId>> = batches
-            .iter()
-            .map(|batch: &Vec<titan_store::NewMessage>| {
-                let mut to: Vec<UserId> = batch.iter().map(|m| m.message.to.clone()).collect();
-                to.sort();
-                to.dedup();
-                to
-            })
-            .collect();
-        let mut everyone: Vec<UserId> = recipients.concat();
-        everyone.sort();
-        everyone.dedup();
-        let store = self.store.clone();
-        let for_push: Option<Vec<Vec<_>>> = self.push.as_ref().map(|_| {
-            batches
-                .iter()
-                .map(|batch| batch.iter().map(|n| n.message.clone()).collect())
-                .collect()
-        });
-        let (fused, reads) = self.live_reads(&everyone);
-        let (reply, replied) = tokio::sync::oneshot::channel();
-        run_then(
-            ctx,
-            async move { store.append_and_read(batches, reads).await },
-            move |result, act, ctx| {
-                let (appended, read) = match result {
-                    Ok(done) => done,
-                    Err(e) => (
-                        recipients.iter().map(|_| Err(e.clone())).collect(),
-                        Vec::new(),
-                    ),
-                };
-                let mut for_push = for_push.map(Vec::into_iter);
-                let results = appended
-                    .into_iter()
-                    .zip(recipients)
-                    .map(|(appended, recipients)| {
-                        let messages = for_push.as_mut().and_then(Iterator::next);
-                        act.stored(appended, recipients, &fused, messages, ctx)
-                    })
-                    .collect();
-                let _ = reply.send(results);
-                act.finish_live_reads(fused, read, ctx);
-            },
-        );
-        replied
     }
 }
 

@@ -23,8 +23,8 @@ pub fn ack() -> Value {
 
 /// One `msg.send` waiting for the others of its read to be submitted with it.
 pub struct QueuedSend {
-    pub from: UserId,
-    pub messages: Vec<OutgoingMessage>,
+    from: UserId,
+    messages: Vec<OutgoingMessage>,
     answer: oneshot::Sender<Result<(), DeliveryError>>,
 }
 
