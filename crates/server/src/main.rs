@@ -9,9 +9,9 @@ use titan_protocol::{DeviceId, UserId};
 use titan_server::Config;
 use titan_server::config::LogFormat;
 
-/// mimalloc instead of glibc malloc: allocation was about a sixth of the server's CPU under load,
-/// and alternated A/B runs gave 23–31 % more messages per second, while idle memory per
-/// connection stayed under the 8 KiB target (docs/benchmarks.md, fifth set).
+/// mimalloc instead of glibc malloc: alternated A/B runs of the final build gave 12–27 % more
+/// messages per second at p2p max load and 10–13 % less server CPU per message, while idle memory
+/// per connection stayed under the 8 KiB target (docs/benchmarks.md, fifth set).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
