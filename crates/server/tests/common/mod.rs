@@ -7,6 +7,7 @@ pub mod keys;
 pub mod mock_oidc;
 pub mod process;
 pub mod raw;
+pub mod rpc;
 pub mod scrape;
 pub mod silent_peer;
 
