@@ -1,11 +1,12 @@
 //! [`ChunkedMemory`]: the `memory` store's redb backend, the database "file" held in RAM.
 //!
 //! redb's own `InMemoryBackend` keeps the file in one `Vec<u8>`, and every growth of the file
-//! resizes it: the allocator copies the whole database to a new place, with redb's writer
-//! waiting. Under load that stalled every message for as long as the copy took (up to 1.4 s
-//! at the p99.9 of a p2p run once the database held a few hundred MiB; docs/benchmarks.md,
-//! fifth set). Here the file is a list of fixed-size chunks: growing adds chunks, nothing
-//! already written moves.
+//! resizes it: the allocator copies the whole database to a new place and zeroes the new part,
+//! with redb's writer waiting. redb grows its file in large steps (it doubles), so under load
+//! every message stalled for as long as that took (2.5 s at the p99.9 of a p2p run;
+//! docs/benchmarks.md, fifth set). Here the file is a list of fixed-size chunks, each allocated
+//! when it is first written: growing only records the new length, nothing moves, and a part
+//! never written reads as zero without taking memory.
 
 use std::io;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -22,8 +23,8 @@ pub(super) struct ChunkedMemory(RwLock<File>);
 #[derive(Default)]
 struct File {
     len: u64,
-    /// `len` rounded up to whole chunks; bytes past `len` are zero.
-    chunks: Vec<Box<[u8]>>,
+    /// `len` rounded up to whole chunks, `None` until first written; bytes past `len` are zero.
+    chunks: Vec<Option<Box<[u8]>>>,
 }
 
 impl std::fmt::Debug for ChunkedMemory {
@@ -82,7 +83,11 @@ impl StorageBackend for ChunkedMemory {
         }
         let mut done = 0;
         for (chunk, within, take) in pieces(offset, out.len()) {
-            out[done..done + take].copy_from_slice(&file.chunks[chunk][within..within + take]);
+            let to = &mut out[done..done + take];
+            match &file.chunks[chunk] {
+                Some(bytes) => to.copy_from_slice(&bytes[within..within + take]),
+                None => to.fill(0),
+            }
             done += take;
         }
         Ok(())
@@ -97,14 +102,12 @@ impl StorageBackend for ChunkedMemory {
             file.chunks.truncate(keep);
             let within = (len % CHUNK as u64) as usize;
             if within > 0
-                && let Some(last) = file.chunks.last_mut()
+                && let Some(Some(last)) = file.chunks.last_mut()
             {
                 last[within..].fill(0);
             }
         }
-        while file.chunks.len() < chunks {
-            file.chunks.push(vec![0; CHUNK].into_boxed_slice());
-        }
+        file.chunks.resize_with(chunks, || None);
         file.len = len;
         Ok(())
     }
@@ -120,7 +123,8 @@ impl StorageBackend for ChunkedMemory {
         }
         let mut done = 0;
         for (chunk, within, take) in pieces(offset, data.len()) {
-            file.chunks[chunk][within..within + take].copy_from_slice(&data[done..done + take]);
+            let bytes = file.chunks[chunk].get_or_insert_with(|| vec![0; CHUNK].into_boxed_slice());
+            bytes[within..within + take].copy_from_slice(&data[done..done + take]);
             done += take;
         }
         Ok(())
@@ -154,6 +158,11 @@ mod tests {
         m.read(at, &mut back).unwrap();
         assert_eq!(back[..1500], data[..1500]);
         assert!(back[1500..].iter().all(|b| *b == 0), "cut off, then zero");
+
+        // Growing allocates nothing until written.
+        m.set_len(1 << 36).unwrap();
+        assert_eq!(m.read_lock().chunks.iter().flatten().count(), 2);
+        m.set_len(at + 3000).unwrap();
 
         let mut fresh = vec![1; 100];
         m.read(4 * CHUNK as u64 - 50, &mut fresh).unwrap_err();
