@@ -23,7 +23,6 @@ pub fn ack() -> Value {
 
 /// One `msg.send` waiting for the others of its read to be submitted with it.
 pub struct QueuedSend {
-    from: UserId,
     messages: Vec<OutgoingMessage>,
     answer: oneshot::Sender<Result<(), DeliveryError>>,
 }
@@ -32,7 +31,6 @@ pub struct QueuedSend {
 /// future resolves once every message is durably stored (after [`submit`]).
 pub fn queue(
     queue: &mut Vec<QueuedSend>,
-    from: UserId,
     messages: Vec<OutgoingMessage>,
     limit: usize,
 ) -> Result<impl Future<Output = Result<Value, SessionError>> + 'static, SessionError> {
@@ -48,11 +46,7 @@ pub fn queue(
         });
     }
     let (answer, answered) = oneshot::channel();
-    queue.push(QueuedSend {
-        from,
-        messages,
-        answer,
-    });
+    queue.push(QueuedSend { messages, answer });
     Ok(async move {
         match answered.await {
             Ok(Ok(())) => Ok(ack()),
@@ -63,31 +57,22 @@ pub fn queue(
     })
 }
 
-/// Hands the queued requests to the dispatcher, one [`SubmitMany`] per sender (one, in
-/// practice: a session's identity does not change), in their order, and answers each from its
-/// own result.
-pub fn submit(dispatcher: &Addr<Dispatcher>, queued: Vec<QueuedSend>) {
-    let mut queued = queued.into_iter().peekable();
-    while let Some(first) = queued.next() {
-        let from = first.from.clone();
-        let mut group = vec![first];
-        while let Some(next) = queued.next_if(|q| q.from == from) {
-            group.push(next);
+/// Hands the requests `from` queued to the dispatcher as one [`SubmitMany`], in their order,
+/// and answers each from its own result.
+pub fn submit(dispatcher: &Addr<Dispatcher>, from: UserId, queued: Vec<QueuedSend>) {
+    let (requests, answers): (Vec<_>, Vec<_>) =
+        queued.into_iter().map(|q| (q.messages, q.answer)).unzip();
+    // `send` queues the message now, so requests reach the dispatcher in order.
+    let request = dispatcher.send(SubmitMany { from, requests });
+    actix::spawn(async move {
+        let mut results = request.await.ok().map(Vec::into_iter);
+        for answer in answers {
+            let result = results
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or(Err(DeliveryError::Stopped));
+            // The request's future may be gone with its session; nothing to answer then.
+            let _ = answer.send(result);
         }
-        let (requests, answers): (Vec<_>, Vec<_>) =
-            group.into_iter().map(|q| (q.messages, q.answer)).unzip();
-        // `send` queues the message now, so requests reach the dispatcher in order.
-        let request = dispatcher.send(SubmitMany { from, requests });
-        actix::spawn(async move {
-            let mut results = request.await.ok().map(Vec::into_iter);
-            for answer in answers {
-                let result = results
-                    .as_mut()
-                    .and_then(Iterator::next)
-                    .unwrap_or(Err(DeliveryError::Stopped));
-                // The request's future may be gone with its session; nothing to answer then.
-                let _ = answer.send(result);
-            }
-        });
-    }
+    });
 }

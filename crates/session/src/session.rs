@@ -403,7 +403,13 @@ impl Handler<FlushSends> for Session {
 
     fn handle(&mut self, _: FlushSends, _: &mut Context<Self>) {
         let queued = std::mem::take(&mut self.queued_sends);
-        command::submit(&self.deps.dispatcher, queued);
+        // Requests are queued only once authenticated, and the identity never changes after;
+        // without one the dropped requests answer that delivery stopped.
+        if let Some(me) = &self.identity
+            && !queued.is_empty()
+        {
+            command::submit(&self.deps.dispatcher, me.user.clone(), queued);
+        }
     }
 }
 

@@ -168,12 +168,11 @@ impl Session {
                     return Outcome::Now(id.map(|id| Response::error(id, error)));
                 }
                 let limit = self.deps.config.max_message_bytes;
-                let from = me.user.clone();
                 if self.queued_sends.is_empty() && ctx.state().alive() {
                     // Runs once this read's frames are handled (the stream yields first).
                     ctx.notify(FlushSends);
                 }
-                match command::queue(&mut self.queued_sends, from, messages, limit) {
+                match command::queue(&mut self.queued_sends, messages, limit) {
                     Err(e) => Err(to_rpc(&e)),
                     Ok(fut) => {
                         return Outcome::Later(Box::pin(async move {
