@@ -145,6 +145,9 @@ pub struct StoreSection {
     pub redis_timeout: Duration,
     /// Page cache of the embedded store, in MiB.
     pub cache_mb: usize,
+    /// Longest time between the embedded store's checkpoints (durable commits of its file).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
 }
 
 impl std::fmt::Debug for StoreSection {
@@ -156,6 +159,7 @@ impl std::fmt::Debug for StoreSection {
             .field("key_prefix", &self.key_prefix)
             .field("redis_timeout", &self.redis_timeout)
             .field("cache_mb", &self.cache_mb)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .finish()
     }
 }
@@ -294,6 +298,9 @@ impl Config {
         }
         if self.delivery.poll_interval.is_zero() {
             return Err(invalid("delivery.poll_interval", "must be more than 0s"));
+        }
+        if self.store.checkpoint_interval.is_zero() {
+            return Err(invalid("store.checkpoint_interval", "must be more than 0s"));
         }
         if self.delivery.retention.is_zero() {
             return Err(invalid("delivery.retention", "must be more than 0s"));

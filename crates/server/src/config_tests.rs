@@ -91,6 +91,11 @@ fn invalid_values_are_rejected() {
         ("TITAN__STORE__CACHE_MB", "0", "store.cache_mb"),
         ("TITAN__STORE__CACHE_MB", "2000000", "store.cache_mb"),
         (
+            "TITAN__STORE__CHECKPOINT_INTERVAL",
+            "0s",
+            "store.checkpoint_interval",
+        ),
+        (
             "TITAN__DELIVERY__POLL_INTERVAL",
             "0s",
             "delivery.poll_interval",

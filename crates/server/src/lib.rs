@@ -34,8 +34,8 @@ use std::sync::Arc;
 use titan_delivery::{Dispatcher, DispatcherConfig, InstrumentedInbox, Metrics, Pusher, Router};
 use titan_session::{ConnectionLimits, Connections, PushDeps, SessionConfig, SessionDeps};
 use titan_store::{
-    Bus, EmbeddedStore, Inbox, InboxLimits, PushRegistry, RedisOptions, RedisStore, StoreError,
-    Users,
+    Bus, Checkpoints, EmbeddedOptions, EmbeddedStore, Inbox, InboxLimits, PushRegistry,
+    RedisOptions, RedisStore, StoreError, Users,
 };
 use tracing::{info, warn};
 
@@ -86,11 +86,17 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
     };
     Ok(match config.store.backend {
         config::Backend::Embedded => {
-            let cache = config.store.cache_mb << 20;
-            let store = Arc::new(EmbeddedStore::open_with_cache(
+            let options = EmbeddedOptions {
+                cache_bytes: config.store.cache_mb << 20,
+                checkpoints: Checkpoints {
+                    every: config.store.checkpoint_interval,
+                    ..Checkpoints::default()
+                },
+            };
+            let store = Arc::new(EmbeddedStore::open_with(
                 &config.store.path,
                 limits,
-                cache,
+                options,
             )?);
             Backends {
                 inbox: store.clone(),

@@ -9,6 +9,8 @@ use common::process::ServerProcess;
 use titan_client::{Client, Outgoing};
 
 /// Every message ACKed before a SIGKILL is delivered after a restart on the same data directory.
+/// Checkpoints are an hour apart, so when the server dies the messages are only in the journal:
+/// the restart must replay it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acked_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -16,7 +18,7 @@ async fn kill_9_loses_no_acked_message() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[auth]\njwt_secret = \"{}\"\n[store]\npath = \"{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[auth]\njwt_secret = \"{}\"\n[store]\npath = \"{}\"\ncheckpoint_interval = \"1h\"\n",
             common::SECRET,
             dir.path().join("data").display()
         ),

@@ -7,22 +7,27 @@
 //!
 //! A single writer thread owns the database (`writer`); every operation, reads included,
 //! is queued to it and answered through a oneshot channel, so no tokio worker ever waits on disk.
-//! The writer runs whatever is queued in one transaction (group commit) and fsyncs only when
-//! that transaction holds an append: cursor moves and acks may be lost in a crash, which only
-//! causes a redelivery. Sending reads through the writer too keeps one owner of the database:
-//! dropping the last handle closes it deterministically, so the same path can be reopened. That
-//! drop waits for the transaction in flight (once, at shutdown).
+//! The writer runs whatever is queued as one batch (group commit) inside a write transaction
+//! that stays open between checkpoints, and makes what appends stored durable by writing it to a
+//! journal (`journal`) and fsyncing that, one sequential write per batch; a checkpoint (by
+//! default ten a second) commits the transaction durably and empties the journal. Cursor moves
+//! and acks are not journaled: they may be lost in a crash, which only causes a redelivery.
+//! Sending reads through the writer too keeps one owner of the database: dropping the last
+//! handle closes it deterministically, so the same path can be reopened. That drop waits for
+//! the batch in flight and the last checkpoint (once, at shutdown).
 //!
 //! - `tables`: the table layout and the queries operations share (`depth`).
 //! - `append`: `append` and `trim`.
 //! - `cursor`: `read_new`, `claim_pending` and `ack`.
 //! - `users`: the [`crate::Users`] tables (sign-ins, revocations).
 //! - `push_tokens`: the [`crate::PushRegistry`] tables and operations.
-//! - `writer`: the thread, the operation queue and the group commit.
+//! - `writer`: the thread, the operation queue, the group commit and the checkpoints.
+//! - `journal`: the redo log that makes appends durable between checkpoints, and its replay.
 //! - `memory`: the in-RAM "file" of the memory store.
 
 mod append;
 mod cursor;
+mod journal;
 mod memory;
 mod push_tokens;
 mod tables;
@@ -33,7 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, Durability, StorageError as RedbStorageError};
@@ -45,8 +50,11 @@ use crate::inbox::{
     Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
 };
 use crate::users::{SignInProfile, SignedInUser, Users, from_ms, to_ms};
+pub use journal::JOURNAL_FILE;
+use journal::Journal;
 use tables::{Tables, unix_ms};
 use users::UserOp;
+pub use writer::Checkpoints;
 use writer::{Counters, Op, Reply, Writer};
 
 /// The page cache of [`EmbeddedStore::open`] (`store.cache_mb` in the server's config): 64 MiB,
@@ -76,11 +84,31 @@ pub struct EmbeddedStore {
 /// Activity counters, for tests and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Write transactions committed. Less than `operations` when group commit batched.
+    /// Batches run (group commits, each with at most one journal write). Less than
+    /// `operations` when operations were batched.
     pub transactions: u64,
     /// Operations answered from a transaction that completed (refusals such as a full inbox
     /// included; operations failed by a redb error not).
     pub operations: u64,
+    /// Durable commits of the database (each empties the journal).
+    pub checkpoints: u64,
+}
+
+/// How [`EmbeddedStore::open_with`] opens the store.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedOptions {
+    /// The page cache (`store.cache_mb`); [`DEFAULT_CACHE_BYTES`] by default.
+    pub cache_bytes: usize,
+    pub checkpoints: Checkpoints,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            checkpoints: Checkpoints::default(),
+        }
+    }
 }
 
 /// Shared by every clone. Field order matters: `ops` drops first, which ends the writer's loop,
@@ -107,28 +135,30 @@ impl Drop for WriterThread {
 
 impl EmbeddedStore {
     /// Opens (or creates) the durable store in directory `path`, creating the directory, with
-    /// a page cache of [`DEFAULT_CACHE_BYTES`]. Blocking: call it at startup or from
-    /// `spawn_blocking`.
+    /// the default [`EmbeddedOptions`]. Blocking: call it at startup or from `spawn_blocking`.
     pub fn open(path: &Path, limits: InboxLimits) -> Result<Self, StoreError> {
-        Self::open_with_cache(path, limits, DEFAULT_CACHE_BYTES)
+        Self::open_with(path, limits, EmbeddedOptions::default())
     }
 
-    /// [`EmbeddedStore::open`] with a page cache of `cache_bytes` (`store.cache_mb`).
-    pub fn open_with_cache(
+    /// [`EmbeddedStore::open`] with these options. Replays the journal first: what was stored
+    /// after the last checkpoint before a crash is back before the store answers anything.
+    pub fn open_with(
         path: &Path,
         limits: InboxLimits,
-        cache_bytes: usize,
+        options: EmbeddedOptions,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path).map_err(|e| {
             StoreError::unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
         let file = path.join(DATABASE_FILE);
         let db = Database::builder()
-            .set_cache_size(cache_bytes)
+            .set_cache_size(options.cache_bytes)
             .create(&file)
             .map_err(|e| open_error(&file, e))?;
+        create_tables(&db).map_err(StoreError::unavailable)?;
+        let journal = journal::recover(&db, path)?;
         tracing::info!(path = %file.display(), "embedded store opened");
-        Self::start(db, limits)
+        Self::start(db, limits, Some(journal), options.checkpoints)
     }
 
     /// A store whose database lives in RAM (`memory`): the same engine, nothing on disk.
@@ -137,7 +167,8 @@ impl EmbeddedStore {
             .set_cache_size(DEFAULT_CACHE_BYTES)
             .create_with_backend(memory::ChunkedMemory::default())
             .map_err(|e| open_error(Path::new(":memory:"), e))?;
-        Self::start(db, limits)
+        create_tables(&db).map_err(StoreError::unavailable)?;
+        Self::start(db, limits, None, Checkpoints::default())
     }
 
     /// How much work the writer has done so far.
@@ -145,19 +176,30 @@ impl EmbeddedStore {
         StoreStats {
             transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
             operations: self.inner.counters.operations.load(Ordering::Relaxed),
+            checkpoints: self.inner.counters.checkpoints.load(Ordering::Relaxed),
         }
     }
 
-    /// Creates the tables (so later transactions only open them) and starts the writer.
-    fn start(db: Database, limits: InboxLimits) -> Result<Self, StoreError> {
-        create_tables(&db).map_err(StoreError::unavailable)?;
+    /// Starts the writer on a database whose tables exist (so transactions only open them).
+    fn start(
+        db: Database,
+        limits: InboxLimits,
+        journal: Option<Journal>,
+        checkpoints: Checkpoints,
+    ) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
         let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
             db,
             limits,
             counters: counters.clone(),
-            unsynced: false,
+            journal,
+            checkpoints,
+            txn: None,
+            dirty: false,
+            needs_restore: false,
+            last_checkpoint: Instant::now(),
+            redo: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("titan-store-writer".to_owned())

@@ -27,7 +27,9 @@ pub mod users;
 
 pub use self::redis::{RedisBus, RedisOptions, RedisStore};
 pub use bus::{Bus, BusEvent};
-pub use embedded::{DATABASE_FILE, EmbeddedStore, StoreStats};
+pub use embedded::{
+    Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, JOURNAL_FILE, StoreStats,
+};
 pub use error::StoreError;
 pub use inbox::{
     Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,

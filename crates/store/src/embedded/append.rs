@@ -11,6 +11,7 @@ use redb::{ReadableTable, StorageError};
 use titan_protocol::{MessageId, UserId};
 
 use super::Outcome;
+use super::journal::{ClientKey, Redo};
 use super::tables::{Head, Tables};
 use crate::error::StoreError;
 use crate::inbox::{Appended, InboxLimits, NewMessage, Position};
@@ -25,12 +26,14 @@ enum Plan {
     Duplicate { existing: MessageId },
 }
 
-/// Appends `batch` at time `now_ms`, all or nothing. See [`crate::Inbox::append`].
+/// Appends `batch` at time `now_ms`, all or nothing, and records what it stored in `redo` (the
+/// journal). See [`crate::Inbox::append`].
 pub(super) fn append(
     t: &mut Tables<'_>,
     batch: &[NewMessage],
     now_ms: u64,
     limits: &InboxLimits,
+    redo: &mut Redo,
 ) -> Outcome<Vec<Appended>> {
     let cutoff = now_ms.saturating_sub(retention_ms(limits));
     let mut plans = Vec::with_capacity(batch.len());
@@ -121,16 +124,17 @@ pub(super) fn append(
                     last_ms: position.ms,
                 };
                 t.set_head(to, *head)?;
-                if let Some(client_id) = &new.client_id {
-                    t.client_ids.insert(
-                        (
-                            message.from.as_str(),
-                            message.to.as_str(),
-                            client_id.as_str(),
-                        ),
-                        (message.id.as_str(), now_ms),
-                    )?;
+                let client = new.client_id.as_ref().map(|client_id| ClientKey {
+                    from: message.from.as_str(),
+                    client_id: client_id.as_str(),
+                    message_id: message.id.as_str(),
+                    created_ms: now_ms,
+                });
+                if let Some(c) = &client {
+                    t.client_ids
+                        .insert((c.from, to, c.client_id), (c.message_id, c.created_ms))?;
                 }
+                redo.stored(to, position.seq, position.ms, &body, client);
                 out.push(Appended::Stored { position });
             }
         }

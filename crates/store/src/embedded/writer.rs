@@ -1,20 +1,32 @@
 //! The writer thread: the only code that touches the database after it is opened.
 //!
 //! Callers queue an [`Op`] with a oneshot reply. The thread takes everything queued (up to
-//! [`MAX_OPS_PER_TRANSACTION`]) and runs it in ONE write transaction: a group commit, so a burst
-//! of appends costs one fsync instead of one each. Replies are sent only after the commit, so
-//! nobody sees state that could still be rolled back. An operation's own refusal (a full inbox,
-//! a corrupt message) writes nothing and leaves the others alone; a redb error aborts the
-//! transaction and fails every operation in it with [`StoreError::Unavailable`].
+//! [`MAX_OPS_PER_TRANSACTION`]) and runs it as one batch: a group commit, so a burst of appends
+//! costs one fsync instead of one each. An operation's own refusal (a full inbox, a corrupt
+//! message) writes nothing and leaves the others alone.
+//!
+//! Batches do not each commit to redb. They all run in one open write transaction, which every
+//! operation (reads included) goes through, so each sees the others' changes; a B-tree page is
+//! then copied once per checkpoint rather than once per batch, which was most of the writer's
+//! work when every batch committed. What a batch's appends stored is made durable by the journal
+//! (`journal`): one sequential write and one `fdatasync`, then the answers. A checkpoint commits
+//! the transaction durably (every page changed since the last one, written at once) when
+//! [`Checkpoints::every`] has passed or the journal has grown past [`Checkpoints::journal_bytes`],
+//! and at shutdown; users' durable writes (sign-ins, revocations) commit durably at once, which
+//! is a checkpoint too. A redb error, a failed journal write or a failed checkpoint loses the
+//! open transaction: the batch at hand fails with [`StoreError::Unavailable`] and the state is
+//! rebuilt from the last checkpoint plus the journal (cursor moves and acks since the
+//! checkpoint are lost, which only redelivers).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use redb::{Database, Durability, StorageError, WriteTransaction};
+use redb::{Database, StorageError, WriteTransaction};
 use titan_protocol::{DeviceId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::{Journal, Redo};
 use super::push_tokens::PushOp;
 use super::tables::{Tables, unix_ms};
 use super::users::{self, UserOp};
@@ -24,8 +36,11 @@ use crate::inbox::{
     Appended, AppendedAndRead, Delivered, InboxLimits, LiveRead, NewMessage, Position,
 };
 
-/// Upper bound on the operations of one transaction, so one commit stays short even under a
-/// flood and replies keep flowing.
+mod checkpoint;
+pub use checkpoint::Checkpoints;
+
+/// Upper bound on the operations of one batch, so one batch stays short even under a flood and
+/// replies keep flowing.
 const MAX_OPS_PER_TRANSACTION: usize = 512;
 
 /// Where an operation's answer goes.
@@ -85,13 +100,14 @@ pub(super) enum Op {
 pub(super) struct Counters {
     pub transactions: AtomicU64,
     pub operations: AtomicU64,
+    pub checkpoints: AtomicU64,
 }
 
-/// An operation that ran and waits for its transaction to commit before answering.
+/// An operation that ran and waits for its batch to be journaled (or committed) before answering.
 pub(super) trait Answer: Send {
-    /// Sends the operation's result: the transaction committed.
+    /// Sends the operation's result: its batch is durable.
     fn send(self: Box<Self>);
-    /// Replaces the result with a failure: the transaction did not commit.
+    /// Replaces the result with a failure: its batch was lost.
     fn fail(self: Box<Self>, reason: &str);
 }
 
@@ -115,13 +131,24 @@ pub(super) struct Writer {
     pub db: Database,
     pub limits: InboxLimits,
     pub counters: Arc<Counters>,
-    /// A commit with `Durability::None` happened since the last durable one.
-    pub unsynced: bool,
+    /// `None` for the memory store, which has nothing to make durable.
+    pub journal: Option<Journal>,
+    pub checkpoints: Checkpoints,
+    /// The write transaction every batch since the last checkpoint ran in. Operations see
+    /// each other's changes through it; it is committed (durably) only by a checkpoint.
+    pub txn: Option<WriteTransaction>,
+    /// An operation that writes ran since the last checkpoint.
+    pub dirty: bool,
+    /// The open transaction was lost and rebuilding it failed: retried before the next batch.
+    pub needs_restore: bool,
+    pub last_checkpoint: Instant,
+    /// The journal records of the transaction being built; kept to reuse its buffer.
+    pub redo: Redo,
 }
 
 impl Writer {
-    /// Serves operations until every sender is gone, then makes the last non-durable commits
-    /// durable so a clean shutdown loses nothing.
+    /// Serves operations until every sender is gone, then checkpoints so a clean shutdown
+    /// leaves an empty journal.
     pub fn run(mut self, mut ops: mpsc::Receiver<Op>) {
         while let Some(first) = ops.blocking_recv() {
             let mut batch = vec![first];
@@ -132,29 +159,30 @@ impl Writer {
                 }
             }
             self.execute(batch);
+            if self.dirty && self.checkpoint_due() {
+                self.checkpoint();
+            }
         }
-        if self.unsynced
-            && let Err(e) = self.sync()
-        {
-            tracing::error!(error = %e, "embedded store: final sync failed");
+        if self.dirty {
+            self.checkpoint();
+        }
+        // Only reads ran since the last checkpoint (or it failed): nothing to keep. Ended here,
+        // before the database closes.
+        if let Some(txn) = self.txn.take() {
+            let _ = txn.abort();
         }
         tracing::debug!("embedded store writer stopped");
     }
 
-    /// An empty durable commit: redb then persists the non-durable commits before it.
-    fn sync(&mut self) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.commit()?;
-        self.unsynced = false;
-        Ok(())
-    }
-
-    /// Runs `batch` in one write transaction and answers every operation.
+    /// Runs `batch` in the open write transaction (a group commit) and answers every operation
+    /// once what it stored is in the journal.
     fn execute(&mut self, batch: Vec<Op>) {
+        if self.needs_restore && !self.restore() {
+            return fail_all(batch, Vec::new(), "the store is recovering from a failure");
+        }
         let now_ms = unix_ms(SystemTime::now());
+        // Rare (a sign-in, a revocation): committed durably at once rather than journaled.
         let durable = batch.iter().any(|op| match op {
-            Op::Append { .. } | Op::AppendRead { .. } => true,
             Op::Users(op) => op.is_durable_write(),
             _ => false,
         });
@@ -165,47 +193,64 @@ impl Writer {
         });
         let count = batch.len() as u64;
 
-        let mut txn = match self.db.begin_write() {
-            Ok(txn) => txn,
-            Err(e) => return fail_all(batch, Vec::new(), &e.to_string()),
+        let txn = match self.txn.take() {
+            Some(txn) => txn,
+            None => match self.db.begin_write() {
+                Ok(txn) => txn,
+                Err(e) => return fail_all(batch, Vec::new(), &e.to_string()),
+            },
         };
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        if let Err(e) = txn.set_durability(durability) {
-            return fail_all(batch, Vec::new(), &e.to_string());
-        }
-
+        let mut redo = std::mem::take(&mut self.redo);
+        redo.clear();
         let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
-        {
-            let mut tables = match Tables::open(&txn) {
-                Ok(tables) => tables,
-                Err(e) => return fail_all(batch, answers, &e.to_string()),
-            };
-            let mut ops = batch.into_iter();
-            while let Some(op) = ops.next() {
-                match self.apply(&txn, &mut tables, op, now_ms) {
-                    Ok(answer) => answers.push(answer),
-                    Err(e) => return fail_all(ops.collect(), answers, &e.to_string()),
+        let mut ops = batch.into_iter();
+        let failure = match Tables::open(&txn) {
+            Err(e) => Some(e.to_string()),
+            Ok(mut tables) => {
+                let mut failure = None;
+                for op in ops.by_ref() {
+                    match self.apply(&txn, &mut tables, op, now_ms, &mut redo) {
+                        Ok(answer) => answers.push(answer),
+                        Err(e) => {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                    }
                 }
+                failure
             }
-        }
-
-        let finished = if writes {
-            txn.commit().map_err(|e| e.to_string())
-        } else {
-            txn.abort().map_err(|e| e.to_string())
         };
+        let finished = match failure {
+            // Ended here: restoring begins a write transaction, which waits for this one.
+            Some(reason) => {
+                let _ = txn.abort();
+                Err(reason)
+            }
+            None if durable => self.commit_durably(txn).map_err(|e| e.to_string()),
+            None => match &mut self.journal {
+                // Journal first, answers after: an answered append is on disk.
+                Some(journal) if !redo.is_empty() => journal.append(&redo).map(|()| {
+                    self.txn = Some(txn);
+                }),
+                _ => {
+                    self.txn = Some(txn);
+                    Ok(())
+                }
+            },
+        };
+        self.redo = redo;
         if let Err(reason) = finished {
-            return fail_all(Vec::new(), answers, &reason);
+            fail_all(ops.collect(), answers, &reason);
+            self.restore();
+            return;
         }
-        if writes {
-            self.counters.transactions.fetch_add(1, Ordering::Relaxed);
-            self.unsynced = !durable;
-        }
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         self.counters.operations.fetch_add(count, Ordering::Relaxed);
+        if durable {
+            self.checkpointed();
+        } else if writes {
+            self.dirty = true;
+        }
         for answer in answers {
             answer.send();
         }
@@ -219,10 +264,11 @@ impl Writer {
         t: &mut Tables<'_>,
         op: Op,
         now_ms: u64,
+        redo: &mut Redo,
     ) -> Result<Box<dyn Answer>, StorageError> {
         match op {
             Op::Append { batch, reply } => {
-                ready(reply, append::append(t, &batch, now_ms, &self.limits))
+                ready(reply, append::append(t, &batch, now_ms, &self.limits, redo))
             }
             Op::AppendRead {
                 batches,
@@ -230,7 +276,7 @@ impl Writer {
                 reply,
             } => ready(
                 reply,
-                append_read(t, &batches, &reads, now_ms, &self.limits),
+                append_read(t, &batches, &reads, now_ms, &self.limits, redo),
             ),
             Op::ReadNew {
                 user,
@@ -286,10 +332,11 @@ fn append_read(
     reads: &[LiveRead],
     now_ms: u64,
     limits: &InboxLimits,
+    redo: &mut Redo,
 ) -> Result<Result<AppendedAndRead, StoreError>, StorageError> {
     let mut appended = Vec::with_capacity(batches.len());
     for batch in batches {
-        appended.push(append::append(t, batch, now_ms, limits)?);
+        appended.push(append::append(t, batch, now_ms, limits, redo)?);
     }
     let mut read = Vec::with_capacity(reads.len());
     if appended.iter().any(Result::is_ok) {

@@ -1,0 +1,467 @@
+//! The journal: what makes an append durable without a durable redb commit.
+//!
+//! A durable redb commit writes every B-tree page the transaction changed, wherever it lies in
+//! the file, then fsyncs. With messages spread over many inboxes that is a page or more per
+//! message per commit (about three 4 KiB writes per message in the p2p benchmark), each its own
+//! block request. So the writer keeps one redb transaction open between checkpoints (see
+//! [`super::writer`]) and makes the appends durable here instead: one sequential write of what
+//! a batch stored, then one `fdatasync`. A checkpoint, a durable commit of that transaction,
+//! persists everything at once several times a second, and the journal starts again, empty.
+//!
+//! The file is a sequence of frames, one per batch that stored messages:
+//!
+//! ```text
+//! u32 payload length | u32 CRC-32 of (lsn, payload) | u64 lsn | payload
+//! payload = u32 record count, then the records
+//! record  = u8 kind (1: a stored message)
+//!           str recipient | u64 seq | u64 ms | bytes message JSON
+//!           u8 client id present, then str sender | str client id | str message id | u64 created ms
+//! str, bytes = u32 length | the bytes;  all integers little-endian
+//! ```
+//!
+//! The lsn numbers frames from 1 and never goes back; the checkpoint stores the last lsn it
+//! covers in the database, so reopening applies only newer frames (a journal whose truncation
+//! after a checkpoint was lost in a crash is then harmless). Replay stops at the first frame that
+//! is short, fails its checksum or breaks the lsn sequence: that frame's `fdatasync` never
+//! returned, so nobody was told its messages were stored.
+//!
+//! The records are redo records of effects, not of requests: replaying one puts the message in
+//! its inbox at its position and moves the head past it, whatever the inbox's state, so replay
+//! never refuses or renumbers what the sender was told is stored. Cursors and acks are not
+//! journaled; losing them in a crash only redelivers, which at-least-once allows. The record
+//! layout is written by hand: five fields, where a serialization crate would add a dependency
+//! to write the same bytes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableTable, StorageError, TableDefinition, WriteTransaction};
+
+use super::tables::{Head, Tables};
+use crate::error::StoreError;
+
+/// File name of the journal inside the store's directory.
+pub const JOURNAL_FILE: &str = "titan.journal";
+
+/// Bytes before a frame's payload: length, checksum, lsn.
+const FRAME_HEADER: usize = 16;
+/// Record kind of a stored message.
+const KIND_MESSAGE: u8 = 1;
+/// A frame longer than this is corrupt (one transaction holds at most a few thousand messages
+/// of at most a few hundred KiB each).
+const MAX_FRAME: usize = 1 << 30;
+
+/// `"checkpoint_lsn" -> lsn`: the last journal frame the database's durable state includes.
+const JOURNAL_META: TableDefinition<&str, u64> = TableDefinition::new("journal");
+const CHECKPOINT_LSN: &str = "checkpoint_lsn";
+
+/// The lsn recorded by the last checkpoint (0 for a file that never had a journal).
+pub(super) fn checkpoint_lsn(txn: &WriteTransaction) -> Result<u64, redb::Error> {
+    let table = txn.open_table(JOURNAL_META)?;
+    let lsn = table.get(CHECKPOINT_LSN)?.map_or(0, |guard| guard.value());
+    Ok(lsn)
+}
+
+/// Records, in a transaction about to commit durably, that it includes every frame up to `lsn`.
+pub(super) fn set_checkpoint_lsn(txn: &WriteTransaction, lsn: u64) -> Result<(), redb::Error> {
+    txn.open_table(JOURNAL_META)?.insert(CHECKPOINT_LSN, lsn)?;
+    Ok(())
+}
+
+/// The sender-side idempotency key of a stored message, journaled with it.
+pub(super) struct ClientKey<'a> {
+    pub from: &'a str,
+    pub client_id: &'a str,
+    pub message_id: &'a str,
+    pub created_ms: u64,
+}
+
+/// The records of one write transaction, encoded as they are made.
+#[derive(Default)]
+pub(super) struct Redo {
+    records: u32,
+    bytes: Vec<u8>,
+}
+
+impl Redo {
+    /// Records that `body` was stored at `(to, seq)` with time `ms`.
+    pub fn stored(
+        &mut self,
+        to: &str,
+        seq: u64,
+        ms: u64,
+        body: &[u8],
+        client: Option<ClientKey<'_>>,
+    ) {
+        self.records += 1;
+        let b = &mut self.bytes;
+        b.push(KIND_MESSAGE);
+        put_bytes(b, to.as_bytes());
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&ms.to_le_bytes());
+        put_bytes(b, body);
+        match client {
+            None => b.push(0),
+            Some(c) => {
+                b.push(1);
+                put_bytes(b, c.from.as_bytes());
+                put_bytes(b, c.client_id.as_bytes());
+                put_bytes(b, c.message_id.as_bytes());
+                b.extend_from_slice(&c.created_ms.to_le_bytes());
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.records = 0;
+        self.bytes.clear();
+    }
+}
+
+fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
+    // Strings and bodies are bounded far below 4 GiB by the server's message limits.
+    b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    b.extend_from_slice(bytes);
+}
+
+/// The open journal file.
+pub(super) struct Journal {
+    file: File,
+    path: PathBuf,
+    /// Where the next frame goes (the end of the valid frames).
+    len: u64,
+    /// The lsn of the last frame written, or the last one a checkpoint covered.
+    last_lsn: u64,
+    /// Reused for each frame, so an append allocates nothing once warm.
+    frame: Vec<u8>,
+}
+
+/// The frames of a journal that a checkpoint did not cover yet, read at open.
+pub(super) struct Pending {
+    /// Payloads of the frames to replay, in order.
+    pub payloads: Vec<Vec<u8>>,
+    /// The lsn of the last of them (or the checkpoint's when there are none).
+    pub last_lsn: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir` and reads the frames after `checkpoint_lsn`.
+    pub fn open(dir: &Path, checkpoint_lsn: u64) -> Result<(Self, Pending), StoreError> {
+        let path = dir.join(JOURNAL_FILE);
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error(&path, "open", &e))?;
+        if !existed {
+            // The new file's name must survive a crash as well as what is later written to it.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(dir, "sync", &e))?;
+        }
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents)
+            .map_err(|e| io_error(&path, "read", &e))?;
+        let pending = pending_frames(&contents, checkpoint_lsn);
+        if contents.len() > pending.valid_len {
+            tracing::warn!(
+                path = %path.display(),
+                ignored_bytes = contents.len() - pending.valid_len,
+                "embedded store: journal ends in an incomplete frame (a write cut short by a crash); ignored"
+            );
+        }
+        let journal = Self {
+            file,
+            path,
+            len: pending.valid_len as u64,
+            last_lsn: pending.last_lsn,
+            frame: Vec::new(),
+        };
+        Ok((
+            journal,
+            Pending {
+                payloads: pending.payloads,
+                last_lsn: pending.last_lsn,
+            },
+        ))
+    }
+
+    /// The directory the journal is in (the store's).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The lsn the next checkpoint covers: the last frame written.
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
+    }
+
+    /// Bytes of frames written since the last reset.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Writes `redo` as the next frame and waits until it is on disk.
+    pub fn append(&mut self, redo: &Redo) -> Result<(), String> {
+        let lsn = self.last_lsn + 1;
+        let payload_len = 4 + redo.bytes.len();
+        let f = &mut self.frame;
+        f.clear();
+        f.extend_from_slice(&(payload_len as u32).to_le_bytes());
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(&lsn.to_le_bytes());
+        f.extend_from_slice(&redo.records.to_le_bytes());
+        f.extend_from_slice(&redo.bytes);
+        let crc = crc32fast::hash(&f[8..]);
+        f[4..8].copy_from_slice(&crc.to_le_bytes());
+        let written = std::os::unix::fs::FileExt::write_all_at(&self.file, f, self.len)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += f.len() as u64;
+                self.last_lsn = lsn;
+                Ok(())
+            }
+            // The frame may be partly on disk; the next one overwrites it at the same offset
+            // with the same lsn, and replay would stop at it if it stayed torn.
+            Err(e) => Err(format!("journal {}: write: {e}", self.path.display())),
+        }
+    }
+
+    /// Empties the journal after a checkpoint covered all of it. Not synced: should the
+    /// truncation be lost, the old frames are at or below the checkpoint's lsn and skipped.
+    pub fn reset(&mut self) -> Result<(), String> {
+        self.file
+            .set_len(0)
+            .map_err(|e| format!("journal {}: truncate: {e}", self.path.display()))?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// Opens the journal of the database in `dir` and applies the frames no checkpoint covered
+/// (what was stored since the last checkpoint before a crash), in one durable commit that is
+/// itself a checkpoint; the journal is then empty.
+pub(super) fn recover(db: &Database, dir: &Path) -> Result<Journal, StoreError> {
+    let failed = |e: redb::Error| StoreError::unavailable(format!("journal replay: {e}"));
+    let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
+    let covered = checkpoint_lsn(&txn).map_err(failed)?;
+    let (mut journal, pending) = Journal::open(dir, covered)?;
+    if pending.payloads.is_empty() {
+        txn.abort().map_err(|e| failed(e.into()))?;
+    } else {
+        let mut messages = 0;
+        {
+            let mut t = Tables::open(&txn).map_err(|e| failed(e.into()))?;
+            for payload in &pending.payloads {
+                messages += replay(&mut t, payload).map_err(|e| StoreError::Corrupt {
+                    reason: format!("journal replay: {e}"),
+                })?;
+            }
+        }
+        set_checkpoint_lsn(&txn, pending.last_lsn).map_err(failed)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| failed(e.into()))?;
+        txn.commit().map_err(|e| failed(e.into()))?;
+        tracing::info!(
+            frames = pending.payloads.len(),
+            messages,
+            "embedded store: replayed the journal"
+        );
+    }
+    journal.reset().map_err(StoreError::unavailable)?;
+    Ok(journal)
+}
+
+/// What a scan of the file found.
+struct Scan {
+    payloads: Vec<Vec<u8>>,
+    last_lsn: u64,
+    /// Bytes up to the end of the last valid frame (covered or not).
+    valid_len: usize,
+}
+
+/// The frames of `contents` after `checkpoint_lsn`, up to the first invalid one.
+fn pending_frames(contents: &[u8], checkpoint_lsn: u64) -> Scan {
+    let mut scan = Scan {
+        payloads: Vec::new(),
+        last_lsn: checkpoint_lsn,
+        valid_len: 0,
+    };
+    let mut at = 0;
+    let mut previous: Option<u64> = None;
+    while let Some(header) = contents.get(at..at + FRAME_HEADER) {
+        let len = u32_at(header, 0) as usize;
+        let crc = u32_at(header, 4);
+        let lsn = u64_at(header, 8);
+        if len > MAX_FRAME || previous.is_some_and(|p| lsn != p + 1) {
+            break;
+        }
+        let Some(payload) = contents.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
+            break;
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[8..]);
+        hasher.update(payload);
+        if hasher.finalize() != crc {
+            break;
+        }
+        if lsn > checkpoint_lsn {
+            scan.payloads.push(payload.to_vec());
+            scan.last_lsn = lsn;
+        }
+        previous = Some(lsn);
+        at += FRAME_HEADER + len;
+        scan.valid_len = at;
+    }
+    scan
+}
+
+/// Applies one frame's records. A record that does not decode means the frame is corrupt
+/// despite its checksum: refused rather than half applied.
+pub(super) fn replay(t: &mut Tables<'_>, payload: &[u8]) -> Result<u64, StorageError> {
+    let mut r = Reader { bytes: payload };
+    let count = r.u32()?;
+    for _ in 0..count {
+        if r.u8()? != KIND_MESSAGE {
+            return Err(corrupt("unknown record kind"));
+        }
+        let to = r.str()?;
+        let seq = r.u64()?;
+        let ms = r.u64()?;
+        let body = r.bytes()?;
+        t.inbox.insert((to, seq), (ms, body))?;
+        let head = t.head(to)?;
+        if head.next_seq <= seq {
+            t.set_head(
+                to,
+                Head {
+                    next_seq: seq + 1,
+                    last_ms: head.last_ms.max(ms),
+                },
+            )?;
+        }
+        if r.u8()? == 1 {
+            let from = r.str()?;
+            let client_id = r.str()?;
+            let message_id = r.str()?;
+            let created_ms = r.u64()?;
+            t.client_ids
+                .insert((from, to, client_id), (message_id, created_ms))?;
+        }
+    }
+    if !r.bytes.is_empty() {
+        return Err(corrupt("trailing bytes after the records"));
+    }
+    Ok(u64::from(count))
+}
+
+/// Reads the fields of [`Redo`] back.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
+        if self.bytes.len() < n {
+            return Err(corrupt("record cut short"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, StorageError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, StorageError> {
+        Ok(u32_at(self.take(4)?, 0))
+    }
+    fn u64(&mut self) -> Result<u64, StorageError> {
+        Ok(u64_at(self.take(8)?, 0))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], StorageError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn str(&mut self) -> Result<&'a str, StorageError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| corrupt("a name is not UTF-8"))
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut word = [0; 4];
+    word.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Corrupted(format!("journal: {what}"))
+}
+
+fn io_error(path: &Path, what: &str, e: &std::io::Error) -> StoreError {
+    StoreError::unavailable(format!("journal {}: {what}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_of(lsn: u64, redo: &Redo) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), lsn - 1).unwrap();
+        j.append(redo).unwrap();
+        std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap()
+    }
+
+    fn one_message() -> Redo {
+        let mut redo = Redo::default();
+        redo.stored("bob", 7, 1000, br#"{"m":1}"#, None);
+        redo
+    }
+
+    #[test]
+    fn frames_after_the_checkpoint_are_pending_and_a_torn_tail_is_ignored() {
+        let redo = one_message();
+        let mut file = frame_of(1, &redo);
+        file.extend_from_slice(&frame_of(2, &redo));
+        let whole = file.len();
+        // A third frame cut short by a crash.
+        let third = frame_of(3, &redo);
+        file.extend_from_slice(&third[..third.len() - 3]);
+
+        let scan = pending_frames(&file, 0);
+        assert_eq!((scan.payloads.len(), scan.last_lsn), (2, 2));
+        assert_eq!(scan.valid_len, whole);
+
+        let scan = pending_frames(&file, 1);
+        assert_eq!((scan.payloads.len(), scan.last_lsn), (1, 2));
+
+        // A flipped byte fails the checksum: nothing from that frame on.
+        let mut bad = file.clone();
+        bad[FRAME_HEADER + 2] ^= 1;
+        assert_eq!(pending_frames(&bad, 0).payloads.len(), 0);
+    }
+
+    #[test]
+    fn a_gap_in_the_lsns_ends_the_journal() {
+        let redo = one_message();
+        let mut file = frame_of(1, &redo);
+        file.extend_from_slice(&frame_of(3, &redo));
+        let scan = pending_frames(&file, 0);
+        assert_eq!((scan.payloads.len(), scan.last_lsn), (1, 1));
+    }
+}
