@@ -141,14 +141,6 @@ pub(super) struct Journal {
     frame: Vec<u8>,
 }
 
-/// The frames of a journal that a checkpoint did not cover yet, read at open.
-pub(super) struct Pending {
-    /// Payloads of the frames to replay, in order.
-    pub payloads: Vec<Vec<u8>>,
-    /// The lsn of the last of them (or the checkpoint's when there are none).
-    pub last_lsn: u64,
-}
-
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads the frames after `checkpoint_lsn`.
     pub fn open(dir: &Path, checkpoint_lsn: u64) -> Result<(Self, Pending), StoreError> {
@@ -185,13 +177,7 @@ impl Journal {
             last_lsn: pending.last_lsn,
             frame: Vec::new(),
         };
-        Ok((
-            journal,
-            Pending {
-                payloads: pending.payloads,
-                last_lsn: pending.last_lsn,
-            },
-        ))
+        Ok((journal, pending))
     }
 
     /// The directory the journal is in (the store's).
@@ -281,17 +267,29 @@ pub(super) fn recover(db: &Database, dir: &Path) -> Result<Journal, StoreError> 
     Ok(journal)
 }
 
-/// What a scan of the file found.
-struct Scan {
-    payloads: Vec<Vec<u8>>,
-    last_lsn: u64,
+#[cfg(test)]
+impl Journal {
+    /// Swaps the file for a read-only handle, so that the next append fails as a full or
+    /// failing disk would make it fail.
+    #[allow(clippy::expect_used)]
+    pub fn break_writes(&mut self) {
+        self.file = File::open(&self.path).expect("journal reopens read-only");
+    }
+}
+
+/// The frames of a journal that a checkpoint did not cover yet, read at open.
+pub(super) struct Pending {
+    /// Payloads of the frames to replay, in order.
+    pub payloads: Vec<Vec<u8>>,
+    /// The lsn of the last of them (or the checkpoint's when there are none).
+    pub last_lsn: u64,
     /// Bytes up to the end of the last valid frame (covered or not).
     valid_len: usize,
 }
 
 /// The frames of `contents` after `checkpoint_lsn`, up to the first invalid one.
-fn pending_frames(contents: &[u8], checkpoint_lsn: u64) -> Scan {
-    let mut scan = Scan {
+fn pending_frames(contents: &[u8], checkpoint_lsn: u64) -> Pending {
+    let mut scan = Pending {
         payloads: Vec::new(),
         last_lsn: checkpoint_lsn,
         valid_len: 0,

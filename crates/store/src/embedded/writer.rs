@@ -16,7 +16,7 @@
 //! is a checkpoint too. A redb error, a failed journal write or a failed checkpoint loses the
 //! open transaction: the batch at hand fails with [`StoreError::Unavailable`] and the state is
 //! rebuilt from the last checkpoint plus the journal (cursor moves and acks since the
-//! checkpoint are lost, which only redelivers).
+//! checkpoint are lost, which only redelivers; see `checkpoint`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -83,7 +83,9 @@ impl Writer {
     /// frame could not be written): drops it and rebuilds the state from the last checkpoint
     /// plus the journal, so every append that was answered is back. Cursor moves and acks since
     /// the checkpoint are lost, which only redelivers. Without a journal (the memory store) the
-    /// state since the last checkpoint is lost. Until this succeeds, operations fail.
+    /// state since the last checkpoint is lost. Until this succeeds, operations fail: after an
+    /// I/O error of its file redb refuses every transaction until the database is reopened, so
+    /// then it is the next start (the health check fails meanwhile) that replays the journal.
     pub(super) fn restore(&mut self) -> bool {
         if let Some(txn) = self.txn.take() {
             let _ = txn.abort();
@@ -106,5 +108,93 @@ impl Writer {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use redb::Database;
+    use titan_protocol::{DeviceId, Message, MessageId, UserId};
+    use tokio::sync::oneshot;
+
+    use super::Checkpoints;
+    use crate::embedded::writer::{Op, Writer};
+    use crate::embedded::{create_tables, journal};
+    use crate::error::StoreError;
+    use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage};
+
+    fn new_message(text: &str) -> NewMessage {
+        NewMessage {
+            message: Message {
+                id: MessageId::new(uuid::Uuid::now_v7().to_string()).unwrap(),
+                from: UserId::new("alice").unwrap(),
+                to: UserId::new("bob").unwrap(),
+                time: "2025-01-01T00:00:00Z".to_owned(),
+                message: text.to_owned(),
+            },
+            client_id: None,
+        }
+    }
+
+    fn append(w: &mut Writer, text: &str) -> Result<Vec<Appended>, StoreError> {
+        let (reply, mut answer) = oneshot::channel();
+        let batch = vec![new_message(text)];
+        w.execute(vec![Op::Append { batch, reply }]);
+        answer.try_recv().expect("answered within the batch")
+    }
+
+    fn read_new(w: &mut Writer) -> Vec<String> {
+        let (reply, mut answer) = oneshot::channel();
+        w.execute(vec![Op::ReadNew {
+            user: UserId::new("bob").unwrap(),
+            device: DeviceId::new("phone").unwrap(),
+            limit: 10,
+            reply,
+        }]);
+        let read: Vec<Delivered> = answer.try_recv().unwrap().unwrap();
+        read.into_iter().map(|d| d.message.message).collect()
+    }
+
+    /// A journal write that fails loses the open transaction: the batch fails, and the state is
+    /// rebuilt from the last checkpoint plus the journal, so what was answered before is there
+    /// and what failed is not; cursor moves since the checkpoint are undone (redelivery).
+    #[test]
+    fn a_failed_journal_write_fails_its_batch_and_keeps_what_was_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("titan.redb")).unwrap();
+        create_tables(&db).unwrap();
+        let journal = journal::recover(&db, dir.path()).unwrap();
+        let mut w = Writer {
+            db,
+            limits: InboxLimits::default(),
+            counters: Arc::default(),
+            journal: Some(journal),
+            checkpoints: Checkpoints::default(),
+            txn: None,
+            dirty: false,
+            needs_restore: false,
+            last_checkpoint: Instant::now(),
+            redo: Default::default(),
+        };
+
+        append(&mut w, "m1").unwrap();
+        assert_eq!(read_new(&mut w), ["m1"]);
+        w.journal.as_mut().unwrap().break_writes();
+        let failed = append(&mut w, "m2");
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable { .. })),
+            "{failed:?}"
+        );
+
+        // Restored: m1 is back as unread (the cursor move was not journaled), m2 was never
+        // stored, and the store goes on.
+        assert!(!w.needs_restore);
+        assert_eq!(read_new(&mut w), ["m1"]);
+        append(&mut w, "m3").unwrap();
+        assert_eq!(read_new(&mut w), ["m3"]);
     }
 }
