@@ -86,7 +86,7 @@ pub struct EmbeddedStore {
 pub struct StoreStats {
     /// Batches run (group commits, each with at most one journal write). Less than
     /// `operations` when operations were batched.
-    pub transactions: u64,
+    pub batches: u64,
     /// Operations answered from a transaction that completed (refusals such as a full inbox
     /// included; operations failed by a redb error not).
     pub operations: u64,
@@ -174,7 +174,7 @@ impl EmbeddedStore {
     /// How much work the writer has done so far.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
+            batches: self.inner.counters.batches.load(Ordering::Relaxed),
             operations: self.inner.counters.operations.load(Ordering::Relaxed),
             checkpoints: self.inner.counters.checkpoints.load(Ordering::Relaxed),
         }

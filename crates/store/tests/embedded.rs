@@ -64,7 +64,7 @@ async fn state_survives_a_reopen() {
     assert!(next[0] > stored[2], "sequence continues after a reopen");
 }
 
-/// 200 concurrent single-message appends share fewer than 200 write transactions.
+/// 200 concurrent single-message appends share fewer than 200 batches (journal writes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_are_group_committed() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,11 +84,8 @@ async fn concurrent_appends_are_group_committed() {
     }
     let after = store.stats();
     assert_eq!(after.operations - before.operations, 200);
-    let transactions = after.transactions - before.transactions;
-    assert!(
-        transactions < 200,
-        "{transactions} transactions for 200 appends"
-    );
+    let batches = after.batches - before.batches;
+    assert!(batches < 200, "{batches} batches for 200 appends");
 }
 
 /// A second open of a directory in use is refused as unavailable instead of sharing the file.
@@ -139,8 +136,8 @@ async fn refusals_in_a_group_commit_do_not_undo_the_rest() {
     assert_eq!(accepted, 5);
     let stats = store.stats();
     assert!(
-        stats.transactions < stats.operations,
-        "no transaction held several appends: {stats:?}"
+        stats.batches < stats.operations,
+        "no batch held several appends: {stats:?}"
     );
     assert_eq!(store.read_new(&bob, &phone, 100).await.unwrap().len(), 5);
 }

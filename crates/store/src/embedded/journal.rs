@@ -77,11 +77,25 @@ pub(super) struct ClientKey<'a> {
     pub created_ms: u64,
 }
 
-/// The records of one write transaction, encoded as they are made.
-#[derive(Default)]
+/// The records of one batch, encoded as they are made, into what becomes its frame: the buffer
+/// starts with room for the frame header and the record count, which [`Journal::append`] fills
+/// in, so a record is copied once on its way to the file.
+#[derive(Clone)]
 pub(super) struct Redo {
     records: u32,
     bytes: Vec<u8>,
+}
+
+/// The frame header and the record count that precede a frame's records.
+const RECORDS_AT: usize = FRAME_HEADER + 4;
+
+impl Default for Redo {
+    fn default() -> Self {
+        Self {
+            records: 0,
+            bytes: vec![0; RECORDS_AT],
+        }
+    }
 }
 
 impl Redo {
@@ -119,7 +133,7 @@ impl Redo {
 
     pub fn clear(&mut self) {
         self.records = 0;
-        self.bytes.clear();
+        self.bytes.truncate(RECORDS_AT);
     }
 }
 
@@ -137,8 +151,6 @@ pub(super) struct Journal {
     len: u64,
     /// The lsn of the last frame written, or the last one a checkpoint covered.
     last_lsn: u64,
-    /// Reused for each frame, so an append allocates nothing once warm.
-    frame: Vec<u8>,
 }
 
 impl Journal {
@@ -175,7 +187,6 @@ impl Journal {
             path,
             len: pending.valid_len as u64,
             last_lsn: pending.last_lsn,
-            frame: Vec::new(),
         };
         Ok((journal, pending))
     }
@@ -196,16 +207,14 @@ impl Journal {
     }
 
     /// Writes `redo` as the next frame and waits until it is on disk.
-    pub fn append(&mut self, redo: &Redo) -> Result<(), String> {
+    pub fn append(&mut self, redo: &mut Redo) -> Result<(), String> {
         let lsn = self.last_lsn + 1;
-        let payload_len = 4 + redo.bytes.len();
-        let f = &mut self.frame;
-        f.clear();
-        f.extend_from_slice(&(payload_len as u32).to_le_bytes());
-        f.extend_from_slice(&[0; 4]);
-        f.extend_from_slice(&lsn.to_le_bytes());
-        f.extend_from_slice(&redo.records.to_le_bytes());
-        f.extend_from_slice(&redo.bytes);
+        let f = &mut redo.bytes;
+        // Records are bounded far below 4 GiB by MAX_OPS_PER_BATCH and the message limits.
+        let payload_len = (f.len() - FRAME_HEADER) as u32;
+        f[0..4].copy_from_slice(&payload_len.to_le_bytes());
+        f[8..16].copy_from_slice(&lsn.to_le_bytes());
+        f[FRAME_HEADER..RECORDS_AT].copy_from_slice(&redo.records.to_le_bytes());
         let crc = crc32fast::hash(&f[8..]);
         f[4..8].copy_from_slice(&crc.to_le_bytes());
         let written = std::os::unix::fs::FileExt::write_all_at(&self.file, f, self.len)
@@ -421,7 +430,7 @@ mod tests {
     fn frame_of(lsn: u64, redo: &Redo) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path(), lsn - 1).unwrap();
-        j.append(redo).unwrap();
+        j.append(&mut redo.clone()).unwrap();
         std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap()
     }
 

@@ -1,7 +1,7 @@
 //! The writer thread: the only code that touches the database after it is opened.
 //!
 //! Callers queue an [`Op`] with a oneshot reply. The thread takes everything queued (up to
-//! [`MAX_OPS_PER_TRANSACTION`]) and runs it as one batch: a group commit, so a burst of appends
+//! [`MAX_OPS_PER_BATCH`]) and runs it as one batch: a group commit, so a burst of appends
 //! costs one fsync instead of one each. An operation's own refusal (a full inbox, a corrupt
 //! message) writes nothing and leaves the others alone.
 //!
@@ -41,7 +41,7 @@ pub use checkpoint::Checkpoints;
 
 /// Upper bound on the operations of one batch, so one batch stays short even under a flood and
 /// replies keep flowing.
-const MAX_OPS_PER_TRANSACTION: usize = 512;
+const MAX_OPS_PER_BATCH: usize = 512;
 
 /// Where an operation's answer goes.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -98,7 +98,7 @@ pub(super) enum Op {
 /// Counters the writer keeps, read through [`super::EmbeddedStore::stats`].
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    pub transactions: AtomicU64,
+    pub batches: AtomicU64,
     pub operations: AtomicU64,
     pub checkpoints: AtomicU64,
 }
@@ -152,7 +152,7 @@ impl Writer {
     pub fn run(mut self, mut ops: mpsc::Receiver<Op>) {
         while let Some(first) = ops.blocking_recv() {
             let mut batch = vec![first];
-            while batch.len() < MAX_OPS_PER_TRANSACTION {
+            while batch.len() < MAX_OPS_PER_BATCH {
                 match ops.try_recv() {
                     Ok(op) => batch.push(op),
                     Err(_) => break,
@@ -229,7 +229,7 @@ impl Writer {
             None if durable => self.commit_durably(txn).map_err(|e| e.to_string()),
             None => match &mut self.journal {
                 // Journal first, answers after: an answered append is on disk.
-                Some(journal) if !redo.is_empty() => journal.append(&redo).map(|()| {
+                Some(journal) if !redo.is_empty() => journal.append(&mut redo).map(|()| {
                     self.txn = Some(txn);
                 }),
                 _ => {
@@ -244,7 +244,7 @@ impl Writer {
             self.restore();
             return;
         }
-        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.operations.fetch_add(count, Ordering::Relaxed);
         if durable {
             self.checkpointed();

@@ -12,8 +12,11 @@ use crate::embedded::journal;
 /// When the writer checkpoints (see the module doc of `writer`).
 #[derive(Debug, Clone, Copy)]
 pub struct Checkpoints {
-    /// Longest time between a change and the checkpoint that includes it: bounds how much
-    /// journal a restart replays and how many changed pages one checkpoint writes.
+    /// Time after the last checkpoint when the next batch that follows a change triggers one:
+    /// bounds how much journal a restart replays and how many changed pages one checkpoint
+    /// writes. Checked after each batch, so a store that goes quiet checkpoints with its next
+    /// operation (the Dispatcher's periodic trim at the latest) or at shutdown; until then its
+    /// journal holds what it stored.
     pub every: Duration,
     /// Journal size that triggers a checkpoint before `every` has passed.
     pub journal_bytes: u64,
