@@ -17,6 +17,8 @@
 //! the batch in flight and the last checkpoint (once, at shutdown).
 //!
 //! - `tables`: the table layout and the queries operations share (`depth`).
+//! - `states`: the writer's copy of each active inbox's head and device records, written to
+//!   the tables at checkpoints.
 //! - `append`: `append` and `trim`.
 //! - `cursor`: `read_new`, `claim_pending` and `ack`.
 //! - `users`: the [`crate::Users`] tables (sign-ins, revocations).
@@ -30,6 +32,7 @@ mod cursor;
 mod journal;
 mod memory;
 mod push_tokens;
+mod states;
 mod tables;
 mod users;
 mod writer;
@@ -200,6 +203,7 @@ impl EmbeddedStore {
             needs_restore: false,
             last_checkpoint: Instant::now(),
             redo: Default::default(),
+            states: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("titan-store-writer".to_owned())

@@ -169,6 +169,9 @@ pub(super) fn trim(
     limits: &InboxLimits,
 ) -> Result<u64, StorageError> {
     let cutoff = now_ms.saturating_sub(retention_ms(limits));
+    // The walk below reads the heads table itself: inboxes created since the last checkpoint
+    // have their head only in the inbox states until written back.
+    t.write_back()?;
     let users = t
         .heads
         .iter()?
@@ -197,7 +200,7 @@ pub(super) fn trim(
             let before = state.pending.len();
             state.pending.retain(|p| p.seq > newest_expired);
             if state.pending.len() != before {
-                t.set_device(user, device.as_str(), &state)?;
+                t.set_device(user, device.as_str(), state)?;
             }
         }
     }

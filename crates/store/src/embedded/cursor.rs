@@ -66,7 +66,7 @@ pub(super) fn read_new(
         state.cursor = last.position.seq;
     }
     if is_new || !delivered.is_empty() {
-        t.set_device(user, device, &state)?;
+        t.set_device(user, device, state)?;
     }
     Ok(Ok(delivered))
 }
@@ -123,7 +123,7 @@ pub(super) fn claim_pending(
         state.pending = kept;
     }
     if changed {
-        t.set_device(user, device, &state)?;
+        t.set_device(user, device, state)?;
     }
     Ok(Ok(claimed))
 }
@@ -149,7 +149,7 @@ pub(super) fn ack(
         }
     }
     if removed > 0 {
-        t.set_device(user, device, &state)?;
+        t.set_device(user, device, state)?;
     }
     Ok(removed)
 }

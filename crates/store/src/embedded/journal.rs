@@ -261,6 +261,7 @@ pub(super) fn recover(db: &Database, dir: &Path) -> Result<Journal, StoreError> 
                     reason: format!("journal replay: {e}"),
                 })?;
             }
+            t.write_back().map_err(|e| failed(e.into()))?;
         }
         set_checkpoint_lsn(&txn, pending.last_lsn).map_err(failed)?;
         txn.set_durability(Durability::Immediate)

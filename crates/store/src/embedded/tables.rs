@@ -9,6 +9,7 @@ use redb::{ReadableTable, StorageError, Table, TableDefinition, TableHandle, Wri
 use std::time::{SystemTime, UNIX_EPOCH};
 use titan_protocol::Message;
 
+use super::states::{InboxState, InboxStates};
 use crate::error::StoreError;
 
 /// `(user, seq) -> (ms, message JSON)`: each user's inbox. `seq` counts from 1 per inbox and is
@@ -52,6 +53,10 @@ pub(super) struct Tables<'t> {
     pub client_ids: Table<'t, (&'static str, &'static str, &'static str), (&'static str, u64)>,
     pub push_devices: Table<'t, (&'static str, &'static str), (&'static str, &'static str, u64)>,
     pub push_owners: Table<'t, (&'static str, &'static str), (&'static str, &'static str)>,
+    /// The heads and device records of the inboxes operations touched, ahead of `heads` and
+    /// `devices` (see `states`): read and changed only through the methods below, and written
+    /// to the tables by [`Self::write_back`]. The writer keeps it between transactions.
+    pub states: InboxStates,
 }
 
 /// Where an inbox's next message goes.
@@ -135,10 +140,22 @@ impl<'t> Tables<'t> {
             client_ids: txn.open_table(CLIENT_IDS)?,
             push_devices: txn.open_table(super::push_tokens::PUSH_DEVICES)?,
             push_owners: txn.open_table(super::push_tokens::PUSH_OWNERS)?,
+            states: InboxStates::default(),
         })
     }
 
-    pub fn head(&self, user: &str) -> Result<Head, StorageError> {
+    /// `user`'s inbox state, loaded from the tables the first time.
+    fn state(&mut self, user: &str) -> Result<&InboxState, StorageError> {
+        if self.states.get(user).is_none() {
+            let loaded = InboxState::new(self.stored_head(user)?, self.stored_devices(user)?);
+            self.states.insert(user, loaded);
+        }
+        self.states
+            .get(user)
+            .ok_or_else(|| StorageError::Corrupted(format!("inbox state of {user} not kept")))
+    }
+
+    fn stored_head(&self, user: &str) -> Result<Head, StorageError> {
         Ok(match self.heads.get(user)? {
             Some(guard) => {
                 let (next_seq, last_ms) = guard.value();
@@ -151,25 +168,8 @@ impl<'t> Tables<'t> {
         })
     }
 
-    pub fn set_head(&mut self, user: &str, head: Head) -> Result<(), StorageError> {
-        self.heads.insert(user, (head.next_seq, head.last_ms))?;
-        Ok(())
-    }
-
-    pub fn device(&self, user: &str, device: &str) -> Result<Option<Device>, StorageError> {
-        match self.devices.get((user, device))? {
-            Some(guard) => Device::decode(guard.value()).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    pub fn set_device(&mut self, user: &str, device: &str, d: &Device) -> Result<(), StorageError> {
-        self.devices.insert((user, device), d.encode().as_slice())?;
-        Ok(())
-    }
-
-    /// Every device of `user` with its state, in device-id order.
-    pub fn devices_of(&self, user: &str) -> Result<Vec<(String, Device)>, StorageError> {
+    /// Every device record of `user` in the table, in device-id order.
+    fn stored_devices(&self, user: &str) -> Result<Vec<(String, Device)>, StorageError> {
         let mut out = Vec::new();
         // ("user", "") is the smallest key of this user: tuples compare element by element.
         for entry in self.devices.range((user, "")..)? {
@@ -183,25 +183,62 @@ impl<'t> Tables<'t> {
         Ok(out)
     }
 
-    /// Whether `extra` more messages fit in `user`'s inbox under `max` ([`Self::depth`] + `extra`
-    /// <= `max`). Checked first against a bound that needs no inbox range scan: the inbox head
-    /// stands in for the last retained message and the cursor is not raised to the first one, so
-    /// the bound is never below the depth; only when the bound does not fit is the exact depth
-    /// computed. Every `append` checks this, so it must stay cheap. Returns the inbox head it
-    /// read, with the answer, so the append that follows need not read it again.
-    pub fn fits(&self, user: &str, extra: u64, max: u64) -> Result<(bool, Head), StorageError> {
-        let head = self.head(user)?;
-        let last = head.next_seq - 1;
-        let mut bound = None::<u64>;
-        for entry in self.devices.range((user, "")..)? {
-            let (key, value) = entry?;
-            if key.value().0 != user {
-                break;
+    pub fn head(&mut self, user: &str) -> Result<Head, StorageError> {
+        Ok(self.state(user)?.head)
+    }
+
+    pub fn set_head(&mut self, user: &str, head: Head) -> Result<(), StorageError> {
+        self.state(user)?;
+        self.states.set_head(user, head);
+        Ok(())
+    }
+
+    pub fn device(&mut self, user: &str, device: &str) -> Result<Option<Device>, StorageError> {
+        Ok(self.state(user)?.device(device).cloned())
+    }
+
+    pub fn set_device(&mut self, user: &str, device: &str, d: Device) -> Result<(), StorageError> {
+        self.state(user)?;
+        self.states.set_device(user, device, d);
+        Ok(())
+    }
+
+    /// Every device of `user` with its state, in device-id order.
+    pub fn devices_of(&mut self, user: &str) -> Result<Vec<(String, Device)>, StorageError> {
+        Ok(self.state(user)?.devices.clone())
+    }
+
+    /// Writes the changed inbox states to the tables. Before a commit (a checkpoint), and before
+    /// anything reads the head or device tables directly.
+    pub fn write_back(&mut self) -> Result<(), StorageError> {
+        for (user, state) in self.states.take_dirty() {
+            let user = user.as_str();
+            self.heads
+                .insert(user, (state.head.next_seq, state.head.last_ms))?;
+            for (device, record) in &state.devices {
+                self.devices
+                    .insert((user, device.as_str()), record.encode().as_slice())?;
             }
-            let (cursor, pending) = Device::peek(value.value())?;
-            let device = last.saturating_sub(cursor) + pending;
-            bound = Some(bound.map_or(device, |b| b.max(device)));
         }
+        Ok(())
+    }
+
+    /// Whether `extra` more messages fit in `user`'s inbox under `max` ([`Self::depth`] + `extra`
+    /// <= `max`). Checked first against a bound that needs no inbox read: the inbox head stands
+    /// in for the last retained message and the cursor is not raised to the first one, so the
+    /// bound is never below the depth; only when the bound does not fit is the exact depth
+    /// computed. Every `append` checks this, so it must stay cheap (the head and the device
+    /// records are in the inbox states). Returns the inbox head it read, with the answer, so the
+    /// append that follows need not read it again.
+    pub fn fits(&mut self, user: &str, extra: u64, max: u64) -> Result<(bool, Head), StorageError> {
+        let state = self.state(user)?;
+        let head = state.head;
+        let last = head.next_seq - 1;
+        let bound = state
+            .devices
+            .iter()
+            .map(|(_, d)| last.saturating_sub(d.cursor) + d.pending.len() as u64)
+            .max();
         // Without devices, every retained message counts: at most all ever appended.
         if bound.unwrap_or(last) + extra <= max {
             return Ok((true, head));
@@ -226,18 +263,18 @@ impl<'t> Tables<'t> {
 
     /// What `max_pending` bounds: for each device, unread messages after its cursor plus its
     /// pending entries; the largest of those, or every retained message when there is no device.
-    pub fn depth(&self, user: &str) -> Result<u64, StorageError> {
-        let Some((first, last)) = self.retained(user)? else {
+    pub fn depth(&mut self, user: &str) -> Result<u64, StorageError> {
+        let retained = self.retained(user)?;
+        let devices = &self.state(user)?.devices;
+        let Some((first, last)) = retained else {
             // Nothing retained: only pending entries can remain, and trim removes those with
             // their messages, so they are at most transiently non-zero; count them anyway.
-            return Ok(self
-                .devices_of(user)?
+            return Ok(devices
                 .iter()
                 .map(|(_, d)| d.pending.len() as u64)
                 .max()
                 .unwrap_or(0));
         };
-        let devices = self.devices_of(user)?;
         if devices.is_empty() {
             return Ok(last - first + 1);
         }

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::journal::{Journal, Redo};
 use super::push_tokens::PushOp;
+use super::states::InboxStates;
 use super::tables::{Tables, unix_ms};
 use super::users::{self, UserOp};
 use super::{append, cursor};
@@ -144,6 +145,9 @@ pub(super) struct Writer {
     pub last_checkpoint: Instant,
     /// The journal records of the transaction being built; kept to reuse its buffer.
     pub redo: Redo,
+    /// The heads and device records of active inboxes, ahead of the open transaction's tables
+    /// (`states`): written to them by each checkpoint, dropped with a lost transaction.
+    pub states: InboxStates,
 }
 
 impl Writer {
@@ -207,6 +211,7 @@ impl Writer {
         let failure = match Tables::open(&txn) {
             Err(e) => Some(e.to_string()),
             Ok(mut tables) => {
+                tables.states = std::mem::take(&mut self.states);
                 let mut failure = None;
                 for op in ops.by_ref() {
                     match self.apply(&txn, &mut tables, op, now_ms, &mut redo) {
@@ -217,6 +222,7 @@ impl Writer {
                         }
                     }
                 }
+                self.states = std::mem::take(&mut tables.states);
                 failure
             }
         };

@@ -8,6 +8,7 @@ use redb::{Durability, WriteTransaction};
 
 use super::Writer;
 use crate::embedded::journal;
+use crate::embedded::tables::Tables;
 
 /// When the writer checkpoints (see the module doc of `writer`).
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +60,17 @@ impl Writer {
         }
     }
 
-    /// Commits `txn` durably, recording that it includes every journal frame so far.
-    pub(super) fn commit_durably(&self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
+    /// Commits `txn` durably, with the inbox states written back, recording that it includes
+    /// every journal frame so far.
+    pub(super) fn commit_durably(&mut self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
+        {
+            let mut tables = Tables::open(&txn)?;
+            tables.states = std::mem::take(&mut self.states);
+            let written = tables.write_back();
+            self.states = std::mem::take(&mut tables.states);
+            written?;
+        }
+        self.states.bound();
         if let Some(journal) = &self.journal {
             journal::set_checkpoint_lsn(&txn, journal.last_lsn())?;
         }
@@ -94,6 +104,7 @@ impl Writer {
             let _ = txn.abort();
         }
         self.dirty = false;
+        self.states.clear();
         let Some(journal) = &self.journal else {
             return true;
         };
@@ -182,6 +193,7 @@ mod tests {
             needs_restore: false,
             last_checkpoint: Instant::now(),
             redo: Default::default(),
+            states: Default::default(),
         };
 
         append(&mut w, "m1").unwrap();
