@@ -65,7 +65,11 @@ async fn window_is_respected() {
             };
             match bob.within(wait).await {
                 Some(Event::Deliver(batch)) => {
-                    got.extend(batch.iter().map(|m| m.message.message.clone()));
+                    got.extend(
+                        batch
+                            .iter()
+                            .map(|m| m.message.decode().unwrap().message.clone()),
+                    );
                     unacked.extend(positions(&batch));
                     assert!(
                         unacked.len() <= window,
@@ -107,7 +111,7 @@ async fn reconnect_catches_up_on_unacked() {
     submit(&d, "alice", "bob", &["later".to_owned()]).await;
     let later = new.next_delivery().await;
     assert_eq!(later.len(), 1);
-    assert_eq!(later[0].message.message, "later");
+    assert_eq!(later[0].message.decode().unwrap().message, "later");
     // The replaced connection is not fed any more.
     assert!(old.within(Duration::from_millis(200)).await.is_none());
 }
@@ -125,7 +129,9 @@ async fn devices_ack_independently() {
     let on_phone = phone.next_delivery().await;
     let on_laptop = laptop.next_delivery().await;
     let ids = |v: &[titan_store::Delivered]| -> BTreeSet<String> {
-        v.iter().map(|m| m.message.id.as_str().to_owned()).collect()
+        v.iter()
+            .map(|m| m.message.decode().unwrap().id.as_str().to_owned())
+            .collect()
     };
     assert_eq!(ids(&on_phone), ids(&on_laptop));
     ack(&d, &phone, "bob", "phone", positions(&on_phone));
@@ -203,7 +209,11 @@ async fn catch_up_respects_window() {
             };
             match bob.within(wait).await {
                 Some(Event::Deliver(batch)) => {
-                    got.extend(batch.iter().map(|m| m.message.message.clone()));
+                    got.extend(
+                        batch
+                            .iter()
+                            .map(|m| m.message.decode().unwrap().message.clone()),
+                    );
                     unacked.extend(positions(&batch));
                     assert!(
                         unacked.len() <= window,

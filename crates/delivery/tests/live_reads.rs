@@ -37,7 +37,7 @@ async fn a_waiting_device_is_read_with_the_append() {
         submit(&d, "alice", "bob", std::slice::from_ref(&body)).await;
         let got = bob.next_delivery().await;
         assert_eq!(got.len(), 1, "round {round}");
-        assert_eq!(got[0].message.message, body);
+        assert_eq!(got[0].message.decode().unwrap().message, body);
         if store
             .read_with_append
             .lock()
@@ -101,5 +101,5 @@ async fn a_refused_send_leaves_the_waiting_device_usable() {
     submit(&d, "alice", "bob", &["after".to_owned()]).await;
     let got = bob.next_delivery().await;
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].message.message, "after");
+    assert_eq!(got[0].message.decode().unwrap().message, "after");
 }

@@ -73,7 +73,7 @@ async fn late_detach_of_replaced_session_keeps_newer() {
     );
     submit(&d, "alice", "bob", &bodies(1)).await;
     let got = new.next_delivery().await;
-    assert_eq!(got[0].message.message, "m0");
+    assert_eq!(got[0].message.decode().unwrap().message, "m0");
     assert!(old.within(Duration::from_millis(200)).await.is_none());
     detach(&router, &new, "bob", "phone");
     assert_eq!(router.send(GetPresence).await.unwrap(), Presence::default());

@@ -30,6 +30,9 @@ async fn lost_read_reply_does_not_strand_messages() {
     while got.len() < 3 {
         got.extend(bob.next_delivery().await);
     }
-    let texts: Vec<_> = got.iter().map(|d| d.message.message.clone()).collect();
+    let texts: Vec<_> = got
+        .iter()
+        .map(|d| d.message.decode().unwrap().message.clone())
+        .collect();
     assert_eq!(texts, bodies(3));
 }

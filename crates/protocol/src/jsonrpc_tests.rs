@@ -167,6 +167,32 @@ fn response_serialisation() {
     );
 }
 
+/// A `msg.recv` built from stored JSON text is the frame built from the messages themselves,
+/// byte for byte (escapes included); text that is not one JSON value is refused.
+#[test]
+fn stored_message_text_goes_into_msg_recv_as_it_is() {
+    use crate::{Message, MessageId, MessageJson, UserId};
+    let message = Message {
+        id: MessageId::new("m-1").unwrap(),
+        from: UserId::new("alice").unwrap(),
+        to: UserId::new("bob").unwrap(),
+        time: "2026-11-29T14:00:00.000Z".to_owned(),
+        message: "say \"hi\" \u{e9}\n".to_owned(),
+    };
+    let stored = serde_json::to_string(&message).unwrap();
+    let json = MessageJson::from_stored(stored.clone()).unwrap();
+    assert_eq!(json.as_str(), stored);
+    assert_eq!(json.decode().unwrap(), message);
+    assert_eq!(MessageJson::encode(&message).unwrap(), json);
+    let from_text = ServerRequest::new(Some(Id::from(7)), "msg.recv", [&json, &json]).to_text();
+    let from_message =
+        ServerRequest::new(Some(Id::from(7)), "msg.recv", [&message, &message]).to_text();
+    assert_eq!(from_text, from_message);
+    for bad in ["", "{\"id\":", "{} {}", "\u{0}"] {
+        assert!(MessageJson::from_stored(bad.to_owned()).is_err(), "{bad:?}");
+    }
+}
+
 /// The fast path of `parse_frame` (one object read straight into its members) must give what
 /// the general path (`classify` of the parsed value) gives, for every shape: valid calls and
 /// responses, members that are null, of the wrong type, repeated (the last wins), or unknown.

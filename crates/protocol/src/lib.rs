@@ -1,7 +1,8 @@
 //! Titan's wire protocol: the types that cross the WebSocket, and nothing that does I/O.
 //!
 //! - [`ids`]: newtypes for user, device and message ids, with their validation rules.
-//! - [`message`]: the [`Message`] delivered by `msg.recv` and the [`OutgoingMessage`] of `msg.send`.
+//! - [`message`]: the [`Message`] delivered by `msg.recv` (kept and sent as its JSON text,
+//!   [`MessageJson`]) and the [`OutgoingMessage`] of `msg.send`.
 //! - [`jsonrpc`]: JSON-RPC 2.0 envelopes: parsing a frame (single or batch) into [`Incoming`]
 //!   items, and writing responses and server requests.
 //! - [`command`]: the closed set of client methods with their typed params ([`ClientCommand`]).
@@ -25,5 +26,5 @@ pub use command::{AuthGoogleParams, AuthJwtParams, ClientCommand, MAX_SEND_BATCH
 pub use error::{ErrorCode, RpcError};
 pub use ids::{DeviceId, IdError, MessageId, UserId};
 pub use jsonrpc::{Frame, Id, Incoming, Response};
-pub use message::{Message, OutgoingMessage};
+pub use message::{Message, MessageJson, OutgoingMessage};
 pub use push::{PushParams, PushPlatform, PushToken, PushTokenError};

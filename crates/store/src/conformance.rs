@@ -178,7 +178,7 @@ pub fn positions(delivered: &[Delivered]) -> Vec<Position> {
 pub fn texts(delivered: &[Delivered]) -> Vec<String> {
     delivered
         .iter()
-        .map(|d| d.message.message.clone())
+        .map(|d| d.message.decode().unwrap().message)
         .collect()
 }
 

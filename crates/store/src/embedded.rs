@@ -192,6 +192,7 @@ impl EmbeddedStore {
     ) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
         let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let journal_present = journal.is_some();
         let writer = Writer {
             db,
             limits,
@@ -204,6 +205,7 @@ impl EmbeddedStore {
             last_checkpoint: Instant::now(),
             redo: Default::default(),
             states: Default::default(),
+            syncer: journal_present.then(writer::Syncer::start).transpose()?,
         };
         let handle = std::thread::Builder::new()
             .name("titan-store-writer".to_owned())

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use std::time::{Duration, SystemTime};
-use titan_protocol::{DeviceId, Message, MessageId, UserId};
+use titan_protocol::{DeviceId, Message, MessageId, MessageJson, UserId};
 
 use crate::error::StoreError;
 
@@ -43,7 +43,8 @@ pub enum Appended {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     pub position: Position,
-    pub message: Message,
+    /// As stored: it goes into the `msg.recv` frame as it is.
+    pub message: MessageJson,
 }
 
 /// An online device to hand new messages to in the same step as an append (see

@@ -210,7 +210,8 @@ fn send_in_batches(to: &Recipient<Deliver>, messages: Vec<Delivered>, config: &D
     let mut batch = Vec::new();
     let mut bytes = 0;
     for d in messages {
-        let size = d.message.message.len() + 200;
+        // The message's JSON and the comma after it.
+        let size = d.message.as_str().len() + 1;
         if !batch.is_empty()
             && (batch.len() >= config.recv_batch || bytes + size > config.recv_bytes)
         {

@@ -46,7 +46,7 @@ pub async fn append_then_read_new_in_order(inbox: Arc<dyn Inbox>) {
 
     let got = inbox.read_new(&bob, &phone, 1000).await.unwrap();
     assert_eq!(positions(&got), stored);
-    let got_messages: Vec<_> = got.into_iter().map(|d| d.message).collect();
+    let got_messages: Vec<_> = got.iter().map(|d| d.message.decode().unwrap()).collect();
     assert_eq!(got_messages, sent);
 }
 

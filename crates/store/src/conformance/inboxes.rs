@@ -286,7 +286,10 @@ pub async fn concurrent_appends_are_all_stored_in_order(inbox: Arc<dyn Inbox>) {
         let want = &expected[to];
         assert_eq!(got.len(), want.len());
         for d in &got {
-            assert_eq!(want.get(&d.message.message), Some(&d.position));
+            assert_eq!(
+                want.get(&d.message.decode().unwrap().message),
+                Some(&d.position)
+            );
         }
         total += got.len();
     }

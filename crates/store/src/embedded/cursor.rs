@@ -7,7 +7,7 @@
 use redb::{ReadableTable, StorageError};
 
 use super::Outcome;
-use super::tables::{Device, Pending, Tables, decode_message};
+use super::tables::{Device, Pending, Tables, stored_message};
 use crate::inbox::{Delivered, Position};
 
 /// Up to `limit` messages after the device's cursor; they become pending with delivery time
@@ -42,7 +42,7 @@ pub(super) fn read_new(
         for entry in t.inbox.range((user, from)..=(user, u64::MAX))?.take(limit) {
             let (key, value) = entry?;
             let (ms, body) = value.value();
-            let message = match decode_message(body) {
+            let message = match stored_message(body) {
                 Ok(message) => message,
                 Err(e) => return Ok(Err(e)),
             };
@@ -102,7 +102,7 @@ pub(super) fn claim_pending(
                 continue;
             };
             let (ms, body) = stored.value();
-            let message = match decode_message(body) {
+            let message = match stored_message(body) {
                 Ok(message) => message,
                 Err(e) => return Ok(Err(e)),
             };

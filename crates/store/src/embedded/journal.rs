@@ -35,6 +35,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, StorageError, TableDefinition, WriteTransaction};
 
@@ -145,7 +146,8 @@ fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The open journal file.
 pub(super) struct Journal {
-    file: File,
+    /// Shared with the writer's sync thread, which syncs what the writer wrote.
+    file: Arc<File>,
     path: PathBuf,
     /// Where the next frame goes (the end of the valid frames).
     len: u64,
@@ -183,7 +185,7 @@ impl Journal {
             );
         }
         let journal = Self {
-            file,
+            file: Arc::new(file),
             path,
             len: pending.valid_len as u64,
             last_lsn: pending.last_lsn,
@@ -206,8 +208,14 @@ impl Journal {
         self.len
     }
 
-    /// Writes `redo` as the next frame and waits until it is on disk.
-    pub fn append(&mut self, redo: &mut Redo) -> Result<(), String> {
+    /// The file, for syncing what was written (see `writer::sync`).
+    pub fn handle(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Writes `redo` as the next frame. It is durable once the file is synced
+    /// ([`Journal::handle`]).
+    pub fn write(&mut self, redo: &mut Redo) -> Result<(), String> {
         let lsn = self.last_lsn + 1;
         let f = &mut redo.bytes;
         // Records are bounded far below 4 GiB by MAX_OPS_PER_BATCH and the message limits.
@@ -217,9 +225,7 @@ impl Journal {
         f[FRAME_HEADER..RECORDS_AT].copy_from_slice(&redo.records.to_le_bytes());
         let crc = crc32fast::hash(&f[8..]);
         f[4..8].copy_from_slice(&crc.to_le_bytes());
-        let written = std::os::unix::fs::FileExt::write_all_at(&self.file, f, self.len)
-            .and_then(|()| self.file.sync_data());
-        match written {
+        match std::os::unix::fs::FileExt::write_all_at(&*self.file, f, self.len) {
             Ok(()) => {
                 self.len += f.len() as u64;
                 self.last_lsn = lsn;
@@ -283,7 +289,7 @@ impl Journal {
     /// failing disk would make it fail.
     #[allow(clippy::expect_used)]
     pub fn break_writes(&mut self) {
-        self.file = File::open(&self.path).expect("journal reopens read-only");
+        self.file = Arc::new(File::open(&self.path).expect("journal reopens read-only"));
     }
 }
 
@@ -431,7 +437,7 @@ mod tests {
     fn frame_of(lsn: u64, redo: &Redo) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path(), lsn - 1).unwrap();
-        j.append(&mut redo.clone()).unwrap();
+        j.write(&mut redo.clone()).unwrap();
         std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap()
     }
 

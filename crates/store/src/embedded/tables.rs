@@ -7,7 +7,7 @@
 
 use redb::{ReadableTable, StorageError, Table, TableDefinition, TableHandle, WriteTransaction};
 use std::time::{SystemTime, UNIX_EPOCH};
-use titan_protocol::Message;
+use titan_protocol::MessageJson;
 
 use super::states::{InboxState, InboxStates};
 use crate::error::StoreError;
@@ -352,11 +352,14 @@ pub(super) fn unix_ms(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Decodes a stored message body. A failure means the file holds data this version cannot read.
-pub(super) fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+/// A stored message body, for delivery as it is. A failure means the file holds data this
+/// version cannot read.
+pub(super) fn stored_message(bytes: &[u8]) -> Result<MessageJson, StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt {
         reason: format!("undecodable message: {e}"),
-    })
+    };
+    let text = String::from_utf8(bytes.to_vec()).map_err(|e| corrupt(&e))?;
+    MessageJson::from_stored(text).map_err(|e| corrupt(&e))
 }
 
 #[cfg(test)]

@@ -38,7 +38,9 @@ use crate::inbox::{
 };
 
 mod checkpoint;
+mod sync;
 pub use checkpoint::Checkpoints;
+pub(super) use sync::Syncer;
 
 /// Upper bound on the operations of one batch, so one batch stays short even under a flood and
 /// replies keep flowing.
@@ -148,6 +150,9 @@ pub(super) struct Writer {
     /// The heads and device records of active inboxes, ahead of the open transaction's tables
     /// (`states`): written to them by each checkpoint, dropped with a lost transaction.
     pub states: InboxStates,
+    /// Syncs the journal and answers the batches that wrote to it (`sync`); `None` without a
+    /// journal.
+    pub syncer: Option<Syncer>,
 }
 
 impl Writer {
@@ -175,12 +180,18 @@ impl Writer {
         if let Some(txn) = self.txn.take() {
             let _ = txn.abort();
         }
+        // Answers what it still holds, then ends.
+        self.syncer = None;
         tracing::debug!("embedded store writer stopped");
     }
 
     /// Runs `batch` in the open write transaction (a group commit) and answers every operation
     /// once what it stored is in the journal.
     fn execute(&mut self, batch: Vec<Op>) {
+        if self.syncer.as_ref().is_some_and(Syncer::failed) {
+            // What the journal holds can no longer be trusted to be on disk (see `sync`).
+            self.restore();
+        }
         if self.needs_restore && !self.restore() {
             return fail_all(batch, Vec::new(), "the store is recovering from a failure");
         }
@@ -226,6 +237,7 @@ impl Writer {
                 failure
             }
         };
+        let mut wrote = None;
         let finished = match failure {
             // Ended here: restoring begins a write transaction, which waits for this one.
             Some(reason) => {
@@ -234,8 +246,9 @@ impl Writer {
             }
             None if durable => self.commit_durably(txn).map_err(|e| e.to_string()),
             None => match &mut self.journal {
-                // Journal first, answers after: an answered append is on disk.
-                Some(journal) if !redo.is_empty() => journal.append(&mut redo).map(|()| {
+                // Journal first, answers once it is synced: an answered append is on disk.
+                Some(journal) if !redo.is_empty() => journal.write(&mut redo).map(|()| {
+                    wrote = Some(journal.handle());
                     self.txn = Some(txn);
                 }),
                 _ => {
@@ -257,8 +270,13 @@ impl Writer {
         } else if writes {
             self.dirty = true;
         }
-        for answer in answers {
-            answer.send();
+        match &self.syncer {
+            Some(syncer) if syncer.must_wait(wrote.is_some()) => syncer.hand_over(wrote, answers),
+            _ => {
+                for answer in answers {
+                    answer.send();
+                }
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::redis::AsyncCommands;
-use titan_protocol::{DeviceId, Message, UserId};
+use titan_protocol::{DeviceId, MessageJson, UserId};
 
 use super::RedisStore;
 use super::keys::{position, stream_id};
@@ -93,17 +93,16 @@ fn entries(reply: Vec<String>) -> Result<Vec<Delivered>, StoreError> {
             reason: "odd-length entry list from redis".to_owned(),
         });
     }
-    reply
-        .chunks_exact(2)
-        .map(|pair| {
-            let message: Message =
-                serde_json::from_str(&pair[1]).map_err(|e| StoreError::Corrupt {
-                    reason: format!("invalid message in inbox entry {}: {e}", pair[0]),
-                })?;
-            Ok(Delivered {
-                position: position(&pair[0])?,
-                message,
-            })
-        })
-        .collect()
+    let mut reply = reply.into_iter();
+    let mut out = Vec::with_capacity(reply.len() / 2);
+    while let (Some(id), Some(json)) = (reply.next(), reply.next()) {
+        let message = MessageJson::from_stored(json).map_err(|e| StoreError::Corrupt {
+            reason: format!("invalid message in inbox entry {id}: {e}"),
+        })?;
+        out.push(Delivered {
+            position: position(&id)?,
+            message,
+        });
+    }
+    Ok(out)
 }
