@@ -9,14 +9,18 @@
 //! operation (reads included) goes through, so each sees the others' changes; a B-tree page is
 //! then copied once per checkpoint rather than once per batch, which was most of the writer's
 //! work when every batch committed. What a batch's appends stored is made durable by the journal
-//! (`journal`): one sequential write and one `fdatasync`, then the answers. A checkpoint commits
-//! the transaction durably (every page changed since the last one, written at once) when
-//! [`Checkpoints::every`] has passed or the journal has grown past [`Checkpoints::journal_bytes`],
-//! and at shutdown; users' durable writes (sign-ins, revocations) commit durably at once, which
-//! is a checkpoint too. A redb error, a failed journal write or a failed checkpoint loses the
-//! open transaction: the batch at hand fails with [`StoreError::Unavailable`] and the state is
-//! rebuilt from the last checkpoint plus the journal (cursor moves and acks since the
-//! checkpoint are lost, which only redelivers; see `checkpoint`).
+//! (`journal`): one sequential write per batch; the sync thread (`sync`) then runs one
+//! `fdatasync` for every batch written meanwhile and answers them, while the writer goes on with
+//! the next batch. The heads and device records of active inboxes are kept in memory (`states`,
+//! a hash lookup where redb needed a B-tree lookup and insert per message) and written to the
+//! transaction by each checkpoint. A checkpoint commits the transaction durably (every page
+//! changed since the last one, written at once) when [`Checkpoints::every`] has passed or the
+//! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown; users' durable writes
+//! (sign-ins, revocations) commit durably at once, which is a checkpoint too. A redb error, a
+//! failed journal write or sync, or a failed checkpoint loses the open transaction: the batch at
+//! hand fails with [`StoreError::Unavailable`] and the state is rebuilt from the last checkpoint
+//! plus the journal (cursor moves and acks since the checkpoint are lost, which only
+//! redelivers; see `checkpoint`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
