@@ -24,14 +24,16 @@ pub struct Checkpoints {
 }
 
 impl Default for Checkpoints {
-    /// Ten a second. A checkpoint stalls the writer while it writes the pages changed since the
-    /// last one, so shorter intervals mean shorter stalls: in the p2p benchmark at a fixed
-    /// 50,000 msg/s, 100 ms gave a p99 of 83 ms where 1 s gave 140 ms and 5 s 329 ms, for the
-    /// same CPU per message (docs/benchmarks.md, sixth set). A restart after a crash replays at
-    /// most that much journal.
+    /// Twenty a second. A checkpoint stalls the writer while it writes the pages changed since
+    /// the last one, so shorter intervals mean shorter stalls, up to a point: in the p2p
+    /// benchmark at a fixed 50,000 msg/s, 50 ms gave a p99 of 24–26 ms where 100 ms gave 33–34
+    /// ms (and 1 s, on an earlier machine, nearly twice the 100 ms figure), for the same CPU per
+    /// message; 25 ms cut the p99 at 10,000 msg/s further but cost 3 % of the maximum
+    /// throughput (docs/benchmarks.md, seventh set). A restart after a crash replays at most
+    /// that much journal.
     fn default() -> Self {
         Self {
-            every: Duration::from_millis(100),
+            every: Duration::from_millis(50),
             journal_bytes: 64 << 20,
         }
     }
