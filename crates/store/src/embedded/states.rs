@@ -19,11 +19,12 @@ use std::collections::HashMap;
 
 use super::tables::{Device, Head};
 
-/// Inboxes kept after a checkpoint has written them back; above it the copy starts empty again
-/// (each active inbox is then loaded once more, one lookup and one range read). Bounds the
-/// memory to about this many inboxes' device records: 200 bytes for a device with nothing
-/// pending, up to 6 KiB with a full window of pending messages.
-pub(super) const MAX_CLEAN_INBOXES: usize = 50_000;
+/// Inboxes kept after a checkpoint has written them back, of those used since the one before
+/// ([`InboxStates::bound`]); above it the copy starts empty again (each active inbox is then
+/// loaded once more, one lookup and one range read, which is what every operation cost before
+/// this copy). Bounds the memory to about this many inboxes' device records: 200 bytes for a
+/// device with nothing pending, up to 6 KiB with a full window of pending messages.
+pub(super) const MAX_CLEAN_INBOXES: usize = 16_384;
 
 /// One inbox's head and device records, as the tables would hold them after a write-back.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub(super) struct InboxState {
     pub devices: Vec<(String, Device)>,
     /// Changed since it was loaded or last written back.
     dirty: bool,
+    /// Read or changed since the last write-back.
+    used: bool,
 }
 
 impl InboxState {
@@ -41,6 +44,7 @@ impl InboxState {
             head,
             devices,
             dirty: false,
+            used: true,
         }
     }
 
@@ -71,8 +75,10 @@ pub(super) struct InboxStates {
 }
 
 impl InboxStates {
-    pub fn get(&self, user: &str) -> Option<&InboxState> {
-        self.inboxes.get(user)
+    pub fn get(&mut self, user: &str) -> Option<&InboxState> {
+        let state = self.inboxes.get_mut(user)?;
+        state.used = true;
+        Some(state)
     }
 
     pub fn insert(&mut self, user: &str, state: InboxState) {
@@ -94,6 +100,7 @@ impl InboxStates {
             return false;
         };
         apply(state);
+        state.used = true;
         if !state.dirty {
             state.dirty = true;
             self.dirty.push(user.to_owned());
@@ -117,10 +124,20 @@ impl InboxStates {
             .collect()
     }
 
-    /// After a write-back: forgets every inbox if there are more than [`MAX_CLEAN_INBOXES`].
+    /// After a write-back (a checkpoint): forgets the clean inboxes no operation used since the
+    /// previous one, so that what stays is about the inboxes active now (an idle connection's
+    /// is dropped a checkpoint after it connected), and every clean one if there are still more
+    /// than [`MAX_CLEAN_INBOXES`].
     pub fn bound(&mut self) {
+        self.inboxes.retain(|_, state| {
+            let keep = state.dirty || state.used;
+            state.used = false;
+            keep
+        });
         if self.dirty.is_empty() && self.inboxes.len() > MAX_CLEAN_INBOXES {
             self.inboxes = HashMap::new();
+        } else if self.inboxes.capacity() > 4 * self.inboxes.len() + 64 {
+            self.inboxes.shrink_to_fit();
         }
     }
 
@@ -181,27 +198,49 @@ mod tests {
         assert_eq!(states.take_dirty()[0].1.device("phone"), Some(&device(7)));
     }
 
-    /// Clean inboxes beyond the bound are forgotten after a write-back; changed ones never are
-    /// (they would be lost).
+    /// At a write-back, clean inboxes unused since the previous one are forgotten; used or
+    /// changed ones stay; past the bound every clean one goes, but a changed one never (it
+    /// would be lost).
     #[test]
-    fn only_a_clean_copy_past_the_bound_is_forgotten() {
+    fn unused_and_surplus_clean_inboxes_are_forgotten() {
         let mut states = InboxStates::default();
         let head = Head {
             next_seq: 1,
             last_ms: 0,
         };
-        for n in 0..=MAX_CLEAN_INBOXES {
-            states.insert(&format!("user{n}"), InboxState::new(head, Vec::new()));
-        }
-        assert!(states.set_head("user0", head));
+        let kept = |states: &InboxStates, user: &str| states.inboxes.contains_key(user);
+        states.insert("idle", InboxState::new(head, Vec::new()));
+        states.insert("active", InboxState::new(head, Vec::new()));
         states.bound();
         assert!(
-            states.get("user1").is_some(),
-            "user0 is not written back yet"
+            kept(&states, "idle") && kept(&states, "active"),
+            "loaded: used"
         );
+        assert!(states.get("active").is_some());
+        states.bound();
+        assert!(!kept(&states, "idle"));
+        assert!(kept(&states, "active"));
+        assert!(states.set_head("active", head));
+        states.bound();
+        states.bound();
+        assert!(kept(&states, "active"), "changed, not written back yet");
         assert_eq!(states.take_dirty().len(), 1);
         states.bound();
-        assert!(states.get("user0").is_none());
-        assert!(states.get("user1").is_none());
+        assert!(!kept(&states, "active"));
+
+        let fill = |states: &mut InboxStates| {
+            for n in 0..=MAX_CLEAN_INBOXES {
+                states.insert(&format!("user{n}"), InboxState::new(head, Vec::new()));
+            }
+        };
+        fill(&mut states);
+        assert!(states.set_head("user0", head));
+        states.bound();
+        assert!(kept(&states, "user1"), "user0 is not written back yet");
+        assert_eq!(states.take_dirty().len(), 1);
+        fill(&mut states);
+        states.bound();
+        assert!(!kept(&states, "user0"));
+        assert!(!kept(&states, "user1"));
     }
 }
