@@ -41,7 +41,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, Durability, StorageError as RedbStorageError};
@@ -192,21 +192,7 @@ impl EmbeddedStore {
     ) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
         let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let journal_present = journal.is_some();
-        let writer = Writer {
-            db,
-            limits,
-            counters: counters.clone(),
-            journal,
-            checkpoints,
-            txn: None,
-            dirty: false,
-            needs_restore: false,
-            last_checkpoint: Instant::now(),
-            redo: Default::default(),
-            states: Default::default(),
-            syncer: journal_present.then(writer::Syncer::start).transpose()?,
-        };
+        let writer = Writer::new(db, limits, counters.clone(), journal, checkpoints)?;
         let handle = std::thread::Builder::new()
             .name("titan-store-writer".to_owned())
             .spawn(move || writer.run(receiver))

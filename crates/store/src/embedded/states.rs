@@ -108,20 +108,31 @@ impl InboxStates {
         true
     }
 
-    /// The changed inboxes, each with its state, marked clean: the caller writes them to the
-    /// tables. (Marked before the write: a failed write loses the transaction, and this copy
-    /// with it.)
-    pub fn take_dirty(&mut self) -> Vec<(String, InboxState)> {
-        let users = std::mem::take(&mut self.dirty);
-        users
-            .into_iter()
-            .filter_map(|user| {
-                let state = self.inboxes.get_mut(&user)?;
+    /// Hands every inbox changed since the last write-back to `write` (which puts it in the
+    /// tables), each once, and marks it clean. (Marked even when `write` fails: that loses the
+    /// transaction, and this copy with it.)
+    pub fn write_back<E>(
+        &mut self,
+        mut write: impl FnMut(&str, &InboxState) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for user in std::mem::take(&mut self.dirty) {
+            if let Some(state) = self.inboxes.get_mut(&user) {
                 state.dirty = false;
-                let copy = state.clone();
-                Some((user, copy))
-            })
-            .collect()
+                write(&user, state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Test helper: the changed inboxes' states, as a write-back would write them.
+    #[cfg(test)]
+    fn take_dirty(&mut self) -> Vec<(String, InboxState)> {
+        let mut out = Vec::new();
+        let _ = self.write_back(|user, state| {
+            out.push((user.to_owned(), state.clone()));
+            Ok::<(), ()>(())
+        });
+        out
     }
 
     /// After a write-back (a checkpoint): forgets the clean inboxes no operation used since the

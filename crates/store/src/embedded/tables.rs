@@ -211,16 +211,14 @@ impl<'t> Tables<'t> {
     /// Writes the changed inbox states to the tables. Before a commit (a checkpoint), and before
     /// anything reads the head or device tables directly.
     pub fn write_back(&mut self) -> Result<(), StorageError> {
-        for (user, state) in self.states.take_dirty() {
-            let user = user.as_str();
-            self.heads
-                .insert(user, (state.head.next_seq, state.head.last_ms))?;
+        let (heads, devices) = (&mut self.heads, &mut self.devices);
+        self.states.write_back(|user, state| {
+            heads.insert(user, (state.head.next_seq, state.head.last_ms))?;
             for (device, record) in &state.devices {
-                self.devices
-                    .insert((user, device.as_str()), record.encode().as_slice())?;
+                devices.insert((user, device.as_str()), record.encode().as_slice())?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Whether `extra` more messages fit in `user`'s inbox under `max` ([`Self::depth`] + `extra`

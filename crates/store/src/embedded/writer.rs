@@ -160,6 +160,31 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// A writer with nothing open yet; with a journal, its sync thread is started.
+    pub fn new(
+        db: Database,
+        limits: InboxLimits,
+        counters: Arc<Counters>,
+        journal: Option<Journal>,
+        checkpoints: Checkpoints,
+    ) -> Result<Self, StoreError> {
+        let syncer = journal.is_some().then(Syncer::start).transpose()?;
+        Ok(Self {
+            db,
+            limits,
+            counters,
+            journal,
+            checkpoints,
+            txn: None,
+            dirty: false,
+            needs_restore: false,
+            last_checkpoint: Instant::now(),
+            redo: Redo::default(),
+            states: InboxStates::default(),
+            syncer,
+        })
+    }
+
     /// Serves operations until every sender is gone, then checkpoints so a clean shutdown
     /// leaves an empty journal.
     pub fn run(mut self, mut ops: mpsc::Receiver<Op>) {

@@ -134,14 +134,13 @@ impl Writer {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Instant;
 
     use redb::Database;
     use titan_protocol::{DeviceId, Message, MessageId, UserId};
     use tokio::sync::oneshot;
 
     use super::Checkpoints;
-    use crate::embedded::writer::{Op, Syncer, Writer};
+    use crate::embedded::writer::{Op, Writer};
     use crate::embedded::{create_tables, journal};
     use crate::error::StoreError;
     use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage};
@@ -184,20 +183,14 @@ mod tests {
         let db = Database::create(dir.join("titan.redb")).unwrap();
         create_tables(&db).unwrap();
         let journal = journal::recover(&db, dir).unwrap();
-        Writer {
+        let writer = Writer::new(
             db,
-            limits: InboxLimits::default(),
-            counters: Arc::default(),
-            journal: Some(journal),
-            checkpoints: Checkpoints::default(),
-            txn: None,
-            dirty: false,
-            needs_restore: false,
-            last_checkpoint: Instant::now(),
-            redo: Default::default(),
-            states: Default::default(),
-            syncer: Some(Syncer::start().unwrap()),
-        }
+            InboxLimits::default(),
+            Arc::default(),
+            Some(journal),
+            Checkpoints::default(),
+        );
+        writer.unwrap()
     }
 
     /// A journal write that fails loses the open transaction: the batch fails, and the state is
