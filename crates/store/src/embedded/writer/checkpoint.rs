@@ -243,4 +243,37 @@ mod tests {
         assert_eq!(read.first().map(String::as_str), Some("m1"));
         assert_eq!(read.last().map(String::as_str), Some("m3"));
     }
+
+    /// While the journal's sync is slow, the writer goes on, and nothing is answered early: not
+    /// the append waiting for its sync, and not a read that may have seen it (a read never
+    /// returns a message before the message is on disk). Both answers come once the sync ends.
+    #[test]
+    fn a_read_waits_for_the_sync_of_what_it_may_have_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let gate = w.syncer.as_ref().unwrap().gate();
+        let held = gate.lock().unwrap();
+
+        let (reply, mut appended) = oneshot::channel();
+        let batch = vec![new_message("m1")];
+        w.execute(vec![Op::Append { batch, reply }]);
+        let (reply, mut read) = oneshot::channel();
+        w.execute(vec![Op::ReadNew {
+            user: UserId::new("bob").unwrap(),
+            device: DeviceId::new("phone").unwrap(),
+            limit: 10,
+            reply,
+        }]);
+        assert!(appended.try_recv().is_err(), "answered before its sync");
+        assert!(
+            read.try_recv().is_err(),
+            "a read answered before what it saw is on disk"
+        );
+
+        drop(held);
+        assert!(appended.blocking_recv().unwrap().is_ok());
+        let read: Vec<Delivered> = read.blocking_recv().unwrap().unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].message.decode().unwrap().message, "m1");
+    }
 }

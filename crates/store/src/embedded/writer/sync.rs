@@ -47,6 +47,9 @@ struct Shared {
     /// Test hook: the next sync fails.
     #[cfg(test)]
     fail_next: AtomicBool,
+    /// Test hook: a sync waits while this is locked.
+    #[cfg(test)]
+    gate: Arc<std::sync::Mutex<()>>,
 }
 
 /// The writer's side of the sync thread. Dropping it lets the thread answer what it holds and
@@ -118,6 +121,12 @@ impl Syncer {
     pub fn fail_next_sync(&self) {
         self.shared.fail_next.store(true, Ordering::Release);
     }
+
+    /// Test hook: while the returned mutex is locked, syncs wait (a slow disk).
+    #[cfg(test)]
+    pub fn gate(&self) -> Arc<std::sync::Mutex<()>> {
+        self.shared.gate.clone()
+    }
 }
 
 impl Drop for Syncer {
@@ -166,8 +175,11 @@ fn run(batches: &mpsc::Receiver<Handover>, shared: &Shared) {
 
 fn sync(journal: &File, shared: &Shared) -> std::io::Result<()> {
     #[cfg(test)]
-    if shared.fail_next.swap(false, Ordering::AcqRel) {
-        return Err(std::io::Error::other("failing on purpose (test)"));
+    {
+        drop(shared.gate.lock());
+        if shared.fail_next.swap(false, Ordering::AcqRel) {
+            return Err(std::io::Error::other("failing on purpose (test)"));
+        }
     }
     let _ = shared;
     journal.sync_data()
