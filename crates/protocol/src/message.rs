@@ -37,15 +37,9 @@ pub struct MessageJson(Box<RawValue>);
 impl MessageJson {
     /// Takes text that a store returns as a message. It must be one JSON value, or the
     /// `msg.recv` frame it goes into would not parse; that is checked (a scan, no allocation).
-    /// Its members are not: the stores keep only what [`MessageJson::encode`] or an encoding of
-    /// [`Message`] wrote.
+    /// Its members are not: the stores keep only what an encoding of [`Message`] wrote.
     pub fn from_stored(text: String) -> Result<Self, serde_json::Error> {
         RawValue::from_string(text).map(Self)
-    }
-
-    /// The JSON of `message`.
-    pub fn encode(message: &Message) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(message).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

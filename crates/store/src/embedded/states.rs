@@ -176,10 +176,7 @@ mod tests {
     #[test]
     fn changes_are_taken_once_and_devices_stay_sorted() {
         let mut states = InboxStates::default();
-        let head = Head {
-            next_seq: 1,
-            last_ms: 0,
-        };
+        let head = Head::NEW;
         states.insert(
             "bob",
             InboxState::new(head, vec![("phone".into(), device(0))]),
@@ -215,10 +212,7 @@ mod tests {
     #[test]
     fn unused_and_surplus_clean_inboxes_are_forgotten() {
         let mut states = InboxStates::default();
-        let head = Head {
-            next_seq: 1,
-            last_ms: 0,
-        };
+        let head = Head::NEW;
         let kept = |states: &InboxStates, user: &str| states.inboxes.contains_key(user);
         states.insert("idle", InboxState::new(head, Vec::new()));
         states.insert("active", InboxState::new(head, Vec::new()));

@@ -66,6 +66,14 @@ pub(super) struct Head {
     pub last_ms: u64,
 }
 
+impl Head {
+    /// The head of an inbox that never held a message.
+    pub const NEW: Head = Head {
+        next_seq: 1,
+        last_ms: 0,
+    };
+}
+
 /// A device's read state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Device {
@@ -161,10 +169,7 @@ impl<'t> Tables<'t> {
                 let (next_seq, last_ms) = guard.value();
                 Head { next_seq, last_ms }
             }
-            None => Head {
-                next_seq: 1,
-                last_ms: 0,
-            },
+            None => Head::NEW,
         })
     }
 

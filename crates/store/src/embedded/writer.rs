@@ -219,7 +219,7 @@ impl Writer {
     fn execute(&mut self, batch: Vec<Op>) {
         if self.syncer.as_ref().is_some_and(Syncer::failed) {
             // What the journal holds can no longer be trusted to be on disk (see `sync`).
-            self.restore();
+            self.needs_restore = true;
         }
         if self.needs_restore && !self.restore() {
             return fail_all(batch, Vec::new(), "the store is recovering from a failure");

@@ -20,7 +20,7 @@
 //! the writer's generation, which each restore after a failed sync advances.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -40,13 +40,12 @@ struct Handover {
 struct Shared {
     /// Batches handed over and not answered yet.
     waiting: AtomicUsize,
-    /// A sync failed and the writer has not restored since.
-    failed: AtomicBool,
-    /// The generation of the last batch a failed sync covered; `u64::MAX` when none failed.
+    /// The newest generation a failed sync covered; 0 when none failed (generations start at
+    /// 1). Batches of this generation or older are not trusted.
     failed_generation: AtomicU64,
     /// Test hook: the next sync fails.
     #[cfg(test)]
-    fail_next: AtomicBool,
+    fail_next: std::sync::atomic::AtomicBool,
     /// Test hook: a sync waits while this is locked.
     #[cfg(test)]
     gate: Arc<std::sync::Mutex<()>>,
@@ -63,10 +62,7 @@ pub(in crate::embedded) struct Syncer {
 
 impl Syncer {
     pub fn start() -> Result<Self, StoreError> {
-        let shared = Arc::new(Shared {
-            failed_generation: AtomicU64::new(u64::MAX),
-            ..Shared::default()
-        });
+        let shared = Arc::new(Shared::default());
         let (handover, batches) = mpsc::channel();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -76,7 +72,7 @@ impl Syncer {
         Ok(Self {
             handover: Some(handover),
             shared,
-            generation: 0,
+            generation: 1,
             thread: Some(thread),
         })
     }
@@ -104,14 +100,15 @@ impl Syncer {
         }
     }
 
-    /// A sync failed since the last [`Syncer::restored`]: the writer must restore.
+    /// A sync of the current generation failed (none since the last [`Syncer::restored`]): the
+    /// writer must restore.
     pub fn failed(&self) -> bool {
-        self.shared.failed.load(Ordering::Acquire)
+        self.shared.failed_generation.load(Ordering::Acquire) >= self.generation
     }
 
-    /// The writer rebuilt its state after a failed sync: later batches are trusted again.
+    /// The writer rebuilt its state: after a failed sync, later batches are trusted again.
     pub fn restored(&mut self) {
-        if self.shared.failed.swap(false, Ordering::AcqRel) {
+        if self.failed() {
             self.generation += 1;
         }
     }
@@ -153,15 +150,13 @@ fn run(batches: &mpsc::Receiver<Handover>, shared: &Shared) {
         };
         if let Err(e) = &synced {
             tracing::error!(error = %e, "embedded store: journal sync failed");
-            let last = group.iter().map(|b| b.generation).max().unwrap_or(0);
-            shared.failed_generation.store(last, Ordering::Release);
-            shared.failed.store(true, Ordering::Release);
+            let newest = group.iter().map(|b| b.generation).max().unwrap_or(0);
+            shared.failed_generation.fetch_max(newest, Ordering::AcqRel);
         }
         // Includes this group when its sync failed.
         let failed_generation = shared.failed_generation.load(Ordering::Acquire);
         for batch in group {
-            let untrusted = failed_generation != u64::MAX && batch.generation <= failed_generation;
-            if untrusted {
+            if batch.generation <= failed_generation {
                 fail(batch.answers, "the journal could not be synced to disk");
             } else {
                 for answer in batch.answers {
