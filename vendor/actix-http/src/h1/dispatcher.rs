@@ -1389,6 +1389,14 @@ where
 
                     inner.as_mut().poll_request(cx)?;
 
+                    // Titan patch: the decoder took everything that was read (a pong, say), so
+                    // the rest of the buffer is released now rather than kept until the
+                    // connection is read again, which for an idle WebSocket is the next
+                    // heartbeat (see read_available).
+                    if inner.read_buf.is_empty() {
+                        *inner.as_mut().project().read_buf = BytesMut::new();
+                    }
+
                     if should_disconnect {
                         // I/O stream should to be closed
                         let inner = inner.as_mut().project();
