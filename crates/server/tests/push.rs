@@ -10,7 +10,7 @@ mod mock_fcm;
 #[path = "../../store/tests/redis_server/mod.rs"]
 mod redis_server;
 
-use common::{TestServer, next};
+use common::{TestServer, next, wait_until};
 use mock_fcm::{MockFcm, Reply};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -337,22 +337,6 @@ async fn unregistered_token_is_removed() {
     alice.send("bob", "m2").await.unwrap();
     s.mock.assert_no_send(SILENCE).await;
     drop(s);
-}
-
-/// Polls `check` until it holds, bounded by [`common::WAIT`].
-async fn wait_until<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Starts the real server with `config` and returns its start error (it must fail at once).

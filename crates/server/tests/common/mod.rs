@@ -102,6 +102,23 @@ fn init_logs() {
 /// Upper bound for any single awaited event in a test (never a synchronisation sleep).
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Polls `check` until it holds, bounded by [`WAIT`]: for a condition that no event announces
+/// (a row in a store, a socket's receive queue).
+pub async fn wait_until<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits for the next delivery, failing the test after [`WAIT`].
 pub async fn next(c: &Client) -> titan_client::Delivery {
     tokio::time::timeout(WAIT, c.next_delivery())
