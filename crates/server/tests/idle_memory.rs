@@ -15,10 +15,10 @@
 mod common;
 
 use std::alloc::System;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::raw::{assert_echo, authed, json_frame};
-use common::{TestServer, WAIT, wait_until};
+use common::{TestServer, poll_until, wait_until};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use titan_client::RawSocket;
@@ -53,8 +53,8 @@ fn all_read(port: u16) -> bool {
 }
 
 /// Sends `frame` on every socket, waits until the server has read them all, then until the live
-/// heap is back within the slack of where it was before (failing after [`WAIT`] with the growth
-/// per connection).
+/// heap is back within the slack of where it was before (failing with the growth per
+/// connection when it is not).
 async fn assert_nothing_kept_after(server: &TestServer, sockets: &mut [RawSocket], frame: Message) {
     let before = live();
     for socket in sockets.iter_mut() {
@@ -63,19 +63,12 @@ async fn assert_nothing_kept_after(server: &TestServer, sockets: &mut [RawSocket
     let port = server.addr.port();
     wait_until(|| async move { all_read(port) }).await;
     let limit = before + CONNS as isize * SLACK_PER_CONN;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let live = live();
-        if live <= limit {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after {frame:?}, each connection still holds {} more bytes",
-            (live - before) / CONNS as isize
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let settled = poll_until(|| async move { live() <= limit }).await;
+    assert!(
+        settled,
+        "after {frame:?}, each connection still holds {} more bytes",
+        (live() - before) / CONNS as isize
+    );
 }
 
 #[tokio::test]

@@ -102,21 +102,30 @@ fn init_logs() {
 /// Upper bound for any single awaited event in a test (never a synchronisation sleep).
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Polls `check` until it holds, bounded by [`WAIT`]: for a condition that no event announces
-/// (a row in a store, a socket's receive queue).
-pub async fn wait_until<F, Fut>(mut check: F)
+/// Polls `check` until it holds, for a condition that no event announces (a row in a store, a
+/// socket's receive queue); `false` once [`WAIT`] has passed without it.
+pub async fn poll_until<F, Fut>(mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in time"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    true
+}
+
+/// [`poll_until`], failing the test when the condition is not reached.
+pub async fn wait_until<F, Fut>(check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(poll_until(check).await, "condition not reached in time");
 }
 
 /// Waits for the next delivery, failing the test after [`WAIT`].
