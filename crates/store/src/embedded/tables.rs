@@ -125,9 +125,10 @@ impl Device {
         Ok(Self { cursor, pending })
     }
 
-    /// The cursor and the pending count of a record, without decoding its entries. A length
-    /// that is not a cursor plus whole entries is a corrupt record.
-    pub fn peek(bytes: &[u8]) -> Result<(u64, u64), StorageError> {
+    /// The cursor and the pending count of a record, checking its length first: a length that
+    /// is not a cursor plus whole entries is a corrupt record. Only `decode` needs it now (the
+    /// `max_pending` bound reads the inbox states, not the records).
+    fn peek(bytes: &[u8]) -> Result<(u64, u64), StorageError> {
         match bytes.len().checked_sub(CURSOR_BYTES) {
             Some(n) if n % PENDING_BYTES == 0 => Ok((word(bytes, 0), (n / PENDING_BYTES) as u64)),
             _ => Err(StorageError::Corrupted(format!(

@@ -90,10 +90,11 @@ impl Syncer {
             answers,
             generation: self.generation,
         };
-        self.shared.waiting.fetch_add(1, Ordering::AcqRel);
         let Some(handover) = &self.handover else {
             return fail(batch.answers, "the journal sync thread has stopped");
         };
+        // Counted before the send, so the thread never answers a batch not counted yet.
+        self.shared.waiting.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(batch)) = handover.send(batch) {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
             fail(batch.answers, "the journal sync thread has stopped");
