@@ -157,6 +157,86 @@ async fn append_and_delivery_cost_one_round_trip_each() {
     assert_eq!(delivery.get("xack"), Some(&1), "{delivery:?}");
 }
 
+/// An append to an inbox whose length leaves room under `max_pending` asks for no group state
+/// (`XINFO`) and does not register the inbox again (`ZADD`); one that leaves no room asks, and
+/// refuses what the slowest device has no room for. An inbox emptied by trimming is registered
+/// again by its next append, so trimming still finds it.
+#[tokio::test]
+async fn appends_check_depth_and_registry_only_when_needed() {
+    let server = RedisServer::start(ServerConfig::default());
+    let prefix = fresh_prefix();
+    let limits = InboxLimits {
+        max_pending: 3,
+        retention: std::time::Duration::from_millis(50),
+    };
+    let store = RedisStore::connect(&server.url(), &prefix, limits)
+        .await
+        .unwrap();
+    let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
+    let mut conn = raw(&server).await;
+    let registry = format!("{prefix}:inboxes");
+    append_stored(&store, vec![message(&alice, &bob, "m0")]).await;
+    let read = store.read_new(&bob, &phone, 10).await.unwrap();
+    store.ack(&bob, &phone, &positions(&read)).await.unwrap();
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    append_stored(&store, vec![message(&alice, &bob, "m1")]).await;
+    let cheap = command_stats(&mut conn).await;
+    assert_eq!(cheap.get("xinfo|groups"), None, "{cheap:?}");
+    assert_eq!(cheap.get("zadd"), None, "{cheap:?}");
+    let registered: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&registry)
+        .arg("bob")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(registered.is_some(), "bob's inbox is registered");
+
+    // Length 2, so two more would reach 4: the exact depth (1 unread) is asked for and has room.
+    append_stored(
+        &store,
+        vec![message(&alice, &bob, "m2"), message(&alice, &bob, "m3")],
+    )
+    .await;
+    let asked = command_stats(&mut conn).await;
+    assert_eq!(asked.get("xinfo|groups"), Some(&1), "{asked:?}");
+    let full = store.append(vec![message(&alice, &bob, "over")]).await;
+    assert!(
+        matches!(full, Err(titan_store::StoreError::InboxFull { .. })),
+        "{full:?}"
+    );
+
+    // Trimming empties and unregisters the inbox; the next append registers it again.
+    let mut dropped = 0;
+    for _ in 0..500 {
+        dropped += store.trim().await.unwrap();
+        if dropped >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(dropped, 4);
+    let gone: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&registry)
+        .arg("bob")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(gone, None, "an empty inbox leaves the registry");
+    append_stored(&store, vec![message(&alice, &bob, "again")]).await;
+    let again: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&registry)
+        .arg("bob")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(again.is_some(), "the next append registers the inbox again");
+}
+
 /// Calls per command since the last CONFIG RESETSTAT (commands run by scripts included), less
 /// the INFO and CONFIG of this inspection itself.
 async fn command_stats(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {

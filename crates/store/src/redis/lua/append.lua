@@ -51,13 +51,22 @@ local function append_batch(first, count)
     end
   end
 
-  -- Phase 2: max_pending, per inbox in order of its first stored message.
+  -- Phase 2: max_pending, per inbox in order of its first stored message. An inbox that holds
+  -- entries is in the registry already (an append registers it in the same script as its
+  -- first entry; trim removes it only once its stream is empty), so phase 3 skips its ZADD.
   local checked = {}
+  local registered = {}
   for i = 0, count - 1 do
     local inbox = tonumber(arg(i, 0))
     if not existing[i] and not checked[inbox] then
       checked[inbox] = true
-      if inbox_depth(KEYS[1 + inbox], max_pending + 1) + adding[inbox] > max_pending then
+      local key = KEYS[1 + inbox]
+      local len = redis.call('XLEN', key)
+      registered[inbox] = len > 0
+      -- The length bounds the depth (depth.lua): the exact depth, which asks for every group's
+      -- state, is needed only when the bound leaves no room.
+      if len + adding[inbox] > max_pending
+        and inbox_depth(key, max_pending + 1) + adding[inbox] > max_pending then
         out[#out + 1] = 'full'
         out[#out + 1] = tostring(inbox)
         return
@@ -93,7 +102,7 @@ local function append_batch(first, count)
       if cid > 0 then
         redis.call('SET', KEYS[1 + inboxes + cid], arg(i, 2), 'PX', retention, 'NX')
       end
-      if first_in_inbox then
+      if first_in_inbox and not registered[inbox] then
         redis.call('ZADD', KEYS[1], 'NX', ms, ARGV[5 + inbox])
       end
       out[#out + 1] = 's'

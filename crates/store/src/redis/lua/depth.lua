@@ -1,6 +1,10 @@
 -- Shared by append.lua and depth.lua (prepended to both): an inbox's depth, i.e. the unread
 -- plus pending messages of its slowest consumer group (device), or all its entries while it
 -- has no group. `cap` bounds the fallback count used when Redis cannot tell a group's lag.
+-- The depth never exceeds the stream's length: a group's unread entries (after its cursor) and
+-- its pending ones (at or before it) are distinct entries, and trim.lua acks the pending
+-- entries of what it drops; append.lua therefore asks for the depth only when the length alone
+-- leaves no room under max_pending.
 local function inbox_depth(key, cap)
   local len = redis.call('XLEN', key)
   if len == 0 and redis.call('EXISTS', key) == 0 then
