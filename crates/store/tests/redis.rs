@@ -118,7 +118,7 @@ async fn keys_are_hash_tagged_per_user() {
 }
 
 /// One `append` of several messages, client ids included, is one script call (one round trip),
-/// and a read plus an ack is one script call plus one XACK.
+/// and a read plus an ack of a known device is one XREADGROUP plus one XACK, with no script.
 #[tokio::test]
 async fn append_and_delivery_cost_one_round_trip_each() {
     let server = RedisServer::start(ServerConfig::default());
@@ -153,7 +153,8 @@ async fn append_and_delivery_cost_one_round_trip_each() {
     assert_eq!(texts(&read), ["one", "three"]);
     assert_eq!(store.ack(&bob, &phone, &positions(&read)).await.unwrap(), 2);
     let delivery = command_stats(&mut conn).await;
-    assert_eq!(delivery.get("evalsha"), Some(&1), "{delivery:?}");
+    assert_eq!(delivery.get("evalsha"), None, "{delivery:?}");
+    assert_eq!(delivery.get("xreadgroup"), Some(&1), "{delivery:?}");
     assert_eq!(delivery.get("xack"), Some(&1), "{delivery:?}");
 }
 
