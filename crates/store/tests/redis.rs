@@ -48,6 +48,14 @@ async fn redis_backend_conforms() {
     inbox_conforms(server.url()).await;
 }
 
+/// Over RESP3 (`?protocol=resp3` in `store.redis_url`), where Redis answers with maps and sets
+/// where RESP2 has arrays, the backend passes the same checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_backend_conforms_over_resp3() {
+    let server = RedisServer::start(ServerConfig::default());
+    inbox_conforms(format!("{}/?protocol=resp3", server.url())).await;
+}
+
 /// Users and revocations on Redis pass the users checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_backend_users_conform() {
