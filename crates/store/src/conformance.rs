@@ -195,6 +195,21 @@ pub fn assert_increasing(positions: &[Position]) {
 /// *before* a delivery keep this much room.
 pub const STORE_CLOCK_LAG: Duration = Duration::from_millis(200);
 
+/// Trims until `count` messages were dropped in all, polling while the clock moves past the
+/// retention of the messages (bounded: 500 tries 2 ms apart), and returns how many were
+/// dropped, for the caller to assert on (more than `count` is returned too).
+pub async fn trim_until_dropped(inbox: &dyn Inbox, count: u64) -> u64 {
+    let mut dropped = 0;
+    for _ in 0..500 {
+        dropped += inbox.trim().await.unwrap();
+        if dropped >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    dropped
+}
+
 /// Waits until the wall clock is on a later millisecond than `t` and returns that time: a
 /// `delivered_before` that every delivery made before `t` is strictly older than, and that is
 /// already past (so re-delivery at "now" moves entries to or after it). Bounded.

@@ -197,13 +197,8 @@ async fn appends_check_depth_and_registry_only_when_needed() {
     let cheap = command_stats(&mut conn).await;
     assert_eq!(cheap.get("xinfo|groups"), None, "{cheap:?}");
     assert_eq!(cheap.get("zadd"), None, "{cheap:?}");
-    let registered: Option<f64> = redis::cmd("ZSCORE")
-        .arg(&registry)
-        .arg("bob")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(registered.is_some(), "bob's inbox is registered");
+    let listed = registered(&mut conn, &registry, "bob").await;
+    assert!(listed.is_some(), "bob's inbox is registered");
 
     // Length 2, so two more would reach 4: the exact depth (1 unread) is asked for and has room.
     append_stored(
@@ -220,30 +215,26 @@ async fn appends_check_depth_and_registry_only_when_needed() {
     );
 
     // Trimming empties and unregisters the inbox; the next append registers it again.
-    let mut dropped = 0;
-    for _ in 0..500 {
-        dropped += store.trim().await.unwrap();
-        if dropped >= 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    assert_eq!(dropped, 4);
-    let gone: Option<f64> = redis::cmd("ZSCORE")
-        .arg(&registry)
-        .arg("bob")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert_eq!(conformance::trim_until_dropped(&store, 4).await, 4);
+    let gone = registered(&mut conn, &registry, "bob").await;
     assert_eq!(gone, None, "an empty inbox leaves the registry");
     append_stored(&store, vec![message(&alice, &bob, "again")]).await;
-    let again: Option<f64> = redis::cmd("ZSCORE")
-        .arg(&registry)
-        .arg("bob")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let again = registered(&mut conn, &registry, "bob").await;
     assert!(again.is_some(), "the next append registers the inbox again");
+}
+
+/// `user`'s score in the inbox registry `registry` (the time of its oldest entry), if listed.
+async fn registered(
+    conn: &mut redis::aio::MultiplexedConnection,
+    registry: &str,
+    user: &str,
+) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(registry)
+        .arg(user)
+        .query_async(conn)
+        .await
+        .unwrap()
 }
 
 /// Calls per command since the last CONFIG RESETSTAT (commands run by scripts included), less

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::{
     append_stored, assert_increasing, clock_past, device, message, message_with_client_id,
-    positions, texts, user,
+    positions, texts, trim_until_dropped, user,
 };
 use crate::error::StoreError;
 use crate::inbox::{Appended, Inbox};
@@ -216,15 +216,7 @@ pub async fn trim_drops_expired_messages_keys_and_pending(inbox: Arc<dyn Inbox>)
     .await;
 
     // Poll until the clock has moved past the retention: bounded, asserting on what was dropped.
-    let mut dropped = 0;
-    for _ in 0..500 {
-        dropped += inbox.trim().await.unwrap();
-        if dropped >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert_eq!(dropped, 3);
+    assert_eq!(trim_until_dropped(&*inbox, 3).await, 3);
 
     assert_eq!(inbox.depth(&bob).await.unwrap(), 0);
     assert_eq!(inbox.depth(&dave).await.unwrap(), 0);
@@ -348,15 +340,7 @@ pub async fn trimmed_messages_free_their_room(inbox: Arc<dyn Inbox>) {
             "{refused:?}"
         );
     }
-    let mut dropped = 0;
-    for _ in 0..500 {
-        dropped += inbox.trim().await.unwrap();
-        if dropped >= 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert_eq!(dropped, 6);
+    assert_eq!(trim_until_dropped(&*inbox, 6).await, 6);
     for to in [&bob, &carol] {
         let room = (0..3)
             .map(|i| message(&alice, to, &format!("n{i}")))
