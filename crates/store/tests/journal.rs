@@ -125,3 +125,33 @@ async fn a_full_journal_triggers_a_checkpoint_that_empties_it() {
     let read = store.read_new(&bob, &device("phone"), 10).await.unwrap();
     assert_eq!(texts(&read), ["m0"]);
 }
+
+/// With a journal far from full, the checkpoint interval alone triggers a checkpoint: the first
+/// batch after the interval has passed (here a read, since a store that goes quiet checkpoints
+/// with its next operation) is followed by one, which empties the journal.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_elapsed_interval_triggers_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let every = Duration::from_millis(20);
+    let options = EmbeddedOptions {
+        checkpoints: Checkpoints {
+            every,
+            journal_bytes: u64::MAX,
+        },
+        ..EmbeddedOptions::default()
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    let store = EmbeddedStore::open_with(dir.path(), InboxLimits::default(), options).unwrap();
+    append_stored(&store, vec![message(&alice, &bob, "m0")]).await;
+    // The trigger under test is time itself: let the interval pass.
+    tokio::time::sleep(every * 2).await;
+    // The checkpoint runs after this read's batch, so before the next operation is answered.
+    store.depth(&bob).await.unwrap();
+    store.depth(&bob).await.unwrap();
+    assert_eq!(store.stats().checkpoints, 1);
+    assert_eq!(
+        journal_len(dir.path()),
+        0,
+        "the checkpoint emptied the journal"
+    );
+}
