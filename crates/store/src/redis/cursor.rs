@@ -114,7 +114,9 @@ impl RedisStore {
 
 /// Decodes XREADGROUP's reply for one stream: nil when nothing is new, else the stream's
 /// entries (an array of `[key, entries]` pairs, or a map from key to entries over RESP3), each
-/// `[id, [field, value, ...]]` with the message in field `m`.
+/// `[id, [field, value, ...]]` with the message in field `m`. Not the redis crate's
+/// `StreamReadReply`: to try its two formats it clones the whole reply (every message body)
+/// first, and it builds a map per entry, both per delivered message.
 fn read_reply(reply: ::redis::Value) -> Result<Vec<Delivered>, StoreError> {
     use ::redis::Value;
     let corrupt = |what: &str| StoreError::Corrupt {
@@ -224,7 +226,8 @@ mod tests {
         assert!(read_reply(Value::Nil).unwrap().is_empty());
     }
 
-    /// A reply of another shape is an error, not an empty read.
+    /// A reply of another shape, or an entry without a readable message, is an error, not an
+    /// empty read.
     #[test]
     fn refuses_unexpected_replies() {
         for reply in [
@@ -234,6 +237,21 @@ mod tests {
             Value::Array(vec![Value::Array(vec![
                 bulk("key"),
                 Value::Array(vec![bulk("1-1")]),
+            ])]),
+            // An entry without the message field, and one whose message is not JSON.
+            Value::Array(vec![Value::Array(vec![
+                bulk("key"),
+                Value::Array(vec![Value::Array(vec![
+                    bulk("1-1"),
+                    Value::Array(vec![bulk("x"), bulk(MESSAGE)]),
+                ])]),
+            ])]),
+            Value::Array(vec![Value::Array(vec![
+                bulk("key"),
+                Value::Array(vec![Value::Array(vec![
+                    bulk("1-1"),
+                    Value::Array(vec![bulk("m"), bulk("{not json")]),
+                ])]),
             ])]),
         ] {
             assert!(

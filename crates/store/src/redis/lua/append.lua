@@ -25,6 +25,16 @@ local dry_run = ARGV[5] == '1'
 
 local out = {}
 
+-- Whether `adding` more entries fit in the inbox stream `key` under max_pending, and the
+-- stream's length. The length bounds the depth (depth.lua), so the exact depth, which asks for
+-- every group's state, is needed only when the length alone leaves no room.
+local function room(key, adding)
+  local len = redis.call('XLEN', key)
+  local fits = len + adding <= max_pending
+    or inbox_depth(key, max_pending + 1) + adding <= max_pending
+  return fits, len
+end
+
 -- Appends the `count` messages whose arguments start at ARGV[first], adding its answer to `out`.
 local function append_batch(first, count)
   local function arg(i, field)
@@ -60,13 +70,9 @@ local function append_batch(first, count)
     local inbox = tonumber(arg(i, 0))
     if not existing[i] and not checked[inbox] then
       checked[inbox] = true
-      local key = KEYS[1 + inbox]
-      local len = redis.call('XLEN', key)
+      local fits, len = room(KEYS[1 + inbox], adding[inbox])
       registered[inbox] = len > 0
-      -- The length bounds the depth (depth.lua): the exact depth, which asks for every group's
-      -- state, is needed only when the bound leaves no room.
-      if len + adding[inbox] > max_pending
-        and inbox_depth(key, max_pending + 1) + adding[inbox] > max_pending then
+      if not fits then
         out[#out + 1] = 'full'
         out[#out + 1] = tostring(inbox)
         return
@@ -117,8 +123,8 @@ end
 local function append_one(first)
   local inbox = tonumber(ARGV[first])
   local key = KEYS[1 + inbox]
-  local len = redis.call('XLEN', key)
-  if len + 1 > max_pending and inbox_depth(key, max_pending + 1) + 1 > max_pending then
+  local fits, len = room(key, 1)
+  if not fits then
     out[#out + 1] = 'full'
     out[#out + 1] = tostring(inbox)
     return
