@@ -25,6 +25,8 @@
 //! - `push_tokens`: the [`crate::PushRegistry`] tables and operations.
 //! - `writer`: the thread, the operation queue, the group commit and the checkpoints.
 //! - `journal`: the redo log that makes appends durable between checkpoints, and its replay.
+//! - `write_behind`: the database file, written and synced by a thread of its own so that a
+//!   checkpoint does not stop the writer.
 //! - `memory`: the in-RAM "file" of the memory store.
 
 mod append;
@@ -35,6 +37,7 @@ mod push_tokens;
 mod states;
 mod tables;
 mod users;
+mod write_behind;
 mod writer;
 
 use std::path::Path;
@@ -53,10 +56,11 @@ use crate::inbox::{
     Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
 };
 use crate::users::{SignInProfile, SignedInUser, Users, from_ms, to_ms};
-pub use journal::JOURNAL_FILE;
+pub use journal::JOURNAL_FILES;
 use journal::Journal;
 use tables::{Tables, unix_ms};
 use users::UserOp;
+use write_behind::{Flushes, WriteBehind};
 pub use writer::Checkpoints;
 use writer::{Counters, Op, Reply, Writer};
 
@@ -154,14 +158,22 @@ impl EmbeddedStore {
             StoreError::unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
         let file = path.join(DATABASE_FILE);
+        let (backend, flushes) = WriteBehind::open(&file)
+            .map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", file.display())))?;
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
-            .create(&file)
+            .create_with_backend(backend)
             .map_err(|e| open_error(&file, e))?;
         create_tables(&db).map_err(StoreError::unavailable)?;
         let journal = journal::recover(&db, path)?;
         tracing::info!(path = %file.display(), "embedded store opened");
-        Self::start(db, limits, Some(journal), options.checkpoints)
+        Self::start(
+            db,
+            limits,
+            Some(journal),
+            options.checkpoints,
+            Some(flushes),
+        )
     }
 
     /// A store whose database lives in RAM (`memory`): the same engine, nothing on disk.
@@ -171,7 +183,7 @@ impl EmbeddedStore {
             .create_with_backend(memory::ChunkedMemory::default())
             .map_err(|e| open_error(Path::new(":memory:"), e))?;
         create_tables(&db).map_err(StoreError::unavailable)?;
-        Self::start(db, limits, None, Checkpoints::default())
+        Self::start(db, limits, None, Checkpoints::default(), None)
     }
 
     /// How much work the writer has done so far.
@@ -189,10 +201,11 @@ impl EmbeddedStore {
         limits: InboxLimits,
         journal: Option<Journal>,
         checkpoints: Checkpoints,
+        flushes: Option<Flushes>,
     ) -> Result<Self, StoreError> {
         let counters = Arc::new(Counters::default());
         let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer::new(db, limits, counters.clone(), journal, checkpoints)?;
+        let writer = Writer::new(db, limits, counters.clone(), journal, checkpoints, flushes)?;
         let handle = std::thread::Builder::new()
             .name("titan-store-writer".to_owned())
             .spawn(move || writer.run(receiver))

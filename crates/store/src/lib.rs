@@ -28,7 +28,7 @@ pub mod users;
 pub use self::redis::{RedisBus, RedisOptions, RedisStore};
 pub use bus::{Bus, BusEvent};
 pub use embedded::{
-    Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, JOURNAL_FILE, StoreStats,
+    Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, JOURNAL_FILES, StoreStats,
 };
 pub use error::StoreError;
 pub use inbox::{

@@ -42,8 +42,9 @@ use redb::{Database, Durability, ReadableTable, StorageError, TableDefinition, W
 use super::tables::{Head, Tables};
 use crate::error::StoreError;
 
-/// File name of the journal inside the store's directory.
-pub const JOURNAL_FILE: &str = "titan.journal";
+/// File names of the journal inside the store's directory: the first, and the one a
+/// checkpoint switches to while its own commit is being written (see [`Journal::rotate`]).
+pub const JOURNAL_FILES: [&str; 2] = ["titan.journal", "titan.journal.1"];
 
 /// Bytes before a frame's payload: length, checksum, lsn.
 const FRAME_HEADER: usize = 16;
@@ -144,50 +145,85 @@ fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
     b.extend_from_slice(bytes);
 }
 
-/// The open journal file.
-pub(super) struct Journal {
+/// One of the journal's two files.
+struct Segment {
     /// Shared with the writer's sync thread, which syncs what the writer wrote.
     file: Arc<File>,
     path: PathBuf,
-    /// Where the next frame goes (the end of the valid frames).
+}
+
+impl Segment {
+    fn truncate(&self) -> Result<(), String> {
+        self.file
+            .set_len(0)
+            .map_err(|e| format!("journal {}: truncate: {e}", self.path.display()))
+    }
+}
+
+/// The open journal: two files, written one at a time. A checkpoint whose commit is not on disk
+/// yet switches the writer to the other file ([`Journal::rotate`]); the file it leaves holds only
+/// frames that checkpoint covers and is emptied once the checkpoint is on disk
+/// ([`Journal::truncate_retired`]), before the next switch.
+pub(super) struct Journal {
+    segments: [Segment; 2],
+    /// The file frames are written to.
+    active: usize,
+    /// Where the next frame goes in the active file (the end of its valid frames).
     len: u64,
     /// The lsn of the last frame written, or the last one a checkpoint covered.
     last_lsn: u64,
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir` and reads the frames after `checkpoint_lsn`.
+    /// Opens (or creates) the journal's files in `dir` and reads the frames after
+    /// `checkpoint_lsn`, from both files in lsn order. Frames go to the first file afterwards.
     pub fn open(dir: &Path, checkpoint_lsn: u64) -> Result<(Self, Pending), StoreError> {
-        let path = dir.join(JOURNAL_FILE);
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_error(&path, "open", &e))?;
-        if !existed {
-            // The new file's name must survive a crash as well as what is later written to it.
+        let mut created = false;
+        let mut segments = Vec::with_capacity(2);
+        let mut scans = Vec::with_capacity(2);
+        for name in JOURNAL_FILES {
+            let path = dir.join(name);
+            created |= !path.exists();
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_error(&path, "open", &e))?;
+            let mut contents = Vec::new();
+            file.read_to_end(&mut contents)
+                .map_err(|e| io_error(&path, "read", &e))?;
+            let scan = pending_frames(&contents, checkpoint_lsn);
+            if contents.len() > scan.valid_len {
+                tracing::warn!(
+                    path = %path.display(),
+                    ignored_bytes = contents.len() - scan.valid_len,
+                    "embedded store: journal ends in an incomplete frame (a write cut short by a crash); ignored"
+                );
+            }
+            scans.push(scan);
+            segments.push(Segment {
+                file: Arc::new(file),
+                path,
+            });
+        }
+        if created {
+            // A new file's name must survive a crash as well as what is later written to it.
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_error(dir, "sync", &e))?;
         }
-        let mut contents = Vec::new();
-        file.read_to_end(&mut contents)
-            .map_err(|e| io_error(&path, "read", &e))?;
-        let pending = pending_frames(&contents, checkpoint_lsn);
-        if contents.len() > pending.valid_len {
-            tracing::warn!(
-                path = %path.display(),
-                ignored_bytes = contents.len() - pending.valid_len,
-                "embedded store: journal ends in an incomplete frame (a write cut short by a crash); ignored"
-            );
-        }
+        let len = scans[0].valid_len as u64;
+        let pending = merge(scans, checkpoint_lsn);
+        let [first, second]: [Segment; 2] = match segments.try_into() {
+            Ok(pair) => pair,
+            Err(_) => unreachable!("one segment per name in JOURNAL_FILES"),
+        };
         let journal = Self {
-            file: Arc::new(file),
-            path,
-            len: pending.valid_len as u64,
+            segments: [first, second],
+            active: 0,
+            len,
             last_lsn: pending.last_lsn,
         };
         Ok((journal, pending))
@@ -195,7 +231,7 @@ impl Journal {
 
     /// The directory the journal is in (the store's).
     pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
+        self.segments[0].path.parent().unwrap_or(Path::new("."))
     }
 
     /// The lsn the next checkpoint covers: the last frame written.
@@ -203,14 +239,14 @@ impl Journal {
         self.last_lsn
     }
 
-    /// Bytes of frames written since the last reset.
+    /// Bytes of frames in the active file.
     pub fn len(&self) -> u64 {
         self.len
     }
 
-    /// The file, for syncing what was written (see `writer::sync`).
+    /// The active file, for syncing what was written (see `writer::sync`).
     pub fn handle(&self) -> Arc<File> {
-        self.file.clone()
+        self.segments[self.active].file.clone()
     }
 
     /// Writes `redo` as the next frame. It is durable once the file is synced
@@ -225,7 +261,8 @@ impl Journal {
         f[FRAME_HEADER..RECORDS_AT].copy_from_slice(&redo.records.to_le_bytes());
         let crc = crc32fast::hash(&f[8..]);
         f[4..8].copy_from_slice(&crc.to_le_bytes());
-        match std::os::unix::fs::FileExt::write_all_at(&*self.file, f, self.len) {
+        let segment = &self.segments[self.active];
+        match std::os::unix::fs::FileExt::write_all_at(&*segment.file, f, self.len) {
             Ok(()) => {
                 self.len += f.len() as u64;
                 self.last_lsn = lsn;
@@ -233,16 +270,32 @@ impl Journal {
             }
             // The frame may be partly on disk; the next one overwrites it at the same offset
             // with the same lsn, and replay would stop at it if it stayed torn.
-            Err(e) => Err(format!("journal {}: write: {e}", self.path.display())),
+            Err(e) => Err(format!("journal {}: write: {e}", segment.path.display())),
         }
     }
 
-    /// Empties the journal after a checkpoint covered all of it. Not synced: should the
-    /// truncation be lost, the old frames are at or below the checkpoint's lsn and skipped.
+    /// Switches to the other file, which must be empty ([`Journal::truncate_retired`] after
+    /// the previous switch). The file left behind keeps the frames written so far until
+    /// [`Journal::truncate_retired`].
+    pub fn rotate(&mut self) {
+        self.active = 1 - self.active;
+        self.len = 0;
+    }
+
+    /// Empties the file the last [`Journal::rotate`] left, once a checkpoint covering all of its
+    /// frames is on disk. Not synced: should the truncation be lost, its frames are at or below
+    /// the checkpoint's lsn and skipped.
+    pub fn truncate_retired(&mut self) -> Result<(), String> {
+        self.segments[1 - self.active].truncate()
+    }
+
+    /// Empties both files after a durable checkpoint covered all of their frames; frames go to
+    /// the first file again. Not synced, as [`Journal::truncate_retired`].
     pub fn reset(&mut self) -> Result<(), String> {
-        self.file
-            .set_len(0)
-            .map_err(|e| format!("journal {}: truncate: {e}", self.path.display()))?;
+        for segment in &self.segments {
+            segment.truncate()?;
+        }
+        self.active = 0;
         self.len = 0;
         Ok(())
     }
@@ -289,7 +342,8 @@ impl Journal {
     /// failing disk would make it fail.
     #[allow(clippy::expect_used)]
     pub fn break_writes(&mut self) {
-        self.file = Arc::new(File::open(&self.path).expect("journal reopens read-only"));
+        let segment = &mut self.segments[self.active];
+        segment.file = Arc::new(File::open(&segment.path).expect("journal reopens read-only"));
     }
 }
 
@@ -337,6 +391,44 @@ fn pending_frames(contents: &[u8], checkpoint_lsn: u64) -> Pending {
         scan.valid_len = at;
     }
     scan
+}
+
+impl Pending {
+    /// The lsn of the first pending frame (when there is one).
+    fn first_lsn(&self) -> u64 {
+        self.last_lsn + 1 - self.payloads.len() as u64
+    }
+}
+
+/// The pending frames of both files as one sequence: those of the file whose frames come first,
+/// then the other's if they continue them. A gap means that the earlier file's last frames were
+/// cut short by a crash, and then none of the later file's frames was acknowledged (the sync
+/// thread answers batches in order, after syncing every file they wrote to), so they are
+/// ignored as a torn tail is.
+fn merge(mut scans: Vec<Pending>, checkpoint_lsn: u64) -> Pending {
+    scans.retain(|scan| !scan.payloads.is_empty());
+    scans.sort_by_key(Pending::first_lsn);
+    let mut scans = scans.into_iter();
+    let Some(mut merged) = scans.next() else {
+        return Pending {
+            payloads: Vec::new(),
+            last_lsn: checkpoint_lsn,
+            valid_len: 0,
+        };
+    };
+    for next in scans {
+        if next.first_lsn() != merged.last_lsn + 1 {
+            tracing::warn!(
+                after = merged.last_lsn,
+                next = next.first_lsn(),
+                "embedded store: a gap between the journal's files (a crash cut the earlier one short); the later frames are ignored"
+            );
+            break;
+        }
+        merged.payloads.extend(next.payloads);
+        merged.last_lsn = next.last_lsn;
+    }
+    merged
 }
 
 /// Applies one frame's records. A record that does not decode means the frame is corrupt
@@ -431,51 +523,4 @@ fn io_error(path: &Path, what: &str, e: &std::io::Error) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame_of(lsn: u64, redo: &Redo) -> Vec<u8> {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path(), lsn - 1).unwrap();
-        j.write(&mut redo.clone()).unwrap();
-        std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap()
-    }
-
-    fn one_message() -> Redo {
-        let mut redo = Redo::default();
-        redo.stored("bob", 7, 1000, br#"{"m":1}"#, None);
-        redo
-    }
-
-    #[test]
-    fn frames_after_the_checkpoint_are_pending_and_a_torn_tail_is_ignored() {
-        let redo = one_message();
-        let mut file = frame_of(1, &redo);
-        file.extend_from_slice(&frame_of(2, &redo));
-        let whole = file.len();
-        // A third frame cut short by a crash.
-        let third = frame_of(3, &redo);
-        file.extend_from_slice(&third[..third.len() - 3]);
-
-        let scan = pending_frames(&file, 0);
-        assert_eq!((scan.payloads.len(), scan.last_lsn), (2, 2));
-        assert_eq!(scan.valid_len, whole);
-
-        let scan = pending_frames(&file, 1);
-        assert_eq!((scan.payloads.len(), scan.last_lsn), (1, 2));
-
-        // A flipped byte fails the checksum: nothing from that frame on.
-        let mut bad = file.clone();
-        bad[FRAME_HEADER + 2] ^= 1;
-        assert_eq!(pending_frames(&bad, 0).payloads.len(), 0);
-    }
-
-    #[test]
-    fn a_gap_in_the_lsns_ends_the_journal() {
-        let redo = one_message();
-        let mut file = frame_of(1, &redo);
-        file.extend_from_slice(&frame_of(3, &redo));
-        let scan = pending_frames(&file, 0);
-        assert_eq!((scan.payloads.len(), scan.last_lsn), (1, 1));
-    }
-}
+mod tests;

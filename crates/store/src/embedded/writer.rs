@@ -15,8 +15,11 @@
 //! a hash lookup where redb needed a B-tree lookup and insert per message) and written to the
 //! transaction by each checkpoint. A checkpoint commits the transaction durably (every page
 //! changed since the last one, written at once) when [`Checkpoints::every`] has passed or the
-//! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown; users' durable writes
-//! (sign-ins, revocations) commit durably at once, which is a checkpoint too. A redb error, a
+//! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown. The durable store's
+//! file is written behind (`super::write_behind`): the commit returns once its writes are
+//! queued to the flush thread, the journal switches to its other file, and the file it left is
+//! emptied once the checkpoint is on disk (`checkpoint`). Users' durable writes (sign-ins,
+//! revocations) commit durably at once and wait for the disk, which is a checkpoint too. A redb error, a
 //! failed journal write or sync, or a failed checkpoint loses the open transaction: the batch at
 //! hand fails with [`StoreError::Unavailable`] and the state is rebuilt from the last checkpoint
 //! plus the journal (cursor moves and acks since the checkpoint are lost, which only
@@ -35,6 +38,7 @@ use super::push_tokens::PushOp;
 use super::states::InboxStates;
 use super::tables::{Tables, unix_ms};
 use super::users::{self, UserOp};
+use super::write_behind::Flushes;
 use super::{append, cursor};
 use crate::error::StoreError;
 use crate::inbox::{
@@ -157,6 +161,11 @@ pub(super) struct Writer {
     /// Syncs the journal and answers the batches that wrote to it (`sync`); `None` without a
     /// journal.
     pub syncer: Option<Syncer>,
+    /// The database file's flush thread, where it is written behind (`super::write_behind`).
+    pub flushes: Option<Flushes>,
+    /// The flush batch that puts the last checkpoint on disk, while the journal file that
+    /// checkpoint left is not emptied yet.
+    pub retired: Option<u64>,
 }
 
 impl Writer {
@@ -167,6 +176,7 @@ impl Writer {
         counters: Arc<Counters>,
         journal: Option<Journal>,
         checkpoints: Checkpoints,
+        flushes: Option<Flushes>,
     ) -> Result<Self, StoreError> {
         let syncer = journal.is_some().then(Syncer::start).transpose()?;
         Ok(Self {
@@ -182,6 +192,8 @@ impl Writer {
             redo: Redo::default(),
             states: InboxStates::default(),
             syncer,
+            flushes,
+            retired: None,
         })
     }
 
@@ -199,10 +211,18 @@ impl Writer {
             self.execute(batch);
             if self.dirty && self.checkpoint_due() {
                 self.checkpoint();
+            } else if let Err(e) = self.settle_retired(false)
+                && !self.needs_restore
+            {
+                tracing::error!(error = %e, "embedded store: checkpoint failed");
+                self.needs_restore = true;
             }
         }
         if self.dirty {
             self.checkpoint();
+        }
+        if let Err(e) = self.settle_retired(true) {
+            tracing::error!(error = %e, "embedded store: last checkpoint failed");
         }
         // Only reads ran since the last checkpoint (or it failed): nothing to keep. Ended here,
         // before the database closes.

@@ -24,13 +24,14 @@ pub struct Checkpoints {
 }
 
 impl Default for Checkpoints {
-    /// Twenty a second. A checkpoint stalls the writer while it writes the pages changed since
-    /// the last one, so shorter intervals mean shorter stalls, up to a point: in the p2p
-    /// benchmark at a fixed 50,000 msg/s, 50 ms gave a p99 of 24–26 ms where 100 ms gave 33–34
-    /// ms (and 1 s, on an earlier machine, nearly twice the 100 ms figure), for the same CPU per
-    /// message; 25 ms cut the p99 at 10,000 msg/s further but cost 3 % of the maximum
-    /// throughput (docs/benchmarks.md, seventh set). A restart after a crash replays at most
-    /// that much journal.
+    /// Twenty a second. A checkpoint stalls the writer for its commit's own work (the file is
+    /// written behind, `write_behind`), which grows with the pages changed since the last one,
+    /// so shorter intervals mean shorter stalls, up to a point: in the p2p benchmark at a fixed
+    /// 50,000 msg/s, 50 ms gave a p99 of 24–26 ms where 100 ms gave 33–34 ms (and 1 s, on an
+    /// earlier machine, nearly twice the 100 ms figure), for the same CPU per message; 25 ms cut
+    /// the p99 at 10,000 msg/s further but cost 3 % of the maximum throughput (docs/benchmarks.md,
+    /// seventh set, when the writer also wrote the file). A restart after a crash replays at
+    /// most that much journal.
     fn default() -> Self {
         Self {
             every: Duration::from_millis(50),
@@ -48,18 +49,75 @@ impl Writer {
                 .is_some_and(|j| j.len() >= self.checkpoints.journal_bytes)
     }
 
-    /// Commits the open transaction durably. On failure, rebuilds from the journal.
+    /// Commits the open transaction durably. Where the database file is written behind
+    /// (`write_behind`), the commit returns once its writes are queued: the journal then switches
+    /// files, and the one it leaves, whose frames this checkpoint covers, is emptied once the
+    /// commit is on disk ([`Writer::settle_retired`]). On failure, rebuilds from the journal.
     pub(super) fn checkpoint(&mut self) {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        match self.commit_durably(txn) {
-            Ok(()) => self.checkpointed(),
+        let Some(flushes) = self.flushes.clone() else {
+            match self.commit_durably(txn) {
+                Ok(()) => self.checkpointed(),
+                Err(e) => {
+                    tracing::error!(error = %e, "embedded store: checkpoint failed");
+                    self.restore();
+                }
+            }
+            return;
+        };
+        // The journal can switch back to the file the previous checkpoint left only once that
+        // checkpoint is on disk; it has had a checkpoint interval to get there.
+        if let Err(e) = self.settle_retired(true) {
+            tracing::error!(error = %e, "embedded store: checkpoint failed");
+            self.txn = Some(txn);
+            self.restore();
+            return;
+        }
+        let (committed, batch) = flushes.deferred(|| self.commit_durably(txn));
+        match committed {
+            Ok(()) => {
+                if let Some(journal) = &mut self.journal {
+                    journal.rotate();
+                }
+                self.retired = Some(batch);
+                self.dirty = false;
+                self.last_checkpoint = Instant::now();
+                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "embedded store: checkpoint failed");
                 self.restore();
             }
         }
+    }
+
+    /// Empties the journal file the last checkpoint left once that checkpoint is on disk (with
+    /// `wait`, waits for it). An error means the checkpoint could not be written: the database
+    /// file refuses everything from then on, and its frames stay in the journal for the next
+    /// start to replay.
+    pub(super) fn settle_retired(&mut self, wait: bool) -> Result<(), String> {
+        let (Some(batch), Some(flushes)) = (self.retired, &self.flushes) else {
+            return Ok(());
+        };
+        let durable = if wait {
+            flushes.wait_durable(batch).map(|()| true)
+        } else {
+            flushes.is_durable(batch)
+        };
+        if !durable.map_err(|e| format!("writing the checkpoint: {e}"))? {
+            return Ok(());
+        }
+        self.retired = None;
+        if let Some(journal) = &mut self.journal
+            && let Err(e) = journal.truncate_retired()
+        {
+            // Harmless: its frames are at or below the checkpoint and skipped at open, and
+            // frames written over them later end where the old ones start (an lsn going back).
+            tracing::warn!(error = %e, "embedded store: cannot empty a journal file");
+        }
+        Ok(())
     }
 
     /// Commits `txn` durably, with the inbox states written back, recording that it includes
@@ -81,9 +139,12 @@ impl Writer {
         Ok(())
     }
 
-    /// A durable commit included every journal frame: the journal can start again.
+    /// A durable commit, on disk when it returned, included every journal frame (those of a
+    /// file the last checkpoint left too: the file's writes are done in order): the journal can
+    /// start again.
     pub(super) fn checkpointed(&mut self) {
         self.dirty = false;
+        self.retired = None;
         self.last_checkpoint = Instant::now();
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         if let Some(journal) = &mut self.journal
@@ -139,9 +200,13 @@ mod tests {
     use titan_protocol::{DeviceId, Message, MessageId, UserId};
     use tokio::sync::oneshot;
 
+    use std::sync::atomic::Ordering;
+
     use super::Checkpoints;
+    use crate::embedded::journal::JOURNAL_FILES;
+    use crate::embedded::write_behind::{Flushes, WriteBehind};
     use crate::embedded::writer::{Op, Writer};
-    use crate::embedded::{create_tables, journal};
+    use crate::embedded::{DATABASE_FILE, create_tables, journal};
     use crate::error::StoreError;
     use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage};
 
@@ -189,6 +254,7 @@ mod tests {
             Arc::default(),
             Some(journal),
             Checkpoints::default(),
+            None,
         );
         writer.unwrap()
     }
@@ -275,5 +341,68 @@ mod tests {
         let read: Vec<Delivered> = read.blocking_recv().unwrap().unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].message.decode().unwrap().message, "m1");
+    }
+
+    /// A writer over a database file written behind (`write_behind`), as the durable store
+    /// opens it.
+    fn behind_writer(dir: &std::path::Path) -> (Writer, Flushes) {
+        let (backend, flushes) = WriteBehind::open(&dir.join(DATABASE_FILE)).unwrap();
+        let db = Database::builder().create_with_backend(backend).unwrap();
+        create_tables(&db).unwrap();
+        let journal = journal::recover(&db, dir).unwrap();
+        let writer = Writer::new(
+            db,
+            InboxLimits::default(),
+            Arc::default(),
+            Some(journal),
+            Checkpoints::default(),
+            Some(flushes.clone()),
+        );
+        (writer.unwrap(), flushes)
+    }
+
+    fn file_len(dir: &std::path::Path, name: &str) -> u64 {
+        std::fs::metadata(dir.join(name)).unwrap().len()
+    }
+
+    /// A checkpoint whose commit is not on disk yet loses nothing in a crash: the frames it
+    /// covers stay in the journal file it left, appends after it go to the other file, and a
+    /// crash image (the database file as on disk, both journal files) reopens with all of them.
+    /// Once the commit is on disk, the file it left is emptied.
+    #[test]
+    fn a_checkpoint_still_being_written_loses_nothing_in_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, flushes) = behind_writer(dir.path());
+        append(&mut w, "m1").unwrap();
+        let gate = flushes.gate();
+        let held = gate.lock().unwrap();
+        w.checkpoint();
+        assert_eq!(w.counters.checkpoints.load(Ordering::Relaxed), 1);
+        append(&mut w, "m2").unwrap();
+
+        let crashed = tempfile::tempdir().unwrap();
+        for name in std::iter::once(DATABASE_FILE).chain(JOURNAL_FILES) {
+            std::fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
+        }
+        assert!(file_len(dir.path(), JOURNAL_FILES[0]) > 0, "m1 kept");
+        assert!(
+            file_len(dir.path(), JOURNAL_FILES[1]) > 0,
+            "m2 in the other file"
+        );
+
+        drop(held);
+        w.settle_retired(true).unwrap();
+        assert_eq!(
+            file_len(dir.path(), JOURNAL_FILES[0]),
+            0,
+            "emptied once on disk"
+        );
+        assert!(file_len(dir.path(), JOURNAL_FILES[1]) > 0);
+        assert_eq!(read_new(&mut w), ["m1", "m2"]);
+        drop(w);
+
+        let (mut reopened, _) = behind_writer(crashed.path());
+        assert_eq!(read_new(&mut reopened), ["m1", "m2"]);
+        assert_eq!(file_len(crashed.path(), JOURNAL_FILES[0]), 0, "replayed");
     }
 }

@@ -29,7 +29,7 @@ use crate::error::StoreError;
 
 /// Batches handed to the sync thread, answered after the journal is synced.
 struct Handover {
-    /// The journal, when the batch wrote a frame (any handle: all are the same file).
+    /// The journal file the batch wrote a frame to, if it wrote one.
     journal: Option<Arc<File>>,
     answers: Vec<Box<dyn Answer>>,
     generation: u64,
@@ -145,10 +145,16 @@ fn run(batches: &mpsc::Receiver<Handover>, shared: &Shared) {
         let mut group = vec![first];
         group.extend(batches.try_iter());
         let count = group.len();
-        let synced = match group.iter().find_map(|b| b.journal.as_ref()) {
-            Some(journal) => sync(journal, shared),
-            None => Ok(()),
-        };
+        // Every journal file the group wrote to (two when a checkpoint switched files in
+        // between), so that no batch is answered before every frame written before it is on
+        // disk, whichever file holds it.
+        let mut files: Vec<&Arc<File>> = Vec::with_capacity(2);
+        for journal in group.iter().filter_map(|b| b.journal.as_ref()) {
+            if !files.iter().any(|f| Arc::ptr_eq(f, journal)) {
+                files.push(journal);
+            }
+        }
+        let synced = files.iter().try_for_each(|journal| sync(journal, shared));
         if let Err(e) = &synced {
             tracing::error!(error = %e, "embedded store: journal sync failed");
             let newest = group.iter().map(|b| b.generation).max().unwrap_or(0);
