@@ -244,8 +244,8 @@ mod tests {
             .collect()
     }
 
-    fn writer(dir: &std::path::Path) -> Writer {
-        let db = Database::create(dir.join("titan.redb")).unwrap();
+    /// A writer with a journal in `dir`, over `db` (whose file `flushes` writes, if given).
+    fn writer_over(db: Database, dir: &std::path::Path, flushes: Option<Flushes>) -> Writer {
         create_tables(&db).unwrap();
         let journal = journal::recover(&db, dir).unwrap();
         let writer = Writer::new(
@@ -254,9 +254,17 @@ mod tests {
             Arc::default(),
             Some(journal),
             Checkpoints::default(),
-            None,
+            flushes,
         );
         writer.unwrap()
+    }
+
+    fn writer(dir: &std::path::Path) -> Writer {
+        writer_over(
+            Database::create(dir.join(DATABASE_FILE)).unwrap(),
+            dir,
+            None,
+        )
     }
 
     /// A journal write that fails loses the open transaction: the batch fails, and the state is
@@ -348,17 +356,7 @@ mod tests {
     fn behind_writer(dir: &std::path::Path) -> (Writer, Flushes) {
         let (backend, flushes) = WriteBehind::open(&dir.join(DATABASE_FILE)).unwrap();
         let db = Database::builder().create_with_backend(backend).unwrap();
-        create_tables(&db).unwrap();
-        let journal = journal::recover(&db, dir).unwrap();
-        let writer = Writer::new(
-            db,
-            InboxLimits::default(),
-            Arc::default(),
-            Some(journal),
-            Checkpoints::default(),
-            Some(flushes.clone()),
-        );
-        (writer.unwrap(), flushes)
+        (writer_over(db, dir, Some(flushes.clone())), flushes)
     }
 
     fn file_len(dir: &std::path::Path, name: &str) -> u64 {
