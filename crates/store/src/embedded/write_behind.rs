@@ -255,8 +255,14 @@ impl WriteBehind {
 }
 
 impl Drop for WriteBehind {
+    /// redb calls [`StorageBackend::close`] first; this only stops a thread still running.
     fn drop(&mut self) {
-        if let Err(e) = self.stop() {
+        let running = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if running && let Err(e) = self.stop() {
             tracing::error!(error = %e, "embedded store: database file not fully written");
         }
     }
@@ -396,8 +402,11 @@ impl StorageBackend for WriteBehind {
     }
 
     fn close(&self) -> Result<(), io::Error> {
-        self.stop()?;
-        self.shared.file.close()
+        // The file's locks are released even when writing it failed, so that the next open
+        // (which replays the journal) can take them.
+        let stopped = self.stop();
+        let closed = self.shared.file.close();
+        stopped.and(closed)
     }
 
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {

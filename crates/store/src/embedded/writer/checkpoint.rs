@@ -403,4 +403,38 @@ mod tests {
         assert_eq!(read_new(&mut reopened), ["m1", "m2"]);
         assert_eq!(file_len(crashed.path(), JOURNAL_FILES[0]), 0, "replayed");
     }
+
+    /// A checkpoint whose writing fails (a failing disk) loses nothing that was answered: the
+    /// store stops trusting the database file (operations fail until a restart), the journal
+    /// file the checkpoint left is kept, and the next start replays both files.
+    #[test]
+    fn a_failed_checkpoint_write_loses_nothing_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, flushes) = behind_writer(dir.path());
+        append(&mut w, "m1").unwrap();
+        flushes.fail_next();
+        w.checkpoint();
+        let batch = w.retired.expect("a checkpoint waiting to be on disk");
+        assert!(flushes.wait_durable(batch).is_err(), "the write failed");
+        assert!(w.settle_retired(false).is_err());
+        assert!(
+            file_len(dir.path(), JOURNAL_FILES[0]) > 0,
+            "m1's frame kept"
+        );
+
+        // What follows may be answered from the journal alone (its frame is on disk) or fail;
+        // either way nothing answered may be lost.
+        let m2_answered = append(&mut w, "m2").is_ok();
+        w.checkpoint();
+        assert!(w.retired.is_some(), "no checkpoint counts as done");
+        assert!(
+            file_len(dir.path(), JOURNAL_FILES[0]) > 0,
+            "m1's frame still kept"
+        );
+        drop(w);
+
+        let (mut restarted, _) = behind_writer(dir.path());
+        let expected: &[&str] = if m2_answered { &["m1", "m2"] } else { &["m1"] };
+        assert_eq!(read_new(&mut restarted), expected);
+    }
 }
