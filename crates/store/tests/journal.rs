@@ -171,3 +171,23 @@ async fn an_elapsed_interval_triggers_a_checkpoint() {
     assert_eq!(store.stats().checkpoints, 1);
     until_journal_empty(&store, dir.path()).await;
 }
+
+/// The database file stays locked while a store has it open (its writes go through the flush
+/// thread, its locks through redb's file backend): a second store on the same directory is
+/// refused, and once the first is closed the directory opens again with what it stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    append_stored(&store, vec![message(&alice, &bob, "m0")]).await;
+
+    let second = EmbeddedStore::open(dir.path(), InboxLimits::default());
+    let error = second.err().expect("the directory is in use");
+    assert!(error.to_string().contains("already open"), "{error}");
+
+    drop(store);
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    let read = store.read_new(&bob, &device("phone"), 10).await.unwrap();
+    assert_eq!(texts(&read), ["m0"]);
+}

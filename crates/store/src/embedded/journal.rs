@@ -8,7 +8,12 @@
 //! a batch stored, then one `fdatasync`. A checkpoint, a durable commit of that transaction,
 //! persists everything at once several times a second, and the journal starts again, empty.
 //!
-//! The file is a sequence of frames, one per batch that stored messages:
+//! The journal is two files written one at a time: a checkpoint still being written by the
+//! database file's flush thread (`write_behind`) switches the journal to the other file, and the
+//! file it left is emptied once the checkpoint is on disk, so a crash in between finds every
+//! frame the database does not have yet in one file or the other ([`Journal::rotate`]).
+//!
+//! Each file is a sequence of frames, one per batch that stored messages:
 //!
 //! ```text
 //! u32 payload length | u32 CRC-32 of (lsn, payload) | u64 lsn | payload
@@ -43,7 +48,7 @@ use super::tables::{Head, Tables};
 use crate::error::StoreError;
 
 /// File names of the journal inside the store's directory: the first, and the one a
-/// checkpoint switches to while its own commit is being written (see [`Journal::rotate`]).
+/// checkpoint switches to while its own commit is being written (see the module doc).
 pub const JOURNAL_FILES: [&str; 2] = ["titan.journal", "titan.journal.1"];
 
 /// Bytes before a frame's payload: length, checksum, lsn.
