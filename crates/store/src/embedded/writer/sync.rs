@@ -46,9 +46,13 @@ struct Shared {
     /// Test hook: the next sync fails.
     #[cfg(test)]
     fail_next: std::sync::atomic::AtomicBool,
-    /// Test hook: a sync waits while this is locked.
+    /// Test hook: while this is locked, the thread waits after taking the first batch handed
+    /// over and before taking the rest (so that a test can choose what one group holds).
     #[cfg(test)]
     gate: Arc<std::sync::Mutex<()>>,
+    /// Test hook: the files synced, in order, as their raw descriptors.
+    #[cfg(test)]
+    synced: std::sync::Mutex<Vec<std::os::fd::RawFd>>,
 }
 
 /// The writer's side of the sync thread. Dropping it lets the thread answer what it holds and
@@ -142,6 +146,8 @@ impl Drop for Syncer {
 /// since the last time, then answers it.
 fn run(batches: &mpsc::Receiver<Handover>, shared: &Shared) {
     while let Ok(first) = batches.recv() {
+        #[cfg(test)]
+        drop(shared.gate.lock());
         let mut group = vec![first];
         group.extend(batches.try_iter());
         let count = group.len();
@@ -178,9 +184,12 @@ fn run(batches: &mpsc::Receiver<Handover>, shared: &Shared) {
 fn sync(journal: &File, shared: &Shared) -> std::io::Result<()> {
     #[cfg(test)]
     {
-        drop(shared.gate.lock());
         if shared.fail_next.swap(false, Ordering::AcqRel) {
             return Err(std::io::Error::other("failing on purpose (test)"));
+        }
+        use std::os::fd::AsRawFd;
+        if let Ok(mut synced) = shared.synced.lock() {
+            synced.push(journal.as_raw_fd());
         }
     }
     let _ = shared;
@@ -190,5 +199,56 @@ fn sync(journal: &File, shared: &Shared) -> std::io::Result<()> {
 fn fail(answers: Vec<Box<dyn Answer>>, reason: &str) {
     for answer in answers {
         answer.fail(reason);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::sync::mpsc::{Sender, channel};
+
+    use super::*;
+
+    /// An answer that reports whether it was sent or failed.
+    struct Reported(Sender<bool>);
+
+    impl Answer for Reported {
+        fn send(self: Box<Self>) {
+            let _ = self.0.send(true);
+        }
+        fn fail(self: Box<Self>, _: &str) {
+            let _ = self.0.send(false);
+        }
+    }
+
+    /// Batches handed over together that wrote to both journal files (a checkpoint switched
+    /// files between them) are answered only after both files are synced.
+    #[test]
+    fn a_group_that_wrote_to_both_files_syncs_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let [earlier, first, second] = ["earlier", "first", "second"]
+            .map(|name| Arc::new(File::create(dir.path().join(name)).unwrap()));
+        let syncer = Syncer::start().unwrap();
+        let gate = syncer.gate();
+        let held = gate.lock().unwrap();
+        // The thread takes the first batch and waits at the gate; the two handed over
+        // meanwhile join its group.
+        let (tx, answers) = channel();
+        for file in [&earlier, &first, &second] {
+            syncer.hand_over(Some(file.clone()), vec![Box::new(Reported(tx.clone()))]);
+        }
+        drop(held);
+        for _ in 0..3 {
+            assert!(answers.recv().unwrap(), "answered as synced");
+        }
+        let mut synced = syncer.shared.synced.lock().unwrap().clone();
+        synced.sort_unstable();
+        let mut expected = [&earlier, &first, &second].map(|f| f.as_raw_fd());
+        expected.sort_unstable();
+        assert_eq!(
+            synced, expected,
+            "each file synced once, all before any answer"
+        );
     }
 }
