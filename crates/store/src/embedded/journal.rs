@@ -158,6 +158,40 @@ struct Segment {
 }
 
 impl Segment {
+    /// Opens (or creates) the journal file `name` in `dir` and reads its frames after
+    /// `checkpoint_lsn`; also says whether the file was created.
+    fn open(
+        dir: &Path,
+        name: &str,
+        checkpoint_lsn: u64,
+    ) -> Result<(Self, Pending, bool), StoreError> {
+        let path = dir.join(name);
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error(&path, "open", &e))?;
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents)
+            .map_err(|e| io_error(&path, "read", &e))?;
+        let scan = pending_frames(&contents, checkpoint_lsn);
+        if contents.len() > scan.valid_len {
+            tracing::warn!(
+                path = %path.display(),
+                ignored_bytes = contents.len() - scan.valid_len,
+                "embedded store: journal ends in an incomplete frame (a write cut short by a crash); ignored"
+            );
+        }
+        let segment = Self {
+            file: Arc::new(file),
+            path,
+        };
+        Ok((segment, scan, created))
+    }
+
     fn truncate(&self) -> Result<(), String> {
         self.file
             .set_len(0)
@@ -183,48 +217,18 @@ impl Journal {
     /// Opens (or creates) the journal's files in `dir` and reads the frames after
     /// `checkpoint_lsn`, from both files in lsn order. Frames go to the first file afterwards.
     pub fn open(dir: &Path, checkpoint_lsn: u64) -> Result<(Self, Pending), StoreError> {
-        let mut created = false;
-        let mut segments = Vec::with_capacity(2);
-        let mut scans = Vec::with_capacity(2);
-        for name in JOURNAL_FILES {
-            let path = dir.join(name);
-            created |= !path.exists();
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| io_error(&path, "open", &e))?;
-            let mut contents = Vec::new();
-            file.read_to_end(&mut contents)
-                .map_err(|e| io_error(&path, "read", &e))?;
-            let scan = pending_frames(&contents, checkpoint_lsn);
-            if contents.len() > scan.valid_len {
-                tracing::warn!(
-                    path = %path.display(),
-                    ignored_bytes = contents.len() - scan.valid_len,
-                    "embedded store: journal ends in an incomplete frame (a write cut short by a crash); ignored"
-                );
-            }
-            scans.push(scan);
-            segments.push(Segment {
-                file: Arc::new(file),
-                path,
-            });
-        }
-        if created {
+        let (first, first_scan, first_created) =
+            Segment::open(dir, JOURNAL_FILES[0], checkpoint_lsn)?;
+        let (second, second_scan, second_created) =
+            Segment::open(dir, JOURNAL_FILES[1], checkpoint_lsn)?;
+        if first_created || second_created {
             // A new file's name must survive a crash as well as what is later written to it.
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_error(dir, "sync", &e))?;
         }
-        let len = scans[0].valid_len as u64;
-        let pending = merge(scans, checkpoint_lsn);
-        let [first, second]: [Segment; 2] = match segments.try_into() {
-            Ok(pair) => pair,
-            Err(_) => unreachable!("one segment per name in JOURNAL_FILES"),
-        };
+        let len = first_scan.valid_len as u64;
+        let pending = merge(vec![first_scan, second_scan], checkpoint_lsn);
         let journal = Self {
             segments: [first, second],
             active: 0,

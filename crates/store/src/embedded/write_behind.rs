@@ -42,8 +42,11 @@ const HAND_OVER_BYTES: usize = 16 << 20;
 
 /// Buffers of written batches kept for the next writes: a checkpoint copies a few hundred pages
 /// here, and fresh memory for them each time cost the writer page faults (the allocator hands
-/// memory freed on this thread back to the system, and refaulting it zeroes it again).
-const SPARE_BUFFERS: usize = 4096;
+/// memory freed on this thread back to the system, and refaulting it zeroes it again). At most
+/// this many, each of at most [`SPARE_BUFFER_BYTES`] (a few pages), so at most 16 MiB is kept.
+const SPARE_BUFFERS: usize = 1024;
+/// Larger buffers (rare multi-page writes) are freed rather than kept.
+const SPARE_BUFFER_BYTES: usize = 16 << 10;
 
 /// One write redb made: offset and bytes.
 type Write = (u64, Vec<u8>);
@@ -290,13 +293,12 @@ fn run(shared: &Shared) {
         // The queue's copy is gone and reads hold none outside the lock: this is the last one.
         if let Ok(written) = Arc::try_unwrap(batch) {
             let room = SPARE_BUFFERS.saturating_sub(q.spare.len());
-            q.spare.extend(
-                written
-                    .writes
-                    .into_iter()
-                    .take(room)
-                    .map(|(_, bytes)| bytes),
-            );
+            let reusable = written
+                .writes
+                .into_iter()
+                .map(|(_, bytes)| bytes)
+                .filter(|bytes| bytes.capacity() <= SPARE_BUFFER_BYTES);
+            q.spare.extend(reusable.take(room));
         }
         match result {
             Ok(()) => q.done = number,
