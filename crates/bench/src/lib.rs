@@ -6,6 +6,8 @@
 //! - [`idle`]: many authenticated idle connections, and the server's memory per connection.
 //! - [`fanout`]: one user with many devices, or one sender to many users.
 //! - [`storm`]: many clients with pending messages reconnecting at once.
+//! - [`machine`]: what the machine charges for a thread's sleep, a hand-off between threads
+//!   and an `fdatasync`, to read figures of different machines side by side.
 //! - [`body`]: the message body that carries the send time and a sequence number.
 //! - [`tokens`]: where tokens come from (`--token-cmd` or `--jwt-secret`).
 //! - [`connect`]: opening authenticated connections, many at a time.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod fanout;
 pub mod idle;
 pub mod latency;
+pub mod machine;
 pub mod p2p;
 pub mod resources;
 pub mod storm;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
 use titan_bench::idle::{self, IdleOptions};
+use titan_bench::machine::{self, MachineOptions};
 use titan_bench::p2p::{self, P2pOptions, Rate};
 use titan_bench::resources::{self, NofileLimit};
 use titan_bench::storm::{self, StormOptions};
@@ -50,6 +51,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// What this machine charges for a thread's sleep, a hand-off between threads and an
+    /// fdatasync (no server needed): read it beside the figures of a run.
+    Machine {
+        /// Directory for the fdatasync probe's file (on the disk being measured).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Rounds of the sleep and fdatasync probes (ten times as many hand-offs).
+        #[arg(long, default_value_t = 2000)]
+        rounds: usize,
+    },
     /// Sender/receiver pairs: throughput, latency, loss.
     P2p {
         /// Server URL(s), comma-separated (ws://127.0.0.1:3000/ws).
@@ -152,6 +163,14 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let nofile = resources::raise_nofile().context("raising the open-files limit")?;
+    if let Command::Machine { dir, rounds } = &cli.command {
+        let options = MachineOptions {
+            dir: dir.clone(),
+            rounds: *rounds,
+        };
+        let report = machine::run(&options)?;
+        return print("machine", &cli.output(nofile), &report);
+    }
     let tokens = match (&cli.token_cmd, &cli.jwt_secret) {
         (Some(cmd), None) => TokenSource::Command(cmd.clone()),
         (None, Some(secret)) => TokenSource::secret(secret)?,
@@ -166,6 +185,8 @@ fn run() -> anyhow::Result<()> {
     let output = cli.output(nofile);
     runtime.block_on(async {
         match cli.command {
+            // Handled above, without a runtime or tokens.
+            Command::Machine { .. } => Ok(()),
             Command::P2p {
                 url,
                 pairs,
