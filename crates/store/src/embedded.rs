@@ -56,8 +56,8 @@ use crate::inbox::{
     Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
 };
 use crate::users::{SignInProfile, SignedInUser, Users, from_ms, to_ms};
-pub use journal::JOURNAL_FILES;
 use journal::Journal;
+pub use journal::{JOURNAL_FILES, frames_len as journal_frames_len};
 use tables::{Tables, unix_ms};
 use users::UserOp;
 use write_behind::{Flushes, WriteBehind};

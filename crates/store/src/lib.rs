@@ -29,6 +29,7 @@ pub use self::redis::{RedisBus, RedisOptions, RedisStore};
 pub use bus::{Bus, BusEvent};
 pub use embedded::{
     Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, JOURNAL_FILES, StoreStats,
+    journal_frames_len,
 };
 pub use error::StoreError;
 pub use inbox::{

@@ -11,7 +11,7 @@ use titan_store::conformance::{
 };
 use titan_store::{
     Appended, Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, Inbox, InboxLimits,
-    JOURNAL_FILES,
+    JOURNAL_FILES, journal_frames_len,
 };
 
 /// Options under which no checkpoint happens until the store closes.
@@ -32,8 +32,13 @@ fn crash_image(from: &Path, to: &Path) {
     }
 }
 
-/// Bytes in the journal's two files.
+/// Bytes of frames in the journal's two files (a released file has none; see journal.rs).
 fn journal_len(dir: &Path) -> u64 {
+    journal_frames_len(dir).unwrap()
+}
+
+/// Bytes on disk in the journal's two files, frames or not.
+fn journal_files_len(dir: &Path) -> u64 {
     JOURNAL_FILES
         .iter()
         .map(|file| std::fs::metadata(dir.join(file)).unwrap().len())
@@ -81,14 +86,20 @@ async fn appends_since_the_last_checkpoint_are_replayed_from_the_journal() {
     );
 
     crash_image(live.path(), crashed.path());
-    // A frame whose write the crash cut short: never acknowledged, so ignored.
+    // A frame whose write the crash cut short, right after the last whole one: never
+    // acknowledged, so ignored.
     let mut torn = std::fs::read(crashed.path().join(JOURNAL_FILES[0])).unwrap();
-    torn.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    let end = usize::try_from(journal_len(crashed.path())).unwrap();
+    torn.splice(end..end + 7, [200, 0, 0, 0, 1, 2, 3]);
     std::fs::write(crashed.path().join(JOURNAL_FILES[0]), torn).unwrap();
     drop(store);
 
     let store = EmbeddedStore::open(crashed.path(), InboxLimits::default()).unwrap();
-    assert_eq!(journal_len(crashed.path()), 0, "replayed, then emptied");
+    assert_eq!(
+        journal_files_len(crashed.path()),
+        0,
+        "replayed, then truncated"
+    );
     let redelivered = store.read_new(&bob, &phone, 10).await.unwrap();
     assert_eq!(texts(&redelivered), ["m0", "m1", "m2"]);
     let mut all = stored.clone();
@@ -187,6 +198,24 @@ async fn a_second_store_on_the_same_directory_is_refused() {
     assert!(error.to_string().contains("already open"), "{error}");
 
     drop(store);
+    let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
+    let read = store.read_new(&bob, &device("phone"), 10).await.unwrap();
+    assert_eq!(texts(&read), ["m0"]);
+}
+
+/// A clean shutdown leaves both journal files empty (truncated, not only released): the last
+/// checkpoint holds everything, and an older binary finds nothing to read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_shutdown_leaves_the_journal_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let store =
+        EmbeddedStore::open_with(dir.path(), InboxLimits::default(), no_checkpoints()).unwrap();
+    append_stored(&store, vec![message(&alice, &bob, "m0")]).await;
+    assert!(journal_files_len(dir.path()) > 0);
+    drop(store);
+    assert_eq!(journal_files_len(dir.path()), 0);
+
     let store = EmbeddedStore::open(dir.path(), InboxLimits::default()).unwrap();
     let read = store.read_new(&bob, &device("phone"), 10).await.unwrap();
     assert_eq!(texts(&read), ["m0"]);

@@ -18,7 +18,7 @@
 //! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown. The durable store's
 //! file is written behind (`super::write_behind`): the commit returns once its writes are
 //! queued to the flush thread, the journal switches to its other file, and the file it left is
-//! emptied once the checkpoint is on disk (`checkpoint`). Users' durable writes (sign-ins,
+//! released (written over from its start later) once the checkpoint is on disk (`checkpoint`). Users' durable writes (sign-ins,
 //! revocations) commit durably at once and wait for the disk, which is a checkpoint too. A redb
 //! error, a failed journal write or sync, or a failed checkpoint loses the open transaction:
 //! the batch at hand fails with [`StoreError::Unavailable`] and the state is rebuilt from the
@@ -164,7 +164,7 @@ pub(super) struct Writer {
     /// The database file's flush thread, where it is written behind (`super::write_behind`).
     pub flushes: Option<Flushes>,
     /// The flush batch that puts the last checkpoint on disk, while the journal file that
-    /// checkpoint left is not emptied yet.
+    /// checkpoint left is not released yet.
     pub retired: Option<u64>,
 }
 
@@ -221,8 +221,18 @@ impl Writer {
         if self.dirty {
             self.checkpoint();
         }
-        if let Err(e) = self.settle_retired(true) {
-            tracing::error!(error = %e, "embedded store: last checkpoint failed");
+        match self.settle_retired(true) {
+            Err(e) => tracing::error!(error = %e, "embedded store: last checkpoint failed"),
+            // Everything the journal held is in the database, on disk: its files are left empty
+            // rather than released, so the directory holds no frames an older binary could read.
+            Ok(()) if !self.dirty && !self.needs_restore => {
+                if let Some(journal) = &mut self.journal
+                    && let Err(e) = journal.truncate()
+                {
+                    tracing::warn!(error = %e, "embedded store: cannot empty the journal");
+                }
+            }
+            Ok(()) => {}
         }
         // Only reads ran since the last checkpoint (or it failed): nothing to keep. Ended here,
         // before the database closes.

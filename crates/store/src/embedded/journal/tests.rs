@@ -1,12 +1,16 @@
 //! Frame scanning: what a journal's files give back after a crash.
 
 use super::*;
+use std::path::Path;
 
 fn frame_of(lsn: u64, redo: &Redo) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let (mut j, _) = Journal::open(dir.path(), lsn - 1).unwrap();
     j.write(&mut redo.clone()).unwrap();
-    std::fs::read(dir.path().join(JOURNAL_FILES[0])).unwrap()
+    let mut file = std::fs::read(dir.path().join(JOURNAL_FILES[0])).unwrap();
+    // Only the frame: the file has grown ahead of it.
+    file.truncate(j.len() as usize);
+    file
 }
 
 fn one_message() -> Redo {
@@ -71,4 +75,79 @@ fn the_two_files_are_read_in_lsn_order_up_to_a_gap() {
 
     let merged = merge(vec![scan_of(&[]), scan_of(&[])], 7);
     assert_eq!((merged.payloads.len(), merged.last_lsn), (0, 7));
+}
+
+fn file_len(dir: &Path, name: &str) -> u64 {
+    std::fs::metadata(dir.join(name)).unwrap().len()
+}
+
+fn scan_file(dir: &Path, name: &str, checkpoint_lsn: u64) -> Pending {
+    pending_frames(&std::fs::read(dir.join(name)).unwrap(), checkpoint_lsn)
+}
+
+/// A file grows ahead of its frames, so that the next frames do not extend it; once its frames
+/// are covered and it is released, a scan finds nothing in it; written again after a switch, it
+/// keeps its length and a scan finds the new frames alone, not the older ones after them.
+#[test]
+fn a_file_grows_ahead_and_is_written_over_after_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(dir.path(), 0).unwrap();
+    let mut big = Redo::default();
+    for seq in 0..20 {
+        big.stored("bob", seq, 1000, &[b'x'; 200], None);
+    }
+    for _ in 0..3 {
+        j.write(&mut big.clone()).unwrap();
+    }
+    let size = file_len(dir.path(), JOURNAL_FILES[0]);
+    assert!(size >= GROW, "grown ahead of the frames: {size}");
+    assert!(j.len() < size);
+    for _ in 0..3 {
+        j.write(&mut big.clone()).unwrap();
+    }
+    assert_eq!(
+        file_len(dir.path(), JOURNAL_FILES[0]),
+        size,
+        "later frames fit in the room grown ahead"
+    );
+
+    // A checkpoint covers lsn 1..=6 and switches files; once it is on disk the file it left
+    // is released.
+    j.rotate();
+    j.release_retired().unwrap();
+    assert_eq!(scan_file(dir.path(), JOURNAL_FILES[0], 0).valid_len, 0);
+
+    // The next checkpoint covers lsn 7 and switches back: lsn 8 goes over the first file.
+    j.write(&mut one_message()).unwrap();
+    j.rotate();
+    j.release_retired().unwrap();
+    j.write(&mut one_message()).unwrap();
+    assert_eq!(file_len(dir.path(), JOURNAL_FILES[0]), size, "written over");
+    let scan = scan_file(dir.path(), JOURNAL_FILES[0], 7);
+    assert_eq!((scan.payloads.len(), scan.last_lsn), (1, 8));
+    assert_eq!(
+        scan.valid_len as u64,
+        j.len(),
+        "the older frames after it are not read"
+    );
+    assert_eq!(frames_len(dir.path()).unwrap(), j.len());
+}
+
+/// Opening replays the files and then truncates them, so that frames a crash left after a torn
+/// one cannot follow new frames of the same numbers in a later scan.
+#[test]
+fn recovery_leaves_both_files_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(dir.path(), 0).unwrap();
+    j.write(&mut one_message()).unwrap();
+    j.rotate();
+    j.write(&mut one_message()).unwrap();
+    drop(j);
+    assert!(file_len(dir.path(), JOURNAL_FILES[0]) > 0);
+    let db = redb::Database::create(dir.path().join("db.redb")).unwrap();
+    crate::embedded::create_tables(&db).unwrap();
+    recover(&db, dir.path()).unwrap();
+    for name in JOURNAL_FILES {
+        assert_eq!(file_len(dir.path(), name), 0, "{name} truncated");
+    }
 }

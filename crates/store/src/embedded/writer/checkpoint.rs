@@ -51,7 +51,7 @@ impl Writer {
 
     /// Commits the open transaction durably. Where the database file is written behind
     /// (`write_behind`), the commit returns once its writes are queued: the journal then switches
-    /// files, and the one it leaves, whose frames this checkpoint covers, is emptied once the
+    /// files, and the one it leaves, whose frames this checkpoint covers, is released once the
     /// commit is on disk ([`Writer::settle_retired`]). On failure, rebuilds from the journal.
     pub(super) fn checkpoint(&mut self) {
         let Some(txn) = self.txn.take() else {
@@ -93,7 +93,7 @@ impl Writer {
         }
     }
 
-    /// Empties the journal file the last checkpoint left once that checkpoint is on disk (with
+    /// Releases the journal file the last checkpoint left once that checkpoint is on disk (with
     /// `wait`, waits for it). An error means the checkpoint could not be written: the database
     /// file refuses everything from then on, and its frames stay in the journal for the next
     /// start to replay.
@@ -111,11 +111,11 @@ impl Writer {
         }
         self.retired = None;
         if let Some(journal) = &mut self.journal
-            && let Err(e) = journal.truncate_retired()
+            && let Err(e) = journal.release_retired()
         {
             // Harmless: its frames are at or below the checkpoint and skipped at open, and
             // frames written over them later end where the old ones start (an lsn going back).
-            tracing::warn!(error = %e, "embedded store: cannot empty a journal file");
+            tracing::warn!(error = %e, "embedded store: cannot release a journal file");
         }
         Ok(())
     }
@@ -151,7 +151,7 @@ impl Writer {
             && let Err(e) = journal.reset()
         {
             // Harmless: the frames left are at or below the checkpoint and skipped at open.
-            tracing::warn!(error = %e, "embedded store: cannot empty the journal");
+            tracing::warn!(error = %e, "embedded store: cannot release the journal");
         }
     }
 
@@ -359,14 +359,15 @@ mod tests {
         (writer_over(db, dir, Some(flushes.clone())), flushes)
     }
 
+    /// Bytes of valid frames in the journal file `name`.
     fn file_len(dir: &std::path::Path, name: &str) -> u64 {
-        std::fs::metadata(dir.join(name)).unwrap().len()
+        journal::file_frames_len(&dir.join(name)).unwrap()
     }
 
     /// A checkpoint whose commit is not on disk yet loses nothing in a crash: the frames it
     /// covers stay in the journal file it left, appends after it go to the other file, and a
     /// crash image (the database file as on disk, both journal files) reopens with all of them.
-    /// Once the commit is on disk, the file it left is emptied.
+    /// Once the commit is on disk, the file it left is released (no frame in it).
     #[test]
     fn a_checkpoint_still_being_written_loses_nothing_in_a_crash() {
         let dir = tempfile::tempdir().unwrap();
@@ -393,7 +394,7 @@ mod tests {
         assert_eq!(
             file_len(dir.path(), JOURNAL_FILES[0]),
             0,
-            "emptied once on disk"
+            "released once on disk"
         );
         assert!(file_len(dir.path(), JOURNAL_FILES[1]) > 0);
         assert_eq!(read_new(&mut w), ["m1", "m2"]);
