@@ -110,6 +110,45 @@ pub fn raise_nofile() -> Result<NofileLimit, BenchError> {
     })
 }
 
+/// Context switches (voluntary, involuntary) of every thread of process `pid`, from
+/// `/proc/PID/task/*/status`. A voluntary one is a thread that ran out of work and slept until
+/// woken: on the virtual machines these figures come from, each costs tens of µs of CPU
+/// (`titan-bench machine`), so their number per message explains much of a paced load's cost.
+/// Threads that ended are not counted.
+pub fn process_context_switches(pid: u32) -> Result<(u64, u64), BenchError> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).map_err(|e| BenchError::system(&dir, e))?;
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for task in tasks.flatten() {
+        // A thread may end between listing and reading: skipped.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let count = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .and_then(|rest| rest.trim().parse::<u64>().ok())
+            };
+            if let Some(n) = count("voluntary_ctxt_switches:") {
+                voluntary += n;
+            } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                involuntary += n;
+            }
+        }
+    }
+    Ok((voluntary, involuntary))
+}
+
+/// Context switches (voluntary, involuntary) of this process, all threads (getrusage).
+fn own_context_switches() -> Option<(u64, u64)> {
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let count = |n: std::os::raw::c_long| u64::try_from(n).unwrap_or(0);
+    Some((
+        count(usage.voluntary_context_switches()),
+        count(usage.involuntary_context_switches()),
+    ))
+}
+
 /// CPU counters at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {
@@ -118,6 +157,8 @@ pub struct CpuSample {
     server: Option<f64>,
     /// (busy, steal) of the whole machine.
     machine: Option<(f64, f64)>,
+    bench_switches: Option<(u64, u64)>,
+    server_switches: Option<(u64, u64)>,
 }
 
 impl CpuSample {
@@ -129,6 +170,8 @@ impl CpuSample {
             bench: own_cpu_seconds().unwrap_or(f64::NAN),
             server: server_pid.and_then(|pid| process_cpu_seconds(pid).ok()),
             machine: machine_busy_and_steal_seconds().ok(),
+            bench_switches: own_context_switches(),
+            server_switches: server_pid.and_then(|pid| process_context_switches(pid).ok()),
         }
     }
 
@@ -141,7 +184,19 @@ impl CpuSample {
             .machine
             .zip(self.machine)
             .map(|(b, a)| (b.0 - a.0, b.1 - a.1));
+        let switches = |later: Option<(u64, u64)>, earlier: Option<(u64, u64)>| {
+            later.zip(earlier).and_then(|(b, a)| {
+                let per = |n: u64| (work > 0).then(|| n as f64 / work as f64);
+                Some((per(b.0.saturating_sub(a.0))?, per(b.1.saturating_sub(a.1))?))
+            })
+        };
+        let bench_switches = switches(later.bench_switches, self.bench_switches);
+        let server_switches = switches(later.server_switches, self.server_switches);
         CpuReport {
+            bench_sleeps_per_msg: bench_switches.map(|s| s.0),
+            bench_preemptions_per_msg: bench_switches.map(|s| s.1),
+            server_sleeps_per_msg: server_switches.map(|s| s.0),
+            server_preemptions_per_msg: server_switches.map(|s| s.1),
             others_cpu_s: machine
                 .zip(server)
                 .map(|((busy, _), s)| (busy - s - bench).max(0.0)),
@@ -171,6 +226,13 @@ pub struct CpuReport {
     pub bench_cpu_us_per_msg: Option<f64>,
     /// Server CPU microseconds per delivered message: comparable across noisy runs.
     pub server_cpu_us_per_msg: Option<f64>,
+    /// Voluntary context switches (a thread ran out of work and slept) per delivered message.
+    pub bench_sleeps_per_msg: Option<f64>,
+    /// Involuntary context switches (a thread preempted while it had work) per message.
+    pub bench_preemptions_per_msg: Option<f64>,
+    /// The server's, over all its threads; `None` without `--server-pid`.
+    pub server_sleeps_per_msg: Option<f64>,
+    pub server_preemptions_per_msg: Option<f64>,
 }
 
 impl std::fmt::Display for CpuReport {
@@ -200,6 +262,32 @@ impl std::fmt::Display for CpuReport {
             opt(self.server_cpu_us_per_msg, 1),
             self.bench_cpu_us_per_msg
                 .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"))
+        )?;
+        write!(
+            f,
+            "\n  sleeps (voluntary context switches) per delivered message: server {}, bench {}; preempted: server {}, bench {}",
+            opt(self.server_sleeps_per_msg, 2),
+            opt(self.bench_sleeps_per_msg, 2),
+            opt(self.server_preemptions_per_msg, 2),
+            opt(self.bench_preemptions_per_msg, 2),
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A thread that sleeps is counted as switching voluntarily, once per sleep at least.
+    #[test]
+    fn sleeps_are_counted_as_voluntary_switches() {
+        let pid = std::process::id();
+        let (before, _) = process_context_switches(pid).unwrap();
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (after, _) = process_context_switches(pid).unwrap();
+        assert!(after >= before + 5, "{before} -> {after}");
     }
 }
