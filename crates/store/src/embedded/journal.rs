@@ -28,8 +28,8 @@
 //! held from its start again, and a file whose frames a checkpoint covers is released by zeroing
 //! its first frame header, so a scan finds nothing in it. It grows ahead of its frames, with
 //! zeros, [`GROW`] at a time. An `fdatasync` after a write that extends a file must also persist
-//! its new length, which costs ext4 a commit of its own journal: on the benchmark machines a
-//! third more CPU and wall time per sync (docs/benchmarks.md, eleventh set). Opening the store
+//! its new length, which costs ext4 a commit of its own journal: on the tenth benchmark machine
+//! a third more CPU and wall time per sync (docs/benchmarks.md, eleventh set). Opening the store
 //! truncates both files after replaying them, so that the frames a crash left after a torn one
 //! (never acknowledged) cannot be read as later frames of the same numbers.
 //!

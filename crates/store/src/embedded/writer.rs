@@ -18,12 +18,13 @@
 //! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown. The durable store's
 //! file is written behind (`super::write_behind`): the commit returns once its writes are
 //! queued to the flush thread, the journal switches to its other file, and the file it left is
-//! released (written over from its start later) once the checkpoint is on disk (`checkpoint`). Users' durable writes (sign-ins,
-//! revocations) commit durably at once and wait for the disk, which is a checkpoint too. A redb
-//! error, a failed journal write or sync, or a failed checkpoint loses the open transaction:
-//! the batch at hand fails with [`StoreError::Unavailable`] and the state is rebuilt from the
-//! last checkpoint plus the journal (cursor moves and acks since the checkpoint are lost, which
-//! only redelivers; see `checkpoint`).
+//! released (written over from its start later) once the checkpoint is on disk (`checkpoint`).
+//! Users' durable writes (sign-ins, revocations) commit durably at once and wait for the disk,
+//! which is a checkpoint too. A redb error, a failed journal write or sync, or a failed
+//! checkpoint loses the open transaction: the batch at hand fails with
+//! [`StoreError::Unavailable`] and the state is rebuilt from the last checkpoint plus the
+//! journal (cursor moves and acks since the checkpoint are lost, which only redelivers; see
+//! `checkpoint`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -405,6 +405,40 @@ mod tests {
         assert_eq!(file_len(crashed.path(), JOURNAL_FILES[0]), 0, "replayed");
     }
 
+    /// A journal file is written over after a checkpoint released it: a crash while the next
+    /// checkpoint is still being written finds the new frame at the file's start, followed by
+    /// frames the first checkpoint covered (same sizes here, so a stale frame starts exactly
+    /// where the new one ends), and loses nothing.
+    #[test]
+    fn a_file_written_over_after_release_loses_nothing_in_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, flushes) = behind_writer(dir.path());
+        append(&mut w, "m1").unwrap();
+        append(&mut w, "m2").unwrap();
+        w.checkpoint();
+        w.settle_retired(true).unwrap();
+        assert_eq!(file_len(dir.path(), JOURNAL_FILES[0]), 0, "released");
+        append(&mut w, "m3").unwrap();
+        let gate = flushes.gate();
+        let held = gate.lock().unwrap();
+        w.checkpoint();
+        append(&mut w, "m4").unwrap();
+        assert!(
+            file_len(dir.path(), JOURNAL_FILES[0]) > 0,
+            "m4 written over the first file"
+        );
+
+        let crashed = tempfile::tempdir().unwrap();
+        for name in std::iter::once(DATABASE_FILE).chain(JOURNAL_FILES) {
+            std::fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
+        }
+        drop(held);
+        drop(w);
+
+        let (mut reopened, _) = behind_writer(crashed.path());
+        assert_eq!(read_new(&mut reopened), ["m1", "m2", "m3", "m4"]);
+    }
+
     /// A checkpoint whose writing fails (a failing disk) loses nothing that was answered: the
     /// store stops trusting the database file (operations fail until a restart), the journal
     /// file the checkpoint left is kept, and the next start replays both files.
