@@ -130,13 +130,14 @@ impl Client {
 
     /// Calls `method` and waits for its result. `Value::Null` params are left out of the request.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.call_text(id, request_text(Some(id), method, params))
+        self.call_text(|id| request_text(Some(id), method, params))
             .await
     }
 
-    /// Sends `text`, a request serialised with id `id`, and waits for its response.
-    async fn call_text(&self, id: u64, text: String) -> Result<Value> {
+    /// Sends the request `text` writes for the next request id and waits for its response.
+    async fn call_text(&self, text: impl FnOnce(u64) -> String) -> Result<Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let text = text(id);
         let (reply, response) = oneshot::channel();
         let waiting = async {
             self.link.push(Outbound::Call { id, text, reply }).await?;
@@ -181,9 +182,8 @@ impl Client {
     pub async fn send_many(&self, messages: &[Outgoing]) -> Result<()> {
         // Serialised from the messages as they are: no `Value` built on the way (the load
         // generator shares the machine with the server it measures).
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let text = ServerRequest::new(Some(Id::from(id)), "msg.send", messages).to_text();
-        expect_ack(self.call_text(id, text).await?)
+        let text = |id: u64| ServerRequest::new(Some(Id::from(id)), "msg.send", messages).to_text();
+        expect_ack(self.call_text(text).await?)
     }
 
     /// The next `msg.recv` from the server; `None` once the connection is over and every

@@ -360,7 +360,7 @@ mod tests {
     }
 
     /// Bytes of valid frames in the journal file `name`.
-    fn file_len(dir: &std::path::Path, name: &str) -> u64 {
+    fn frames_in(dir: &std::path::Path, name: &str) -> u64 {
         journal::file_frames_len(&dir.join(name)).unwrap()
     }
 
@@ -383,26 +383,26 @@ mod tests {
         for name in std::iter::once(DATABASE_FILE).chain(JOURNAL_FILES) {
             std::fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
         }
-        assert!(file_len(dir.path(), JOURNAL_FILES[0]) > 0, "m1 kept");
+        assert!(frames_in(dir.path(), JOURNAL_FILES[0]) > 0, "m1 kept");
         assert!(
-            file_len(dir.path(), JOURNAL_FILES[1]) > 0,
+            frames_in(dir.path(), JOURNAL_FILES[1]) > 0,
             "m2 in the other file"
         );
 
         drop(held);
         w.settle_retired(true).unwrap();
         assert_eq!(
-            file_len(dir.path(), JOURNAL_FILES[0]),
+            frames_in(dir.path(), JOURNAL_FILES[0]),
             0,
             "released once on disk"
         );
-        assert!(file_len(dir.path(), JOURNAL_FILES[1]) > 0);
+        assert!(frames_in(dir.path(), JOURNAL_FILES[1]) > 0);
         assert_eq!(read_new(&mut w), ["m1", "m2"]);
         drop(w);
 
         let (mut reopened, _) = behind_writer(crashed.path());
         assert_eq!(read_new(&mut reopened), ["m1", "m2"]);
-        assert_eq!(file_len(crashed.path(), JOURNAL_FILES[0]), 0, "replayed");
+        assert_eq!(frames_in(crashed.path(), JOURNAL_FILES[0]), 0, "replayed");
     }
 
     /// A journal file is written over after a checkpoint released it: a crash while the next
@@ -417,14 +417,14 @@ mod tests {
         append(&mut w, "m2").unwrap();
         w.checkpoint();
         w.settle_retired(true).unwrap();
-        assert_eq!(file_len(dir.path(), JOURNAL_FILES[0]), 0, "released");
+        assert_eq!(frames_in(dir.path(), JOURNAL_FILES[0]), 0, "released");
         append(&mut w, "m3").unwrap();
         let gate = flushes.gate();
         let held = gate.lock().unwrap();
         w.checkpoint();
         append(&mut w, "m4").unwrap();
         assert!(
-            file_len(dir.path(), JOURNAL_FILES[0]) > 0,
+            frames_in(dir.path(), JOURNAL_FILES[0]) > 0,
             "m4 written over the first file"
         );
 
@@ -437,6 +437,26 @@ mod tests {
 
         let (mut reopened, _) = behind_writer(crashed.path());
         assert_eq!(read_new(&mut reopened), ["m1", "m2", "m3", "m4"]);
+    }
+
+    /// A shutdown whose last checkpoint cannot be written leaves the journal as it is (a clean
+    /// one empties it): the next start replays it.
+    #[test]
+    fn a_shutdown_whose_last_checkpoint_fails_keeps_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, flushes) = behind_writer(dir.path());
+        append(&mut w, "m1").unwrap();
+        flushes.fail_next();
+        let (senders, ops) = tokio::sync::mpsc::channel(1);
+        drop(senders);
+        w.run(ops);
+        assert!(
+            frames_in(dir.path(), JOURNAL_FILES[0]) > 0,
+            "m1's frame kept"
+        );
+
+        let (mut restarted, _) = behind_writer(dir.path());
+        assert_eq!(read_new(&mut restarted), ["m1"]);
     }
 
     /// A checkpoint whose writing fails (a failing disk) loses nothing that was answered: the
@@ -453,7 +473,7 @@ mod tests {
         assert!(flushes.wait_durable(batch).is_err(), "the write failed");
         assert!(w.settle_retired(false).is_err());
         assert!(
-            file_len(dir.path(), JOURNAL_FILES[0]) > 0,
+            frames_in(dir.path(), JOURNAL_FILES[0]) > 0,
             "m1's frame kept"
         );
 
@@ -463,7 +483,7 @@ mod tests {
         w.checkpoint();
         assert!(w.retired.is_some(), "no checkpoint counts as done");
         assert!(
-            file_len(dir.path(), JOURNAL_FILES[0]) > 0,
+            frames_in(dir.path(), JOURNAL_FILES[0]) > 0,
             "m1's frame still kept"
         );
         drop(w);
