@@ -10,9 +10,9 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use titan_protocol::UserId;
+use titan_protocol::{ClientCommand, UserId};
 use titan_store::{Appended, Delivered, Inbox};
 
 /// How often the dispatcher samples `titan_messages_in_flight` and `titan_inbox_depth`.
@@ -75,6 +75,11 @@ pub struct Families {
     /// `titan_rpc_requests_total{method,code}`: client requests answered, `code` = `ok` or the
     /// JSON-RPC error code.
     pub rpc_requests: IntCounterVec,
+    /// `rpc_requests{method, code="ok"}` for each of [`ClientCommand::METHODS`], looked up on
+    /// first use: a request answered with success (nearly all of them) then costs one atomic add
+    /// instead of hashing its labels under the family's lock (4 % of a session worker at
+    /// 50,000 msg/s). A series still appears only once a request of its method succeeds.
+    rpc_ok: [OnceLock<IntCounter>; ClientCommand::METHODS.len()],
     /// `titan_connections_closed_total{code}`: connections closed by the server, per close code.
     pub closes: IntCounterVec,
     /// `titan_slow_consumer_closes_total`: connections closed with 4003.
@@ -94,6 +99,19 @@ impl Deref for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Families {
+    /// Counts a successful answer to a request of method `ClientCommand::METHODS[method]`.
+    pub fn rpc_ok(&self, method: usize) {
+        let (Some(name), Some(slot)) =
+            (ClientCommand::METHODS.get(method), self.rpc_ok.get(method))
+        else {
+            return;
+        };
+        slot.get_or_init(|| self.rpc_requests.with_label_values(&[name, "ok"]))
+            .inc();
     }
 }
 
@@ -197,6 +215,7 @@ impl Metrics {
                 "JSON-RPC requests answered",
                 &["method", "code"],
             ),
+            rpc_ok: Default::default(),
             closes: counter_vec(
                 &registry,
                 "titan_connections_closed_total",
@@ -343,5 +362,31 @@ mod tests {
             .collect();
         assert!(names.contains(&"titan_messages_accepted_total".to_owned()));
         assert!(names.contains(&"titan_push_sends_total".to_owned()));
+    }
+
+    /// `rpc_ok` counts into the same series as the labelled family, and creates a series only
+    /// for a method that succeeded; an index off the list counts nothing.
+    #[test]
+    fn rpc_ok_counts_into_the_labelled_series() {
+        let m = Metrics::new();
+        let send = ClientCommand::METHODS
+            .iter()
+            .position(|name| *name == "msg.send")
+            .unwrap();
+        m.rpc_ok(send);
+        m.rpc_ok(send);
+        m.rpc_ok(ClientCommand::METHODS.len());
+        assert_eq!(
+            m.rpc_requests.with_label_values(&["msg.send", "ok"]).get(),
+            2
+        );
+        let series: usize = m
+            .registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "titan_rpc_requests_total")
+            .map(|f| f.get_metric().len())
+            .sum();
+        assert_eq!(series, 1);
     }
 }

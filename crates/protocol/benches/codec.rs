@@ -1,12 +1,13 @@
 //! Micro-benchmarks of the codec on the hot path: parsing a `msg.send` frame into a typed
-//! command, and writing a `msg.recv` request. `cargo bench -p titan-protocol`.
+//! command (the general path, and the fast path a signed-in session takes), and writing a
+//! `msg.recv` request. `cargo bench -p titan-protocol`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use titan_protocol::jsonrpc::{Frame, Incoming, ServerRequest, parse_frame};
-use titan_protocol::{ClientCommand, Id, Message, MessageId, UserId};
+use titan_protocol::{ClientCommand, Id, Message, MessageId, UserId, parse_send_request};
 
 /// A 100-byte body, the size the load benchmarks use.
 fn body() -> String {
@@ -49,9 +50,15 @@ fn codec(c: &mut Criterion) {
     c.bench_function("parse msg.send (1 message)", |b| {
         b.iter(|| parse_send(black_box(&one)))
     });
+    c.bench_function("parse msg.send (1 message, fast path)", |b| {
+        b.iter(|| parse_send_request(black_box(&one)).unwrap())
+    });
     let hundred = send_frame(100);
     c.bench_function("parse msg.send (100 messages)", |b| {
         b.iter(|| parse_send(black_box(&hundred)))
+    });
+    c.bench_function("parse msg.send (100 messages, fast path)", |b| {
+        b.iter(|| parse_send_request(black_box(&hundred)).unwrap())
     });
     let recv_one = messages(1);
     c.bench_function("write msg.recv (1 message)", |b| {

@@ -147,7 +147,7 @@ struct Members {
 /// The `jsonrpc` member: absent, `"2.0"`, or anything else. The fast path reads only a string
 /// here (borrowed when unescaped).
 #[derive(Default)]
-enum Version {
+pub(crate) enum Version {
     #[default]
     Absent,
     Two,

@@ -6,6 +6,8 @@
 //! - [`jsonrpc`]: JSON-RPC 2.0 envelopes: parsing a frame (single or batch) into [`Incoming`]
 //!   items, and writing responses and server requests.
 //! - [`command`]: the closed set of client methods with their typed params ([`ClientCommand`]).
+//! - [`send_request`]: the fast path of `msg.send`, read straight into its messages
+//!   ([`parse_send_request`]); anything unusual takes the general path.
 //! - [`error`]: the client-visible error code table ([`ErrorCode`], [`RpcError`]).
 //! - [`push`]: `push.register` / `push.unregister` params, [`PushPlatform`] and [`PushToken`].
 //! - [`close`]: the WebSocket close codes Titan uses and what a client should do on each.
@@ -20,6 +22,7 @@ pub mod ids;
 pub mod jsonrpc;
 pub mod message;
 pub mod push;
+pub mod send_request;
 
 pub use close::CloseCode;
 pub use command::{AuthGoogleParams, AuthJwtParams, ClientCommand, MAX_SEND_BATCH};
@@ -28,3 +31,4 @@ pub use ids::{DeviceId, IdError, MessageId, UserId};
 pub use jsonrpc::{Frame, Id, Incoming, Response};
 pub use message::{Message, MessageJson, OutgoingMessage};
 pub use push::{PushParams, PushPlatform, PushToken, PushTokenError};
+pub use send_request::parse_send_request;

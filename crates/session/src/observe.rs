@@ -2,7 +2,6 @@
 //! authentications by reason, closes by code. Labels only ever take values from fixed sets, never
 //! raw client input, so a client cannot grow the number of series.
 
-use prometheus::IntCounterVec;
 use titan_delivery::{ConnId, Metrics};
 use titan_protocol::{ClientCommand, CloseCode, Response};
 use tracing::Span;
@@ -11,37 +10,44 @@ use crate::auth::AuthError;
 use crate::google::SignInError;
 use crate::session::Outcome;
 
-/// The method as a label: its name when it is a method Titan serves, `unknown` otherwise.
-fn method_label(method: &str) -> &'static str {
-    ClientCommand::known_method(method).unwrap_or("unknown")
+/// The method as an index into [`ClientCommand::METHODS`], `None` when Titan does not serve it.
+fn method_index(method: &str) -> Option<usize> {
+    ClientCommand::METHODS.iter().position(|m| *m == method)
 }
 
-fn count(requests: &IntCounterVec, method: &str, response: Option<&Response>) {
+fn count(metrics: &Metrics, method: Option<usize>, response: Option<&Response>) {
     let error_code;
     let code = match response.map(|r| &r.outcome) {
         None => "notification",
-        Some(Ok(_)) => "ok",
+        Some(Ok(_)) => match method {
+            Some(method) => return metrics.rpc_ok(method),
+            None => "ok",
+        },
         Some(Err(e)) => {
             error_code = e.code.to_string();
             error_code.as_str()
         }
     };
-    requests.with_label_values(&[method, code]).inc();
+    let label = method
+        .and_then(|m| ClientCommand::METHODS.get(m))
+        .copied()
+        .unwrap_or("unknown");
+    metrics.rpc_requests.with_label_values(&[label, code]).inc();
 }
 
 /// Counts the request once its answer is known (now, or when a deferred answer resolves).
 pub(crate) fn request(metrics: &Metrics, method: &str, outcome: Outcome) -> Outcome {
-    let method = method_label(method);
+    let method = method_index(method);
     match outcome {
         Outcome::Now(response) => {
-            count(&metrics.rpc_requests, method, response.as_ref());
+            count(metrics, method, response.as_ref());
             Outcome::Now(response)
         }
         Outcome::Later(future) => {
-            let requests = metrics.rpc_requests.clone();
+            let metrics = metrics.clone();
             Outcome::Later(Box::pin(async move {
                 let response = future.await;
-                count(&requests, method, response.as_ref());
+                count(&metrics, method, response.as_ref());
                 response
             }))
         }

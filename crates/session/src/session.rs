@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use titan_delivery::{Acked, Attach, ConnId, Deliver, Detach, Dispatcher, Kick, Metrics, Router};
 use titan_protocol::jsonrpc::{ServerRequest, batch_to_text, parse_frame};
+use titan_protocol::parse_send_request;
 use titan_protocol::{
     ClientCommand, CloseCode, DeviceId, ErrorCode, Frame, Id, Incoming, PushParams, Response,
     RpcError, UserId,

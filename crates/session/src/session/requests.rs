@@ -9,21 +9,40 @@ use titan_delivery::resume::run_then;
 
 impl Session {
     pub(super) fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let (items, batch) = match parse_frame(text, self.deps.config.max_batch) {
-            Err(error) => {
-                self.send_responses(vec![Response::error(Id::Null, error)], false, ctx);
-                return;
-            }
-            Ok(Frame::Single(item)) => (vec![item], false),
-            Ok(Frame::Batch(items)) => (items, true),
-        };
         let mut now = Vec::new();
         let mut later = Vec::new();
-        for item in items {
-            match self.on_item(item, ctx) {
-                Outcome::Now(Some(r)) => now.push(r),
-                Outcome::Now(None) => {}
-                Outcome::Later(f) => later.push(f),
+        let mut batch = false;
+        let mut take = |outcome| match outcome {
+            Outcome::Now(Some(r)) => now.push(r),
+            Outcome::Now(None) => {}
+            Outcome::Later(f) => later.push(f),
+        };
+        // An ordinary msg.send of a signed-in session (nearly every frame under load) is read
+        // straight into its messages; anything else, or anything unusual, the general way.
+        if let Some((id, messages)) = self
+            .identity
+            .as_ref()
+            .and_then(|_| parse_send_request(text))
+        {
+            let outcome = match self.admit() {
+                Err(error) => Outcome::Now(Some(Response::error(id, error))),
+                Ok(()) => self.execute(ClientCommand::MsgSend(messages), Some(id), ctx),
+            };
+            take(observe::request(&self.deps.metrics, "msg.send", outcome));
+        } else {
+            let items = match parse_frame(text, self.deps.config.max_batch) {
+                Err(error) => {
+                    self.send_responses(vec![Response::error(Id::Null, error)], false, ctx);
+                    return;
+                }
+                Ok(Frame::Single(item)) => vec![item],
+                Ok(Frame::Batch(items)) => {
+                    batch = true;
+                    items
+                }
+            };
+            for item in items {
+                take(self.on_item(item, ctx));
             }
         }
         if later.is_empty() {
