@@ -11,7 +11,11 @@ use titan_server::config::LogFormat;
 
 /// mimalloc instead of glibc malloc: alternated A/B runs of the final build gave 12–27 % more
 /// messages per second at p2p max load and 10–13 % less server CPU per message, while idle memory
-/// per connection stayed under the 8 KiB target (docs/benchmarks.md, fifth set).
+/// per connection stayed under the 8 KiB target (docs/benchmarks.md, fifth set). Built with its
+/// `no_thp` feature (Cargo.toml): mimalloc otherwise asks for transparent huge pages, and each
+/// fresh 2 MiB page the store's writer touched was zeroed by the kernel in the middle of a
+/// checkpoint, stretching the writer's pauses (twelfth set: p99 at 10,000 msg/s 7.2–10.9 ms with
+/// them, 4.5–5.0 without).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
