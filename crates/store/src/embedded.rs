@@ -237,7 +237,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     tables::migrate_device_tables(&txn)?;
-    drop(Tables::open(&txn)?);
+    Tables::create(&txn)?;
     users::create_tables(&txn)?;
     txn.commit()?;
     Ok(())

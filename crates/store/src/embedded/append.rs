@@ -118,6 +118,7 @@ pub(super) fn append(
                     seq: head.next_seq,
                 };
                 t.inbox
+                    .table()?
                     .insert((to, position.seq), (position.ms, body.as_slice()))?;
                 *head = Head {
                     next_seq: position.seq + 1,
@@ -132,6 +133,7 @@ pub(super) fn append(
                 });
                 if let Some(c) = &client {
                     t.client_ids
+                        .table()?
                         .insert((c.from, to, c.client_id), (c.message_id, c.created_ms))?;
                 }
                 redo.stored(to, position.seq, position.ms, &body, client);
@@ -145,11 +147,11 @@ pub(super) fn append(
 /// The message id stored under this (sender, recipient, client id), unless the key has expired (an
 /// expired key not trimmed yet counts as absent, so behaviour does not depend on trim timing).
 fn live_client_id(
-    t: &Tables<'_>,
+    t: &mut Tables<'_>,
     key: (&str, &str, &str),
     cutoff: u64,
 ) -> Result<Option<Result<MessageId, StoreError>>, StorageError> {
-    let Some(guard) = t.client_ids.get(key)? else {
+    let Some(guard) = t.client_ids.table()?.get(key)? else {
         return Ok(None);
     };
     let (id, created_ms) = guard.value();
@@ -174,6 +176,7 @@ pub(super) fn trim(
     t.write_back()?;
     let users = t
         .heads
+        .table()?
         .iter()?
         .map(|entry| entry.map(|(user, _)| user.value().to_owned()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -181,7 +184,7 @@ pub(super) fn trim(
     for user in &users {
         let user = user.as_str();
         let mut expired = Vec::new();
-        for entry in t.inbox.range((user, 0)..=(user, u64::MAX))? {
+        for entry in t.inbox.table()?.range((user, 0)..=(user, u64::MAX))? {
             let (key, value) = entry?;
             // `ms` never decreases along the inbox, so the expired messages are a prefix.
             if value.value().0 >= cutoff {
@@ -193,7 +196,7 @@ pub(super) fn trim(
             continue;
         };
         for seq in &expired {
-            t.inbox.remove((user, *seq))?;
+            t.inbox.table()?.remove((user, *seq))?;
         }
         dropped += expired.len() as u64;
         for (device, mut state) in t.devices_of(user)? {
@@ -205,6 +208,7 @@ pub(super) fn trim(
         }
     }
     t.client_ids
+        .table()?
         .retain(|_, (_, created_ms)| created_ms >= cutoff)?;
     Ok(dropped)
 }

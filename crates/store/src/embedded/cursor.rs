@@ -39,7 +39,12 @@ pub(super) fn read_new(
     let mut delivered = Vec::new();
     if limit > 0 {
         let from = state.cursor.saturating_add(1);
-        for entry in t.inbox.range((user, from)..=(user, u64::MAX))?.take(limit) {
+        for entry in t
+            .inbox
+            .table()?
+            .range((user, from)..=(user, u64::MAX))?
+            .take(limit)
+        {
             let (key, value) = entry?;
             let (ms, body) = value.value();
             let message = match stored_message(body) {
@@ -96,7 +101,7 @@ pub(super) fn claim_pending(
                 kept.push(*p);
                 continue;
             }
-            let Some(stored) = t.inbox.get((user, p.seq))? else {
+            let Some(stored) = t.inbox.table()?.get((user, p.seq))? else {
                 // The message is gone (trimmed): so is its pending entry.
                 changed = true;
                 continue;

@@ -409,7 +409,7 @@ pub(super) fn recover(db: &Database, dir: &Path) -> Result<Journal, StoreError> 
     } else {
         let mut messages = 0;
         {
-            let mut t = Tables::open(&txn).map_err(|e| failed(e.into()))?;
+            let mut t = Tables::open(&txn);
             for payload in &pending.payloads {
                 messages += replay(&mut t, payload).map_err(|e| StoreError::Corrupt {
                     reason: format!("journal replay: {e}"),

@@ -112,28 +112,31 @@ fn register(
 ) -> Result<(), StorageError> {
     let (platform, token) = (platform.as_str(), token.as_str());
     // The device's previous token no longer points here.
-    let previous = t.push_devices.get((user, device))?.map(|g| {
+    let previous = t.push_devices.table()?.get((user, device))?.map(|g| {
         let (p, tok, _) = g.value();
         (p.to_owned(), tok.to_owned())
     });
     if let Some((p, tok)) = previous
         && (p != platform || tok != token)
     {
-        t.push_owners.remove((p.as_str(), tok.as_str()))?;
+        t.push_owners.table()?.remove((p.as_str(), tok.as_str()))?;
     }
     // The token's previous holder loses it.
-    let holder = t.push_owners.get((platform, token))?.map(|g| {
+    let holder = t.push_owners.table()?.get((platform, token))?.map(|g| {
         let (u, d) = g.value();
         (u.to_owned(), d.to_owned())
     });
     if let Some((u, d)) = holder
         && (u != user || d != device)
     {
-        t.push_devices.remove((u.as_str(), d.as_str()))?;
+        t.push_devices.table()?.remove((u.as_str(), d.as_str()))?;
     }
     t.push_devices
+        .table()?
         .insert((user, device), (platform, token, at_ms))?;
-    t.push_owners.insert((platform, token), (user, device))?;
+    t.push_owners
+        .table()?
+        .insert((platform, token), (user, device))?;
     Ok(())
 }
 
@@ -144,27 +147,33 @@ fn remove(
     token: &PushToken,
     before_ms: Option<u64>,
 ) -> Result<bool, StorageError> {
-    let matches = t.push_devices.get((user, device))?.is_some_and(|g| {
-        let (p, tok, registered_ms) = g.value();
-        p == platform.as_str()
-            && tok == token.as_str()
-            && before_ms.is_none_or(|before| registered_ms < before)
-    });
+    let matches = t
+        .push_devices
+        .table()?
+        .get((user, device))?
+        .is_some_and(|g| {
+            let (p, tok, registered_ms) = g.value();
+            p == platform.as_str()
+                && tok == token.as_str()
+                && before_ms.is_none_or(|before| registered_ms < before)
+        });
     if !matches {
         return Ok(false);
     }
-    t.push_devices.remove((user, device))?;
-    t.push_owners.remove((platform.as_str(), token.as_str()))?;
+    t.push_devices.table()?.remove((user, device))?;
+    t.push_owners
+        .table()?
+        .remove((platform.as_str(), token.as_str()))?;
     Ok(true)
 }
 
 fn devices(
-    t: &Tables<'_>,
+    t: &mut Tables<'_>,
     user: &str,
 ) -> Result<Result<Vec<DevicePush>, StoreError>, StorageError> {
     let mut out = Vec::new();
     // ("user", "") is the smallest key of this user: tuples compare element by element.
-    for entry in t.push_devices.range((user, "")..)? {
+    for entry in t.push_devices.table()?.range((user, "")..)? {
         let (key, value) = entry?;
         let (owner, device) = key.value();
         if owner != user {

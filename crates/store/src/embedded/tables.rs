@@ -5,12 +5,15 @@
 //! pending set) are fixed tuples or fixed-width records rather than serde blobs: only the
 //! message body is JSON, and only delivery decodes it.
 
-use redb::{ReadableTable, StorageError, Table, TableDefinition, TableHandle, WriteTransaction};
+use redb::{ReadableTable, StorageError, TableDefinition, TableHandle, WriteTransaction};
 use std::time::{SystemTime, UNIX_EPOCH};
 use titan_protocol::MessageJson;
 
 use super::states::{InboxState, InboxStates};
+
+mod lazy;
 use crate::error::StoreError;
+pub(super) use lazy::Lazy;
 
 /// `(user, seq) -> (ms, message JSON)`: each user's inbox. `seq` counts from 1 per inbox and is
 /// never reused; `ms` is the acceptance time, never decreasing along `seq`, so trimming by age
@@ -45,14 +48,15 @@ pub(super) const LEGACY_PENDING: TableDefinition<(&str, &str, u64), (u64, u64)> 
 pub(super) const CLIENT_IDS: TableDefinition<(&str, &str, &str), (&str, u64)> =
     TableDefinition::new("client_ids_per_recipient");
 
-/// Every table, opened once per write transaction and shared by all operations of the batch.
+/// Every table of a write transaction, shared by all operations of the batch. Each is opened
+/// the first time an operation of the batch uses it ([`Lazy`]).
 pub(super) struct Tables<'t> {
-    pub inbox: Table<'t, (&'static str, u64), (u64, &'static [u8])>,
-    pub heads: Table<'t, &'static str, (u64, u64)>,
-    pub devices: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub client_ids: Table<'t, (&'static str, &'static str, &'static str), (&'static str, u64)>,
-    pub push_devices: Table<'t, (&'static str, &'static str), (&'static str, &'static str, u64)>,
-    pub push_owners: Table<'t, (&'static str, &'static str), (&'static str, &'static str)>,
+    pub inbox: Lazy<'t, (&'static str, u64), (u64, &'static [u8])>,
+    pub heads: Lazy<'t, &'static str, (u64, u64)>,
+    pub devices: Lazy<'t, (&'static str, &'static str), &'static [u8]>,
+    pub client_ids: Lazy<'t, (&'static str, &'static str, &'static str), (&'static str, u64)>,
+    pub push_devices: Lazy<'t, (&'static str, &'static str), (&'static str, &'static str, u64)>,
+    pub push_owners: Lazy<'t, (&'static str, &'static str), (&'static str, &'static str)>,
     /// The heads and device records of the inboxes operations touched, ahead of `heads` and
     /// `devices` (see `states`): read and changed only through the methods below, and written
     /// to the tables by [`Self::write_back`]. The writer keeps it between transactions.
@@ -140,17 +144,29 @@ impl Device {
 }
 
 impl<'t> Tables<'t> {
-    /// Opens (creating on first use) every table in `txn`.
-    pub fn open(txn: &'t WriteTransaction) -> Result<Self, redb::TableError> {
-        Ok(Self {
-            inbox: txn.open_table(INBOX)?,
-            heads: txn.open_table(HEADS)?,
-            devices: txn.open_table(DEVICE_STATE)?,
-            client_ids: txn.open_table(CLIENT_IDS)?,
-            push_devices: txn.open_table(super::push_tokens::PUSH_DEVICES)?,
-            push_owners: txn.open_table(super::push_tokens::PUSH_OWNERS)?,
+    /// The tables of `txn`, each opened when an operation first uses it.
+    pub fn open(txn: &'t WriteTransaction) -> Self {
+        Self {
+            inbox: Lazy::new(txn, INBOX),
+            heads: Lazy::new(txn, HEADS),
+            devices: Lazy::new(txn, DEVICE_STATE),
+            client_ids: Lazy::new(txn, CLIENT_IDS),
+            push_devices: Lazy::new(txn, super::push_tokens::PUSH_DEVICES),
+            push_owners: Lazy::new(txn, super::push_tokens::PUSH_OWNERS),
             states: InboxStates::default(),
-        })
+        }
+    }
+
+    /// Creates every table in `txn` (a new file), so the file holds them all from the start.
+    pub fn create(txn: &'t WriteTransaction) -> Result<(), StorageError> {
+        let mut t = Self::open(txn);
+        t.inbox.table()?;
+        t.heads.table()?;
+        t.devices.table()?;
+        t.client_ids.table()?;
+        t.push_devices.table()?;
+        t.push_owners.table()?;
+        Ok(())
     }
 
     /// `user`'s inbox state, loaded from the tables the first time.
@@ -164,8 +180,8 @@ impl<'t> Tables<'t> {
             .ok_or_else(|| StorageError::Corrupted(format!("inbox state of {user} not kept")))
     }
 
-    fn stored_head(&self, user: &str) -> Result<Head, StorageError> {
-        Ok(match self.heads.get(user)? {
+    fn stored_head(&mut self, user: &str) -> Result<Head, StorageError> {
+        Ok(match self.heads.table()?.get(user)? {
             Some(guard) => {
                 let (next_seq, last_ms) = guard.value();
                 Head { next_seq, last_ms }
@@ -175,10 +191,10 @@ impl<'t> Tables<'t> {
     }
 
     /// Every device record of `user` in the table, in device-id order.
-    fn stored_devices(&self, user: &str) -> Result<Vec<(String, Device)>, StorageError> {
+    fn stored_devices(&mut self, user: &str) -> Result<Vec<(String, Device)>, StorageError> {
         let mut out = Vec::new();
         // ("user", "") is the smallest key of this user: tuples compare element by element.
-        for entry in self.devices.range((user, "")..)? {
+        for entry in self.devices.table()?.range((user, "")..)? {
             let (key, value) = entry?;
             let (owner, device) = key.value();
             if owner != user {
@@ -217,7 +233,7 @@ impl<'t> Tables<'t> {
     /// Writes the changed inbox states to the tables. Before a commit (a checkpoint), and before
     /// anything reads the head or device tables directly.
     pub fn write_back(&mut self) -> Result<(), StorageError> {
-        let (heads, devices) = (&mut self.heads, &mut self.devices);
+        let (heads, devices) = (self.heads.table()?, self.devices.table()?);
         self.states.write_back(|user, state| {
             heads.insert(user, (state.head.next_seq, state.head.last_ms))?;
             for (device, record) in &state.devices {
@@ -252,8 +268,8 @@ impl<'t> Tables<'t> {
 
     /// First and last retained seq of `user`'s inbox, `None` when it is empty. Retained seqs are
     /// contiguous because trimming only removes a prefix.
-    pub fn retained(&self, user: &str) -> Result<Option<(u64, u64)>, StorageError> {
-        let mut range = self.inbox.range((user, 0)..=(user, u64::MAX))?;
+    pub fn retained(&mut self, user: &str) -> Result<Option<(u64, u64)>, StorageError> {
+        let mut range = self.inbox.table()?.range((user, 0)..=(user, u64::MAX))?;
         let Some(first) = range.next() else {
             return Ok(None);
         };

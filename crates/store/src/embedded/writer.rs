@@ -279,23 +279,21 @@ impl Writer {
         redo.clear();
         let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
         let mut ops = batch.into_iter();
-        let failure = match Tables::open(&txn) {
-            Err(e) => Some(e.to_string()),
-            Ok(mut tables) => {
-                tables.states = std::mem::take(&mut self.states);
-                let mut failure = None;
-                for op in ops.by_ref() {
-                    match self.apply(&txn, &mut tables, op, now_ms, &mut redo) {
-                        Ok(answer) => answers.push(answer),
-                        Err(e) => {
-                            failure = Some(e.to_string());
-                            break;
-                        }
+        let failure = {
+            let mut tables = Tables::open(&txn);
+            tables.states = std::mem::take(&mut self.states);
+            let mut failure = None;
+            for op in ops.by_ref() {
+                match self.apply(&txn, &mut tables, op, now_ms, &mut redo) {
+                    Ok(answer) => answers.push(answer),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
                     }
                 }
-                self.states = std::mem::take(&mut tables.states);
-                failure
             }
+            self.states = std::mem::take(&mut tables.states);
+            failure
         };
         let mut wrote = None;
         let finished = match failure {

@@ -105,7 +105,7 @@ pub(in crate::embedded) fn replay(t: &mut Tables<'_>, payload: &[u8]) -> Result<
         let seq = r.u64()?;
         let ms = r.u64()?;
         let body = r.bytes()?;
-        t.inbox.insert((to, seq), (ms, body))?;
+        t.inbox.table()?.insert((to, seq), (ms, body))?;
         let head = t.head(to)?;
         if head.next_seq <= seq {
             t.set_head(
@@ -122,6 +122,7 @@ pub(in crate::embedded) fn replay(t: &mut Tables<'_>, payload: &[u8]) -> Result<
             let message_id = r.str()?;
             let created_ms = r.u64()?;
             t.client_ids
+                .table()?
                 .insert((from, to, client_id), (message_id, created_ms))?;
         }
     }

@@ -124,7 +124,7 @@ impl Writer {
     /// every journal frame so far.
     pub(super) fn commit_durably(&mut self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
         {
-            let mut tables = Tables::open(&txn)?;
+            let mut tables = Tables::open(&txn);
             tables.states = std::mem::take(&mut self.states);
             let written = tables.write_back();
             self.states = std::mem::take(&mut tables.states);
