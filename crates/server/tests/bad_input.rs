@@ -410,6 +410,54 @@ async fn request_flood_is_rate_limited() {
     assert_still_serves(&server).await;
 }
 
+/// The same for `msg.send`, which a signed-in session reads by a fast path of its own (fails if
+/// that path skips the rate limit): the excess gets -32004, every request is answered, and the
+/// messages acknowledged, and only those, reach the recipient.
+#[tokio::test]
+async fn send_flood_is_rate_limited() {
+    let server = TestServer::start_with(|c| {
+        c.limits.requests_per_second = 5;
+        c.limits.request_burst = 5;
+    });
+    let bob = server.client("bob", None).await;
+    let mut raw = authed(&server, "alice").await;
+    let total = 50;
+    for i in 0..total {
+        let message = format!("m{i}");
+        raw.send_text(
+            json!({"jsonrpc": "2.0", "method": "msg.send", "params": [{"to": "bob", "message": message}], "id": i})
+                .to_string(),
+        )
+        .await
+        .unwrap();
+    }
+    let (mut acked, mut limited) = (std::collections::BTreeSet::new(), 0);
+    for _ in 0..total {
+        let r = json_frame(&mut raw).await;
+        let id = r["id"].as_u64().unwrap_or_else(|| panic!("{r}"));
+        if r.get("result").is_some() {
+            assert_eq!(r["result"], "ACK", "{r}");
+            assert!(acked.insert(format!("m{id}")), "answered twice: {r}");
+        } else {
+            assert_eq!(r["error"]["code"], -32004, "{r}");
+            limited += 1;
+        }
+    }
+    assert_eq!(acked.len() + limited, total);
+    assert!(
+        !acked.is_empty() && limited > 0,
+        "{acked:?}, {limited} limited"
+    );
+    let mut received = std::collections::BTreeSet::new();
+    while received.len() < acked.len() {
+        for m in next(&bob).await.messages {
+            assert!(received.insert(m.message.clone()), "received twice: {m:?}");
+        }
+    }
+    assert_eq!(received, acked);
+    assert_still_serves(&server).await;
+}
+
 /// `limits.max_auth_failures` failed attempts: each gets -32002, the last one's error arrives,
 /// then close 4005.
 #[tokio::test]
