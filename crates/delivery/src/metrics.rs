@@ -369,10 +369,7 @@ mod tests {
     #[test]
     fn rpc_ok_counts_into_the_labelled_series() {
         let m = Metrics::new();
-        let send = ClientCommand::METHODS
-            .iter()
-            .position(|name| *name == "msg.send")
-            .unwrap();
+        let send = ClientCommand::method_index("msg.send").unwrap();
         m.rpc_ok(send);
         m.rpc_ok(send);
         m.rpc_ok(ClientCommand::METHODS.len());

@@ -85,10 +85,10 @@ impl ClientCommand {
         "push.unregister",
     ];
 
-    /// The method as it appears in [`Self::METHODS`] (a `'static` name for labels), or `None`
-    /// when Titan does not serve it.
-    pub fn known_method(method: &str) -> Option<&'static str> {
-        Self::METHODS.into_iter().find(|m| *m == method)
+    /// Where the method is in [`Self::METHODS`] (an index for per-method counters, whose
+    /// `'static` name labels them), or `None` when Titan does not serve it.
+    pub fn method_index(method: &str) -> Option<usize> {
+        Self::METHODS.iter().position(|m| *m == method)
     }
 
     /// Methods served before the connection is authenticated (`auth.refresh` answers
@@ -165,11 +165,12 @@ mod tests {
                 Err(e) if e.kind() == Some(ErrorCode::MethodNotFound)
             );
             assert!(!unknown, "{method}");
-            assert_eq!(ClientCommand::known_method(method), Some(method));
+            let index = ClientCommand::method_index(method);
+            assert_eq!(index.map(|i| ClientCommand::METHODS[i]), Some(method));
         }
         for method in ["msg.recv", "auth", "Echo", ""] {
             assert!(ClientCommand::parse(method, None).is_err());
-            assert_eq!(ClientCommand::known_method(method), None);
+            assert_eq!(ClientCommand::method_index(method), None);
         }
     }
 

@@ -23,6 +23,11 @@ use crate::message::OutgoingMessage;
 /// The id and messages of `text` when it is one ordinary `msg.send` request; `None` otherwise
 /// (see the module docs).
 pub fn parse_send_request(text: &str) -> Option<(Id, Vec<OutgoingMessage>)> {
+    // The other frames a busy session reads are mostly acks (`{"result": ...}`): a scan for
+    // the method name turns them away before any parsing (an escaped name goes the general way).
+    if !text.contains("\"msg.send\"") {
+        return None;
+    }
     let frame: SendFrame<'_> = serde_json::from_str(text).ok()?;
     if frame.method != "msg.send" || matches!(frame.jsonrpc, Version::Other) {
         return None;
@@ -133,7 +138,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"msg.send","params":[{"to":"bob","message":"hi"}],"id":7}"#,
             r#"{"id":"a","method":"msg.send","params":{"to":"bob","message":"hi","id":"c1"}}"#,
             r#"{"method":"msg.send","id":1,"params":[{"to":"bob","message":"a\"b\\u00e9"},{"to":"carol","message":"","id":null,"from":"x"}],"extra":{"n":[1]}}"#,
-            r#"{"method":"msg\u002esend","id":1.5,"params":[{"message":"m","to":"bob"}]}"#,
+            r#"{"method":"msg.send","id":1.5,"params":[{"message":"m","to":"bob"}]}"#,
             r#" {"method":"msg.send","id":-3,"params":[{"to":"bob","message":"hi"}]} "#,
         ] {
             let fast = parse_send_request(text);
@@ -156,7 +161,10 @@ mod tests {
             vec![r#"{"to":"bob","message":"x"}"#; MAX_SEND_BATCH + 1].join(",")
         );
         for text in [
-            // Not msg.send, or not a single request.
+            // Not msg.send, or not a single request; a response (an ack); an escaped name.
+            r#"{"jsonrpc":"2.0","result":"ACK","id":3}"#,
+            r#"{"jsonrpc":"2.0","result":"msg.send","id":3,"method":"x"}"#,
+            r#"{"method":"msg\u002esend","id":1,"params":[{"to":"bob","message":"hi"}]}"#,
             r#"{"method":"echo","id":1,"params":[{"to":"bob","message":"hi"}]}"#,
             r#"[{"method":"msg.send","id":1,"params":[{"to":"bob","message":"hi"}]}]"#,
             r#"{"method":"msg.send","params":[{"to":"bob","message":"hi"}]}"#,

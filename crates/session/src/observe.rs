@@ -10,11 +10,6 @@ use crate::auth::AuthError;
 use crate::google::SignInError;
 use crate::session::Outcome;
 
-/// The method as an index into [`ClientCommand::METHODS`], `None` when Titan does not serve it.
-fn method_index(method: &str) -> Option<usize> {
-    ClientCommand::METHODS.iter().position(|m| *m == method)
-}
-
 fn count(metrics: &Metrics, method: Option<usize>, response: Option<&Response>) {
     let error_code;
     let code = match response.map(|r| &r.outcome) {
@@ -37,7 +32,7 @@ fn count(metrics: &Metrics, method: Option<usize>, response: Option<&Response>) 
 
 /// Counts the request once its answer is known (now, or when a deferred answer resolves).
 pub(crate) fn request(metrics: &Metrics, method: &str, outcome: Outcome) -> Outcome {
-    let method = method_index(method);
+    let method = ClientCommand::method_index(method);
     match outcome {
         Outcome::Now(response) => {
             count(metrics, method, response.as_ref());

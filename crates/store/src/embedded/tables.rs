@@ -10,9 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use titan_protocol::MessageJson;
 
 use super::states::{InboxState, InboxStates};
+use crate::error::StoreError;
 
 mod lazy;
-use crate::error::StoreError;
 pub(super) use lazy::Lazy;
 
 /// `(user, seq) -> (ms, message JSON)`: each user's inbox. `seq` counts from 1 per inbox and is
