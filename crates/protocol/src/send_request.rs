@@ -72,8 +72,11 @@ impl<'de> Visitor<'de> for ParamsVisitor {
         f.write_str("a message object or an array of them")
     }
 
+    /// A lone message object, read as each element of an array is.
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SendParams, A::Error> {
-        OutgoingMessage::deserialize(MapAccessDeserializer::new(map)).map(|m| SendParams(vec![m]))
+        ObjectVisitor
+            .visit_map(map)
+            .map(|ObjectOnly(message)| SendParams(vec![message]))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SendParams, A::Error> {

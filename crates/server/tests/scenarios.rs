@@ -99,6 +99,24 @@ async fn echo_with_token_in_params() {
     assert_eq!(c2.echo(bad).await.unwrap_err().rpc_code(), Some(-32002));
 }
 
+/// An old client's `msg.send` with the token among its params (a lone message object, as the Go
+/// clients sent it) authenticates first and is stored: a signed-out session never takes the
+/// fast path of `msg.send`, which knows nothing of tokens (fails if it does).
+#[tokio::test]
+async fn send_with_token_in_params() {
+    let server = TestServer::start();
+    let bob = server.client("bob", None).await;
+    let old = Client::connect(&server.url).await.unwrap();
+    let params =
+        json!({"to": "bob", "message": "from an old client", "token": server.token("alice")});
+    assert_eq!(old.call("msg.send", params).await.unwrap(), json!("ACK"));
+    let m = &next(&bob).await.messages[0];
+    assert_eq!(
+        (m.from.as_str(), m.message.as_str()),
+        ("alice", "from an old client")
+    );
+}
+
 /// Two online users send to each other; each gets the other's message with server-set fields.
 #[tokio::test]
 async fn online_send_both_ways() {
