@@ -6,7 +6,7 @@ use crate::body::{self, Clock, Stamp};
 use crate::connect::{self, Login};
 use crate::error::BenchError;
 use crate::latency::{Latencies, LatencySummary};
-use crate::resources::{CpuReport, CpuSample};
+use crate::resources::{CpuReport, CpuSample, Watched};
 use crate::tokens::TokenSource;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -40,7 +40,8 @@ pub struct FanoutOptions {
     /// Messages per `msg.send` in users mode (at most the server's batch limit, 100).
     pub batch: usize,
     pub drain: Duration,
-    pub server_pid: Option<u32>,
+    /// The server (and a store process serving it), for their CPU time.
+    pub processes: Watched,
     pub connect_concurrency: usize,
 }
 
@@ -148,7 +149,7 @@ pub async fn run(
         .collect();
 
     let start = Instant::now();
-    let cpu_from = CpuSample::take(options.server_pid);
+    let cpu_from = CpuSample::take(options.processes);
     let acked = send_rounds(&sender, &chunks, options, clock).await;
     let expected: u64 = (0..fan)
         .map(|j| acked.iter().filter(|round| round[chunk_of(j)]).count() as u64)
@@ -157,7 +158,7 @@ pub async fn run(
     while received_total.load(Ordering::Acquire) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu_to = CpuSample::take(options.server_pid);
+    let cpu_to = CpuSample::take(options.processes);
     let _ = stop.send(true);
     let mut outcomes = Vec::with_capacity(receiving.len());
     for task in receiving {

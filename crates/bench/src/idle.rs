@@ -4,7 +4,7 @@
 
 use crate::connect::{self, Login};
 use crate::error::BenchError;
-use crate::resources::{self, CpuReport, CpuSample};
+use crate::resources::{self, CpuReport, CpuSample, Watched};
 use crate::tokens::TokenSource;
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,7 +19,8 @@ pub struct IdleOptions {
     pub hold: Duration,
     /// How many 127.0.0.x source addresses to spread over (1..=254).
     pub sources: u8,
-    pub server_pid: Option<u32>,
+    /// The server (and a store process serving it), for their CPU time.
+    pub processes: Watched,
     pub connect_concurrency: usize,
 }
 
@@ -61,7 +62,7 @@ pub async fn run(options: &IdleOptions, tokens: &TokenSource) -> Result<IdleRepo
         return Err(BenchError::Options("--sources must be 1..=254".into()));
     }
     let rss = |pid: Option<u32>| pid.and_then(|p| resources::process_rss_bytes(p).ok());
-    let rss_before = rss(options.server_pid);
+    let rss_before = rss(options.processes.server);
     let run = connect::run_id();
     let logins: Vec<Login> = (0..options.conns)
         .map(|i| Login {
@@ -96,11 +97,11 @@ pub async fn run(options: &IdleOptions, tokens: &TokenSource) -> Result<IdleRepo
             }
         }
     }
-    let rss_connected = rss(options.server_pid);
-    let cpu_from = CpuSample::take(options.server_pid);
+    let rss_connected = rss(options.processes.server);
+    let cpu_from = CpuSample::take(options.processes);
     tokio::time::sleep(options.hold).await;
-    let cpu_to = CpuSample::take(options.server_pid);
-    let rss_after_hold = rss(options.server_pid);
+    let cpu_to = CpuSample::take(options.processes);
+    let rss_after_hold = rss(options.processes.server);
     let open_after_hold = clients.iter().filter(|c| !c.is_closed()).count();
     let connected = clients.len();
     let rss_per_conn_bytes = rss_after_hold
@@ -116,7 +117,7 @@ pub async fn run(options: &IdleOptions, tokens: &TokenSource) -> Result<IdleRepo
         open_after_hold,
         connect_s,
         hold_s: options.hold.as_secs_f64(),
-        server_nofile: options.server_pid.and_then(resources::process_nofile),
+        server_nofile: options.processes.server.and_then(resources::process_nofile),
         rss_before,
         rss_connected,
         rss_after_hold,

@@ -10,7 +10,7 @@ use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
 use titan_bench::idle::{self, IdleOptions};
 use titan_bench::machine::{self, MachineOptions};
 use titan_bench::p2p::{self, P2pOptions, Rate};
-use titan_bench::resources::{self, NofileLimit};
+use titan_bench::resources::{self, NofileLimit, Watched};
 use titan_bench::storm::{self, StormOptions};
 
 /// The load generator shares the machine with the server it measures, so it takes the same
@@ -44,6 +44,10 @@ struct Cli {
     /// The server's process id: its CPU time and memory are reported.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// A store process the server uses on this machine (`redis-server`): its CPU time is
+    /// reported beside the server's instead of as other processes' noise.
+    #[arg(long, global = true)]
+    store_pid: Option<u32>,
     /// WebSocket handshakes in progress at once.
     #[arg(long, global = true, default_value_t = 256)]
     connect_concurrency: usize,
@@ -180,7 +184,10 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let pid = cli.server_pid;
+    let processes = Watched {
+        server: cli.server_pid,
+        store: cli.store_pid,
+    };
     let concurrency = cli.connect_concurrency;
     let output = cli.output(nofile);
     runtime.block_on(async {
@@ -210,7 +217,7 @@ fn run() -> anyhow::Result<()> {
                     duration,
                     warmup,
                     drain,
-                    server_pid: pid,
+                    processes,
                     connect_concurrency: concurrency,
                 };
                 let report = p2p::run(&options, &tokens).await?;
@@ -227,7 +234,7 @@ fn run() -> anyhow::Result<()> {
                     conns,
                     hold,
                     sources,
-                    server_pid: pid,
+                    processes,
                     connect_concurrency: concurrency,
                 };
                 let report = idle::run(&options, &tokens).await?;
@@ -256,7 +263,7 @@ fn run() -> anyhow::Result<()> {
                     window,
                     batch,
                     drain,
-                    server_pid: pid,
+                    processes,
                     connect_concurrency: concurrency,
                 };
                 let report = fanout::run(&options, &tokens).await?;
@@ -280,7 +287,7 @@ fn run() -> anyhow::Result<()> {
                     fill_window,
                     connect_concurrency: concurrency,
                     timeout,
-                    server_pid: pid,
+                    processes,
                 };
                 let report = storm::run(&options, &tokens).await?;
                 print("reconnect-storm", &output, &report)

@@ -10,7 +10,7 @@ use crate::body::{self, Clock, Stamp};
 use crate::connect::{self, Login};
 use crate::error::BenchError;
 use crate::latency::{Latencies, LatencySummary};
-use crate::resources::{CpuReport, CpuSample};
+use crate::resources::{CpuReport, CpuSample, Watched};
 use crate::tokens::TokenSource;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -48,8 +48,8 @@ pub struct P2pOptions {
     pub warmup: Duration,
     /// How long to wait after the run for ACKed messages still on their way.
     pub drain: Duration,
-    /// The server process, for its CPU time.
-    pub server_pid: Option<u32>,
+    /// The server (and a store process serving it), for their CPU time.
+    pub processes: Watched,
     /// Handshakes in progress at once while connecting.
     pub connect_concurrency: usize,
 }
@@ -212,9 +212,9 @@ pub async fn run(options: &P2pOptions, tokens: &TokenSource) -> Result<P2pReport
         .collect();
 
     tokio::time::sleep_until(plan.measure_from.into()).await;
-    let cpu_from = CpuSample::take(options.server_pid);
+    let cpu_from = CpuSample::take(options.processes);
     tokio::time::sleep_until(plan.end.into()).await;
-    let cpu_to = CpuSample::take(options.server_pid);
+    let cpu_to = CpuSample::take(options.processes);
 
     let mut sent_outcomes = Vec::with_capacity(sending.len());
     for task in sending {

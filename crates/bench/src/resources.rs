@@ -1,6 +1,6 @@
-//! What a run costs: CPU seconds of this process (getrusage) and of the server
-//! (`/proc/PID/stat`), the server's resident memory (`/proc/PID/status`), and the open-files
-//! limit, which bounds how many connections one process can hold.
+//! What a run costs: CPU seconds of this process (getrusage), of the server and of a store
+//! process serving it (`/proc/PID/stat`), the server's resident memory (`/proc/PID/status`), and
+//! the open-files limit, which bounds how many connections one process can hold.
 
 use crate::error::BenchError;
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
@@ -35,9 +35,20 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
     Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
 }
 
-/// CPU seconds the whole machine has been busy (all cores: user, nice, system, irq, softirq),
-/// and CPU seconds the hypervisor took from it (steal), from the first line of `/proc/stat`.
-pub fn machine_busy_and_steal_seconds() -> Result<(f64, f64), BenchError> {
+/// CPU seconds of the whole machine (all cores), from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MachineCpu {
+    /// Running processes and kernel threads (user, nice, system).
+    pub tasks: f64,
+    /// Interrupt and softirq handling, charged to no process: on loopback, much of it is the
+    /// receiving side of the run's own TCP traffic.
+    pub interrupts: f64,
+    /// Time the hypervisor gave to other guests while this one wanted it.
+    pub steal: f64,
+}
+
+/// The machine's CPU seconds so far ([`MachineCpu`]).
+pub fn machine_cpu_seconds() -> Result<MachineCpu, BenchError> {
     let stat =
         std::fs::read_to_string("/proc/stat").map_err(|e| BenchError::system("/proc/stat", e))?;
     let ticks: Vec<u64> = stat
@@ -50,14 +61,17 @@ pub fn machine_busy_and_steal_seconds() -> Result<(f64, f64), BenchError> {
                 .collect()
         })
         .unwrap_or_default();
-    if ticks.len() < 5 {
+    if ticks.len() < 7 {
         return Err(BenchError::system("/proc/stat", "no cpu line"));
     }
     // user nice system idle iowait irq softirq steal ...; guest time is already in user.
-    let busy: u64 = ticks.iter().take(7).sum::<u64>() - ticks[3] - ticks[4];
-    let steal = ticks.get(7).copied().unwrap_or(0);
     let hz = clock_ticks_per_second();
-    Ok((busy as f64 / hz, steal as f64 / hz))
+    let secs = |t: u64| t as f64 / hz;
+    Ok(MachineCpu {
+        tasks: secs(ticks[0] + ticks[1] + ticks[2]),
+        interrupts: secs(ticks[5] + ticks[6]),
+        steal: secs(ticks.get(7).copied().unwrap_or(0)),
+    })
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -149,29 +163,46 @@ fn own_context_switches() -> Option<(u64, u64)> {
     ))
 }
 
+/// The processes a run measures besides its own (`--server-pid`, `--store-pid`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watched {
+    /// The server: its CPU time (and, for `idle`, its memory).
+    pub server: Option<u32>,
+    /// A store process the server uses (a `redis-server` on the same machine): its CPU is part
+    /// of what a message costs, so it is reported beside the server's rather than as noise.
+    pub store: Option<u32>,
+}
+
+/// Other processes' CPU, in cores, above which a run is reported as disturbed: something else
+/// (a build, a service waking up) took a tenth of a core from the two processes measured.
+pub const DISTURBED_CORES: f64 = 0.1;
+
 /// CPU counters at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {
     at: Instant,
     bench: f64,
     server: Option<f64>,
-    /// (busy, steal) of the whole machine.
-    machine: Option<(f64, f64)>,
+    store: Option<f64>,
+    machine: Option<MachineCpu>,
     bench_switches: Option<(u64, u64)>,
     server_switches: Option<(u64, u64)>,
 }
 
 impl CpuSample {
-    /// Reads this process's CPU time, and the server's when its pid is known (a server that
-    /// cannot be read is reported as unknown rather than failing the run).
-    pub fn take(server_pid: Option<u32>) -> Self {
+    /// Reads this process's CPU time, and the server's and the store's when their pids are
+    /// known (a process that cannot be read is reported as unknown rather than failing the run).
+    pub fn take(watched: Watched) -> Self {
         Self {
             at: Instant::now(),
             bench: own_cpu_seconds().unwrap_or(f64::NAN),
-            server: server_pid.and_then(|pid| process_cpu_seconds(pid).ok()),
-            machine: machine_busy_and_steal_seconds().ok(),
+            server: watched.server.and_then(|pid| process_cpu_seconds(pid).ok()),
+            store: watched.store.and_then(|pid| process_cpu_seconds(pid).ok()),
+            machine: machine_cpu_seconds().ok(),
             bench_switches: own_context_switches(),
-            server_switches: server_pid.and_then(|pid| process_context_switches(pid).ok()),
+            server_switches: watched
+                .server
+                .and_then(|pid| process_context_switches(pid).ok()),
         }
     }
 
@@ -179,11 +210,13 @@ impl CpuSample {
     pub fn until(&self, later: &CpuSample, work: u64) -> CpuReport {
         let bench = later.bench - self.bench;
         let server = later.server.zip(self.server).map(|(b, a)| b - a);
+        let store = later.store.zip(self.store).map(|(b, a)| b - a);
         let per = |secs: f64| (work > 0).then(|| secs * 1e6 / work as f64);
-        let machine = later
-            .machine
-            .zip(self.machine)
-            .map(|(b, a)| (b.0 - a.0, b.1 - a.1));
+        let machine = later.machine.zip(self.machine).map(|(b, a)| MachineCpu {
+            tasks: b.tasks - a.tasks,
+            interrupts: b.interrupts - a.interrupts,
+            steal: b.steal - a.steal,
+        });
         let switches = |later: Option<(u64, u64)>, earlier: Option<(u64, u64)>| {
             later.zip(earlier).and_then(|(b, a)| {
                 let per = |n: u64| (work > 0).then(|| n as f64 / work as f64);
@@ -192,20 +225,29 @@ impl CpuSample {
         };
         let bench_switches = switches(later.bench_switches, self.bench_switches);
         let server_switches = switches(later.server_switches, self.server_switches);
+        let wall_s = later.at.duration_since(self.at).as_secs_f64();
+        let others_cpu_s = machine
+            .zip(server)
+            .map(|(m, s)| (m.tasks - s - bench - store.unwrap_or(0.0)).max(0.0));
+        let steal_s = machine.map(|m| m.steal);
+        let disturbed = wall_s > 0.0
+            && others_cpu_s.unwrap_or(0.0).max(steal_s.unwrap_or(0.0)) / wall_s > DISTURBED_CORES;
         CpuReport {
             bench_sleeps_per_msg: bench_switches.map(|s| s.0),
             bench_preemptions_per_msg: bench_switches.map(|s| s.1),
             server_sleeps_per_msg: server_switches.map(|s| s.0),
             server_preemptions_per_msg: server_switches.map(|s| s.1),
-            others_cpu_s: machine
-                .zip(server)
-                .map(|((busy, _), s)| (busy - s - bench).max(0.0)),
-            steal_s: machine.map(|(_, steal)| steal),
-            wall_s: later.at.duration_since(self.at).as_secs_f64(),
+            others_cpu_s,
+            interrupts_s: machine.map(|m| m.interrupts),
+            steal_s,
+            disturbed,
+            wall_s,
             bench_cpu_s: bench,
             server_cpu_s: server,
+            store_cpu_s: store,
             bench_cpu_us_per_msg: per(bench),
             server_cpu_us_per_msg: server.and_then(per),
+            store_cpu_us_per_msg: store.and_then(per),
         }
     }
 }
@@ -217,15 +259,25 @@ pub struct CpuReport {
     pub bench_cpu_s: f64,
     /// `None` without `--server-pid`.
     pub server_cpu_s: Option<f64>,
+    /// The store process's (`--store-pid`); `None` without it.
+    pub store_cpu_s: Option<f64>,
     /// CPU used by every other process of the machine meanwhile (compilers...): how noisy the
     /// measurement was. `None` without `--server-pid`.
     pub others_cpu_s: Option<f64>,
+    /// Interrupt and softirq handling on all cores, charged to no process (the loopback
+    /// traffic's receiving side, disk completions).
+    pub interrupts_s: Option<f64>,
     /// CPU time the hypervisor gave to other guests while this one wanted it (`steal` of
     /// `/proc/stat`): noise from outside the machine.
     pub steal_s: Option<f64>,
+    /// Other processes or other guests took more than [`DISTURBED_CORES`] of a core on
+    /// average: the run's figures are not those of a quiet machine (run it again).
+    pub disturbed: bool,
     pub bench_cpu_us_per_msg: Option<f64>,
     /// Server CPU microseconds per delivered message: comparable across noisy runs.
     pub server_cpu_us_per_msg: Option<f64>,
+    /// The store process's CPU microseconds per delivered message.
+    pub store_cpu_us_per_msg: Option<f64>,
     /// Voluntary context switches (a thread ran out of work and slept) per delivered message.
     pub bench_sleeps_per_msg: Option<f64>,
     /// Involuntary context switches (a thread preempted while it had work) per message.
@@ -243,23 +295,36 @@ impl std::fmt::Display for CpuReport {
                 |v| format!("{v:.digits$}"),
             )
         };
+        let store = |v: Option<f64>, digits: usize, unit: &str| {
+            v.map_or_else(String::new, |v| format!(", store {v:.digits$}{unit}"))
+        };
         write!(
             f,
-            "  cpu over {:.2} s wall: bench {:.2} s, server {} s, other processes {} s, steal {} s",
+            "  cpu over {:.2} s wall: bench {:.2} s, server {} s{}, interrupts {} s, other processes {} s, steal {} s",
             self.wall_s,
             self.bench_cpu_s,
             opt(self.server_cpu_s, 2),
+            store(self.store_cpu_s, 2, " s"),
+            self.interrupts_s
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}")),
             opt(self.others_cpu_s, 2),
             self.steal_s
                 .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
         )?;
+        if self.disturbed {
+            write!(
+                f,
+                "\n  warning: disturbed run: other processes or guests took more than {DISTURBED_CORES} of a core; run it again on a quiet machine"
+            )?;
+        }
         if self.bench_cpu_us_per_msg.is_none() {
             return Ok(()); // No messages in this interval (an idle hold).
         }
         write!(
             f,
-            "\n  cpu per delivered message: server {} us, bench {} us",
+            "\n  cpu per delivered message: server {} us{}, bench {} us",
             opt(self.server_cpu_us_per_msg, 1),
+            store(self.store_cpu_us_per_msg, 1, " us"),
             self.bench_cpu_us_per_msg
                 .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"))
         )?;
@@ -278,6 +343,48 @@ impl std::fmt::Display for CpuReport {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn sample(at: Instant, bench: f64, server: f64, store: Option<f64>, tasks: f64) -> CpuSample {
+        CpuSample {
+            at,
+            bench,
+            server: Some(server),
+            store,
+            machine: Some(MachineCpu {
+                tasks,
+                interrupts: tasks / 10.0,
+                steal: 0.0,
+            }),
+            bench_switches: None,
+            server_switches: None,
+        }
+    }
+
+    /// A store process's CPU is its own figure, not noise: "other processes" leaves it out,
+    /// and a run is disturbed only by what neither the bench, the server nor the store used.
+    #[test]
+    fn store_cpu_is_reported_apart_from_other_processes() {
+        let at = Instant::now();
+        let later = at + std::time::Duration::from_secs(10);
+        // Tasks busy 9 s over 10 s: bench 2, server 4, store 2.5, others 0.5 (0.05 cores); the
+        // 0.9 s of interrupts are the run's own and not counted as others.
+        let report = sample(at, 1.0, 1.0, Some(0.5), 10.0)
+            .until(&sample(later, 3.0, 5.0, Some(3.0), 19.0), 1_000_000);
+        assert_eq!(report.store_cpu_s, Some(2.5));
+        assert_eq!(report.store_cpu_us_per_msg, Some(2.5));
+        assert!((report.others_cpu_s.unwrap() - 0.5).abs() < 1e-9);
+        assert!((report.interrupts_s.unwrap() - 0.9).abs() < 1e-9);
+        assert!(!report.disturbed);
+        assert!(report.to_string().contains("server 4.0 us, store 2.5 us"));
+
+        // The same machine without the store's pid: its 2.5 s are noise, and too much of it.
+        let report =
+            sample(at, 1.0, 1.0, None, 10.0).until(&sample(later, 3.0, 5.0, None, 19.0), 1_000_000);
+        assert_eq!(report.store_cpu_s, None);
+        assert!((report.others_cpu_s.unwrap() - 3.0).abs() < 1e-9);
+        assert!(report.disturbed);
+        assert!(report.to_string().contains("warning: disturbed run"));
+    }
 
     /// A thread that sleeps is counted as switching voluntarily, once per sleep at least.
     #[test]

@@ -6,7 +6,7 @@ use crate::body::{self, Clock, Stamp};
 use crate::connect::{self, Login};
 use crate::error::BenchError;
 use crate::latency::{Latencies, LatencySummary};
-use crate::resources::{CpuReport, CpuSample};
+use crate::resources::{CpuReport, CpuSample, Watched};
 use crate::tokens::TokenSource;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -32,7 +32,8 @@ pub struct StormOptions {
     pub connect_concurrency: usize,
     /// Give up on clients not served within this time after the storm began.
     pub timeout: Duration,
-    pub server_pid: Option<u32>,
+    /// The server (and a store process serving it), for their CPU time.
+    pub processes: Watched,
 }
 
 /// The figures of one `reconnect-storm` run.
@@ -111,14 +112,14 @@ pub async fn run(options: &StormOptions, tokens: &TokenSource) -> Result<StormRe
     let semaphore = Semaphore::new(options.connect_concurrency.max(1));
     let start = Instant::now();
     let deadline = start + options.timeout;
-    let cpu_from = CpuSample::take(options.server_pid);
+    let cpu_from = CpuSample::take(options.processes);
     let storm: FuturesUnordered<_> = logins
         .iter()
         .map(|login| reconnect(login, tokens, &semaphore, options.pending, deadline))
         .collect();
     let outcomes: Vec<Result<ClientOutcome, BenchError>> = storm.collect().await;
     let cpu_to_at = Instant::now();
-    let cpu_to = CpuSample::take(options.server_pid);
+    let cpu_to = CpuSample::take(options.processes);
 
     let mut report_errors = BTreeMap::new();
     let (mut reconnected, mut served, mut delivered, mut duplicates, mut lost) = (0, 0, 0, 0, 0);

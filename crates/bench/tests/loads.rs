@@ -9,6 +9,7 @@ use common::{SECRET, Server};
 use std::time::Duration;
 use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
 use titan_bench::idle::{self, IdleOptions};
+use titan_bench::resources::Watched;
 use titan_bench::storm::{self, StormOptions};
 use titan_bench::tokens::TokenSource;
 use titan_server::config::Backend;
@@ -27,7 +28,10 @@ async fn idle_connections_from_several_source_addresses_stay_open() {
         conns: 24,
         hold: Duration::from_millis(200),
         sources: 4,
-        server_pid: Some(std::process::id()),
+        processes: Watched {
+            server: Some(std::process::id()),
+            store: None,
+        },
         connect_concurrency: 8,
     };
     let report = idle::run(&options, &tokens()).await.unwrap();
@@ -47,7 +51,7 @@ fn fanout_options(url: &str, mode: FanoutMode) -> FanoutOptions {
         window: 4,
         batch: 3,
         drain: Duration::from_secs(20),
-        server_pid: None,
+        processes: Watched::default(),
         connect_concurrency: 8,
     }
 }
@@ -92,7 +96,7 @@ async fn reconnect_storm_serves_every_pending_message() {
         fill_window: 4,
         connect_concurrency: 8,
         timeout: Duration::from_secs(30),
-        server_pid: None,
+        processes: Watched::default(),
     };
     let report = storm::run(&options, &tokens()).await.unwrap();
     assert_eq!(report.stored, 100, "{report}");

@@ -8,6 +8,7 @@ mod common;
 use common::{SECRET, Server};
 use std::time::Duration;
 use titan_bench::p2p::{self, P2pOptions, Rate};
+use titan_bench::resources::Watched;
 use titan_bench::tokens::TokenSource;
 use titan_server::config::Backend;
 
@@ -22,7 +23,10 @@ fn options(url: &str) -> P2pOptions {
         duration: Duration::from_millis(1500),
         warmup: Duration::from_millis(500),
         drain: Duration::from_secs(20),
-        server_pid: Some(std::process::id()),
+        processes: Watched {
+            server: Some(std::process::id()),
+            store: None,
+        },
         connect_concurrency: 8,
     }
 }
