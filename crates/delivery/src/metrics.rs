@@ -26,6 +26,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Buckets of `titan_store_checkpoint_seconds`: pauses of a tenth of a millisecond to a few
+/// milliseconds are the useful range (docs/benchmarks.md), finer than request latencies.
+const PAUSE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Handles to every family; see [`Families`] for each figure's meaning.
 #[derive(Clone)]
 pub struct Metrics {
@@ -68,6 +74,9 @@ pub struct Families {
     pub store_seconds: HistogramVec,
     /// `titan_store_errors_total{op}`: failed store calls.
     pub store_errors: IntCounterVec,
+    /// `titan_store_checkpoint_seconds`: how long each checkpoint of the embedded store stopped
+    /// its writer (no store call is answered meanwhile: the store's latency tail).
+    pub store_checkpoint: Histogram,
     /// `titan_push_sends_total{provider,outcome}`: push notifications attempted.
     pub push_sends: IntCounterVec,
     /// `titan_auth_failures_total{reason}`: refused authentications.
@@ -196,6 +205,12 @@ impl Metrics {
                 "titan_store_errors_total",
                 "Failed store operations",
                 &["op"],
+            ),
+            store_checkpoint: histogram_with(
+                &registry,
+                "titan_store_checkpoint_seconds",
+                "Time each embedded-store checkpoint stopped the store's writer",
+                PAUSE_BUCKETS,
             ),
             push_sends: counter_vec(
                 &registry,
@@ -326,9 +341,13 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     )
 }
 
-#[allow(clippy::expect_used)]
 fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
-    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    histogram_with(registry, name, help, LATENCY_BUCKETS)
+}
+
+#[allow(clippy::expect_used)]
+fn histogram_with(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     register(
         registry,
         Histogram::with_opts(opts).expect("valid metric name"),

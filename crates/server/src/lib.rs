@@ -34,8 +34,8 @@ use std::sync::Arc;
 use titan_delivery::{Dispatcher, DispatcherConfig, InstrumentedInbox, Metrics, Pusher, Router};
 use titan_session::{ConnectionLimits, Connections, PushDeps, SessionConfig, SessionDeps};
 use titan_store::{
-    Bus, Checkpoints, EmbeddedOptions, EmbeddedStore, Inbox, InboxLimits, PushRegistry,
-    RedisOptions, RedisStore, StoreError, Users,
+    Bus, CheckpointObserver, Checkpoints, EmbeddedOptions, EmbeddedStore, Inbox, InboxLimits,
+    PushRegistry, RedisOptions, RedisStore, StoreError, Users,
 };
 use tracing::{info, warn};
 
@@ -78,8 +78,12 @@ pub struct Backends {
     pub push: Arc<dyn PushRegistry>,
 }
 
-/// Opens the configured store backend (and, for Redis, this instance's cluster bus).
-pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
+/// Opens the configured store backend (and, for Redis, this instance's cluster bus). With
+/// `metrics`, the embedded store's checkpoints are timed into `titan_store_checkpoint_seconds`.
+pub async fn open_store(
+    config: &Config,
+    metrics: Option<&Metrics>,
+) -> Result<Backends, ServerError> {
     let limits = InboxLimits {
         max_pending: config.delivery.max_pending,
         retention: config.delivery.retention,
@@ -92,6 +96,13 @@ pub async fn open_store(config: &Config) -> Result<Backends, ServerError> {
                     every: config.store.checkpoint_interval,
                     ..Checkpoints::default()
                 },
+                on_checkpoint: metrics.map(|m| {
+                    let pauses = m.store_checkpoint.clone();
+                    let observe: CheckpointObserver = Arc::new(move |took: std::time::Duration| {
+                        pauses.observe(took.as_secs_f64())
+                    });
+                    observe
+                }),
             };
             let store = Arc::new(EmbeddedStore::open_with(
                 &config.store.path,
@@ -197,7 +208,7 @@ pub async fn run(
         _ => None,
     };
     let metrics = Metrics::new();
-    let backends = open_store(&config).await?;
+    let backends = open_store(&config, Some(&metrics)).await?;
     let inbox: Arc<dyn Inbox> = Arc::new(InstrumentedInbox::new(backends.inbox, metrics.clone()));
     let auth = Arc::new(authenticator(&config)?);
     let accounts = accounts::accounts(&config, backends.users.clone()).await?;

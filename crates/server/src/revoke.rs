@@ -22,7 +22,7 @@ use crate::{ServerError, open_store};
 pub async fn revoke(config: &Config, user: &UserId) -> Result<String, ServerError> {
     match config.store.backend {
         Backend::Redis => {
-            let backends = open_store(config).await?;
+            let backends = open_store(config, None).await?;
             let bus = backends.bus.as_deref();
             crate::accounts::revoke(backends.users.as_ref(), bus, None, user).await?;
             Ok(format!(

@@ -126,6 +126,46 @@ async fn figures_move_as_messages_flow() {
     drop(bob);
 }
 
+/// The embedded store's checkpoints are timed into `titan_store_checkpoint_seconds`: with a
+/// 1 ms interval, messages sent one after another soon make one (the first batch after the
+/// interval checkpoints). Fails if the server does not hand the store its observer.
+#[tokio::test]
+async fn embedded_store_checkpoints_are_timed() {
+    let server = TestServer::start_with(|c| {
+        c.store.backend = titan_server::config::Backend::Embedded;
+        c.store.checkpoint_interval = Duration::from_millis(1);
+    });
+    let before = scrape(server.addr).await;
+    assert_eq!(
+        value(&before, "titan_store_checkpoint_seconds_count", &[]),
+        0.0
+    );
+    let alice = server.client("alice", None).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let after = loop {
+        alice.send("bob", "to be checkpointed").await.unwrap();
+        let s = scrape(server.addr).await;
+        if value(&s, "titan_store_checkpoint_seconds_count", &[]) >= 1.0 {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint timed: {s:?}"
+        );
+        // The next send must come after the interval for its batch to checkpoint.
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(value(&after, "titan_store_checkpoint_seconds_sum", &[]) > 0.0);
+    assert_eq!(
+        value(
+            &after,
+            "titan_store_checkpoint_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        value(&after, "titan_store_checkpoint_seconds_count", &[])
+    );
+}
+
 /// A message delivered but not acked is sent again to the device's next session, and
 /// `titan_messages_redelivered_total` counts it; a server-side close is counted by its code.
 #[tokio::test]

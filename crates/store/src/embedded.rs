@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, Durability, StorageError as RedbStorageError};
@@ -101,12 +101,19 @@ pub struct StoreStats {
     pub checkpoints: u64,
 }
 
+/// Told, on the writer's thread, how long a checkpoint stopped the writer: while it commits,
+/// no operation is answered, so these pauses are where the store's latency tail comes from
+/// (docs/benchmarks.md). The server turns them into `titan_store_checkpoint_seconds`.
+pub type CheckpointObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// How [`EmbeddedStore::open_with`] opens the store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct EmbeddedOptions {
     /// The page cache (`store.cache_mb`); [`DEFAULT_CACHE_BYTES`] by default.
     pub cache_bytes: usize,
     pub checkpoints: Checkpoints,
+    /// Called after each checkpoint with the time it took; none by default.
+    pub on_checkpoint: Option<CheckpointObserver>,
 }
 
 impl Default for EmbeddedOptions {
@@ -114,7 +121,18 @@ impl Default for EmbeddedOptions {
         Self {
             cache_bytes: DEFAULT_CACHE_BYTES,
             checkpoints: Checkpoints::default(),
+            on_checkpoint: None,
         }
+    }
+}
+
+impl std::fmt::Debug for EmbeddedOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedOptions")
+            .field("cache_bytes", &self.cache_bytes)
+            .field("checkpoints", &self.checkpoints)
+            .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .finish()
     }
 }
 
@@ -167,11 +185,16 @@ impl EmbeddedStore {
         create_tables(&db).map_err(StoreError::unavailable)?;
         let journal = journal::recover(&db, path)?;
         tracing::info!(path = %file.display(), "embedded store opened");
+        let counters = Counters {
+            on_checkpoint: options.on_checkpoint,
+            ..Counters::default()
+        };
         Self::start(
             db,
             limits,
             Some(journal),
             options.checkpoints,
+            counters,
             Some(flushes),
         )
     }
@@ -183,7 +206,8 @@ impl EmbeddedStore {
             .create_with_backend(memory::ChunkedMemory::default())
             .map_err(|e| open_error(Path::new(":memory:"), e))?;
         create_tables(&db).map_err(StoreError::unavailable)?;
-        Self::start(db, limits, None, Checkpoints::default(), None)
+        let (checkpoints, counters) = (Checkpoints::default(), Counters::default());
+        Self::start(db, limits, None, checkpoints, counters, None)
     }
 
     /// How much work the writer has done so far.
@@ -201,9 +225,10 @@ impl EmbeddedStore {
         limits: InboxLimits,
         journal: Option<Journal>,
         checkpoints: Checkpoints,
+        counters: Counters,
         flushes: Option<Flushes>,
     ) -> Result<Self, StoreError> {
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(counters);
         let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer::new(db, limits, counters.clone(), journal, checkpoints, flushes)?;
         let handle = std::thread::Builder::new()

@@ -28,8 +28,8 @@ pub mod users;
 pub use self::redis::{RedisBus, RedisOptions, RedisStore};
 pub use bus::{Bus, BusEvent};
 pub use embedded::{
-    Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, JOURNAL_FILES, StoreStats,
-    journal_frames_len,
+    CheckpointObserver, Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, JOURNAL_FILES,
+    StoreStats, journal_frames_len,
 };
 pub use error::StoreError;
 pub use inbox::{

@@ -157,6 +157,35 @@ async fn a_full_journal_triggers_a_checkpoint_that_empties_it() {
     assert_eq!(texts(&read), ["m0"]);
 }
 
+/// Each checkpoint is reported to the observer the options give, with how long it took (what
+/// the server exports as `titan_store_checkpoint_seconds`), before the writer answers anything
+/// else.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_checkpoint_is_reported_with_its_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = seen.clone();
+    let options = EmbeddedOptions {
+        checkpoints: Checkpoints {
+            every: Duration::from_secs(24 * 3600),
+            journal_bytes: 1,
+        },
+        on_checkpoint: Some(std::sync::Arc::new(move |took| {
+            recorder.lock().unwrap().push(took);
+        })),
+        ..EmbeddedOptions::default()
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    let store = EmbeddedStore::open_with(dir.path(), InboxLimits::default(), options).unwrap();
+    assert!(seen.lock().unwrap().is_empty(), "nothing to checkpoint yet");
+    append_stored(&store, vec![message(&alice, &bob, "m0")]).await;
+    store.depth(&bob).await.unwrap();
+    assert_eq!(store.stats().checkpoints, 1);
+    let durations = seen.lock().unwrap().clone();
+    assert_eq!(durations.len(), 1, "{durations:?}");
+    assert!(durations[0] > Duration::ZERO);
+}
+
 /// With a journal far from full, the checkpoint interval alone triggers a checkpoint: the first
 /// batch after the interval has passed (here a read, since a store that goes quiet checkpoints
 /// with its next operation) is followed by one, which empties the journal.

@@ -108,11 +108,13 @@ pub(super) enum Op {
 }
 
 /// Counters the writer keeps, read through [`super::EmbeddedStore::stats`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Counters {
     pub batches: AtomicU64,
     pub operations: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Told how long each checkpoint stopped the writer ([`super::EmbeddedOptions`]).
+    pub on_checkpoint: Option<super::CheckpointObserver>,
 }
 
 /// An operation that ran and waits for its batch to be journaled (or committed) before answering.
