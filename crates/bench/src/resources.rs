@@ -134,23 +134,32 @@ pub fn process_context_switches(pid: u32) -> Result<(u64, u64), BenchError> {
     let tasks = std::fs::read_dir(&dir).map_err(|e| BenchError::system(&dir, e))?;
     let (mut voluntary, mut involuntary) = (0, 0);
     for task in tasks.flatten() {
-        // A thread may end between listing and reading: skipped.
-        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
-            continue;
-        };
-        for line in status.lines() {
-            let count = |prefix: &str| {
-                line.strip_prefix(prefix)
-                    .and_then(|rest| rest.trim().parse::<u64>().ok())
-            };
-            if let Some(n) = count("voluntary_ctxt_switches:") {
-                voluntary += n;
-            } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
-                involuntary += n;
-            }
+        // A thread may end between listing and reading: skipped (and its switches with it, so
+        // the sum is only meaningful for a process whose threads live, like the server's).
+        if let Some((v, i)) = task_context_switches(&task.path().join("status")) {
+            voluntary += v;
+            involuntary += i;
         }
     }
     Ok((voluntary, involuntary))
+}
+
+/// Context switches (voluntary, involuntary) of one thread, from its `status` file.
+fn task_context_switches(status: &std::path::Path) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(status).ok()?;
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for line in status.lines() {
+        let count = |prefix: &str| {
+            line.strip_prefix(prefix)
+                .and_then(|rest| rest.trim().parse::<u64>().ok())
+        };
+        if let Some(n) = count("voluntary_ctxt_switches:") {
+            voluntary = n;
+        } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+            involuntary = n;
+        }
+    }
+    Some((voluntary, involuntary))
 }
 
 /// Context switches (voluntary, involuntary) of this process, all threads (getrusage).
@@ -386,15 +395,20 @@ mod tests {
         assert!(report.to_string().contains("warning: disturbed run"));
     }
 
-    /// A thread that sleeps is counted as switching voluntarily, once per sleep at least.
+    /// A thread that sleeps is counted as switching voluntarily, once per sleep at least, and
+    /// the process's sum includes it. (This thread's own count, not the process's, is compared
+    /// before and after: the test harness's other threads may end meanwhile, taking their
+    /// switches out of the sum.)
     #[test]
     fn sleeps_are_counted_as_voluntary_switches() {
-        let pid = std::process::id();
-        let (before, _) = process_context_switches(pid).unwrap();
+        let me = std::path::Path::new("/proc/thread-self/status");
+        let (before, _) = task_context_switches(me).unwrap();
         for _ in 0..5 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let (after, _) = process_context_switches(pid).unwrap();
+        let (after, _) = task_context_switches(me).unwrap();
         assert!(after >= before + 5, "{before} -> {after}");
+        let (process, _) = process_context_switches(std::process::id()).unwrap();
+        assert!(process >= after, "process {process} < this thread {after}");
     }
 }
