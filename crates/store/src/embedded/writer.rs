@@ -107,7 +107,8 @@ pub(super) enum Op {
     Push(PushOp),
 }
 
-/// Counters the writer keeps, read through [`super::EmbeddedStore::stats`].
+/// What the writer reports while it runs: counters read through
+/// [`super::EmbeddedStore::stats`], and the observer told of each checkpoint's pause.
 #[derive(Default)]
 pub(super) struct Counters {
     pub batches: AtomicU64,

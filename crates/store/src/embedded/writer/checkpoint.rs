@@ -54,21 +54,18 @@ impl Writer {
     /// files, and the one it leaves, whose frames this checkpoint covers, is released once the
     /// commit is on disk ([`Writer::settle_retired`]). On failure, rebuilds from the journal.
     pub(super) fn checkpoint(&mut self) {
-        if self.txn.is_none() {
+        let Some(txn) = self.txn.take() else {
             return;
-        }
+        };
         let started = Instant::now();
-        self.checkpoint_now();
+        self.commit_checkpoint(txn);
         if let Some(observe) = &self.counters.on_checkpoint {
             observe(started.elapsed());
         }
     }
 
-    /// [`Writer::checkpoint`], untimed.
-    fn checkpoint_now(&mut self) {
-        let Some(txn) = self.txn.take() else {
-            return;
-        };
+    /// [`Writer::checkpoint`] of the transaction taken, untimed.
+    fn commit_checkpoint(&mut self, txn: WriteTransaction) {
         let Some(flushes) = self.flushes.clone() else {
             match self.commit_durably(txn) {
                 Ok(()) => self.checkpointed(),
