@@ -42,6 +42,11 @@ impl MessageJson {
         RawValue::from_string(text).map(Self)
     }
 
+    /// Encodes a message as the stores keep it (compact JSON, no scan: serde_json wrote it).
+    pub fn encode(message: &Message) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(message).map(Self)
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.get()
     }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use redb::{ReadableTable, StorageError};
-use titan_protocol::{MessageId, UserId};
+use titan_protocol::{MessageId, MessageJson, UserId};
 
 use super::Outcome;
 use super::journal::{ClientKey, Redo};
@@ -16,13 +16,9 @@ use super::tables::{Head, Tables};
 use crate::error::StoreError;
 use crate::inbox::{Appended, InboxLimits, NewMessage, Position};
 
-/// Room for a stored message's members other than its text: the keys, a 36-byte id, a
-/// 30-byte time, and two user ids of typical length.
-const BODY_OVERHEAD: usize = 160;
-
 /// What the validation phase decided for one message.
 enum Plan {
-    Store { body: Vec<u8> },
+    Store { json: MessageJson },
     Duplicate { existing: MessageId },
 }
 
@@ -65,11 +61,8 @@ pub(super) fn append(
             }
             seen.insert(key, &message.id);
         }
-        // Sized for the fixed members (id, names, time) plus the text, so encoding does not
-        // reallocate as it grows.
-        let mut body = Vec::with_capacity(message.message.len() + BODY_OVERHEAD);
-        let body = match serde_json::to_writer(&mut body, message) {
-            Ok(()) => body,
+        let json = match MessageJson::encode(message) {
+            Ok(json) => json,
             // A struct of strings always serializes; reported rather than unwrapped all the same.
             Err(e) => {
                 return Ok(Err(StoreError::Corrupt {
@@ -81,7 +74,7 @@ pub(super) fn append(
             Some((_, n)) => *n += 1,
             None => counts.push((&message.to, 1)),
         }
-        plans.push(Plan::Store { body });
+        plans.push(Plan::Store { json });
     }
 
     // Each recipient's inbox head, read by the check and then advanced by the writes below.
@@ -101,7 +94,8 @@ pub(super) fn append(
     for (new, plan) in batch.iter().zip(plans) {
         match plan {
             Plan::Duplicate { existing } => out.push(Appended::Duplicate { existing }),
-            Plan::Store { body } => {
+            Plan::Store { json } => {
+                let body = json.as_str().as_bytes();
                 let message = &new.message;
                 let to = message.to.as_str();
                 // Every stored message's recipient was counted, so its head is in `heads`.
@@ -119,7 +113,7 @@ pub(super) fn append(
                 };
                 t.inbox
                     .table()?
-                    .insert((to, position.seq), (position.ms, body.as_slice()))?;
+                    .insert((to, position.seq), (position.ms, body))?;
                 *head = Head {
                     next_seq: position.seq + 1,
                     last_ms: position.ms,
@@ -136,7 +130,8 @@ pub(super) fn append(
                         .table()?
                         .insert((c.from, to, c.client_id), (c.message_id, c.created_ms))?;
                 }
-                redo.stored(to, position.seq, position.ms, &body, client);
+                redo.stored(to, position.seq, position.ms, body, client);
+                t.fresh.record(to, position, json);
                 out.push(Appended::Stored { position });
             }
         }
@@ -171,6 +166,8 @@ pub(super) fn trim(
     limits: &InboxLimits,
 ) -> Result<u64, StorageError> {
     let cutoff = now_ms.saturating_sub(retention_ms(limits));
+    // Reads after this in the group must not be answered with messages it removed.
+    t.fresh.clear();
     // The walk below reads the heads table itself: inboxes created since the last checkpoint
     // have their head only in the inbox states until written back.
     t.write_back()?;

@@ -37,28 +37,16 @@ pub(super) fn read_new(
     };
 
     let mut delivered = Vec::new();
-    if limit > 0 {
-        let from = state.cursor.saturating_add(1);
-        for entry in t
-            .inbox
-            .table()?
-            .range((user, from)..=(user, u64::MAX))?
-            .take(limit)
-        {
-            let (key, value) = entry?;
-            let (ms, body) = value.value();
-            let message = match stored_message(body) {
-                Ok(message) => message,
+    // Nothing after the cursor: no read at all (a device's reads once it has caught up).
+    let next_seq = t.head(user)?.next_seq;
+    if limit > 0 && state.cursor.saturating_add(1) < next_seq {
+        delivered = match t.fresh.after(user, state.cursor, next_seq, limit) {
+            Some(fresh) => fresh,
+            None => match read_inbox(t, user, state.cursor, limit)? {
+                Ok(read) => read,
                 Err(e) => return Ok(Err(e)),
-            };
-            delivered.push(Delivered {
-                position: Position {
-                    ms,
-                    seq: key.value().1,
-                },
-                message,
-            });
-        }
+            },
+        };
     }
 
     // After the cursor, so appending keeps `pending` in seq order.
@@ -72,6 +60,38 @@ pub(super) fn read_new(
     }
     if is_new || !delivered.is_empty() {
         t.set_device(user, device, state)?;
+    }
+    Ok(Ok(delivered))
+}
+
+/// Up to `limit` messages of `user`'s inbox after seq `cursor`, read from the table.
+fn read_inbox(
+    t: &mut Tables<'_>,
+    user: &str,
+    cursor: u64,
+    limit: usize,
+) -> Outcome<Vec<Delivered>> {
+    let mut delivered = Vec::new();
+    let from = cursor.saturating_add(1);
+    for entry in t
+        .inbox
+        .table()?
+        .range((user, from)..=(user, u64::MAX))?
+        .take(limit)
+    {
+        let (key, value) = entry?;
+        let (ms, body) = value.value();
+        let message = match stored_message(body) {
+            Ok(message) => message,
+            Err(e) => return Ok(Err(e)),
+        };
+        delivered.push(Delivered {
+            position: Position {
+                ms,
+                seq: key.value().1,
+            },
+            message,
+        });
     }
     Ok(Ok(delivered))
 }

@@ -9,6 +9,7 @@ use redb::{ReadableTable, StorageError, TableDefinition, TableHandle, WriteTrans
 use std::time::{SystemTime, UNIX_EPOCH};
 use titan_protocol::MessageJson;
 
+use super::fresh::FreshAppends;
 use super::states::{InboxState, InboxStates};
 use crate::error::StoreError;
 
@@ -61,6 +62,8 @@ pub(super) struct Tables<'t> {
     /// `devices` (see `states`): read and changed only through the methods below, and written
     /// to the tables by [`Self::write_back`]. The writer keeps it between transactions.
     pub states: InboxStates,
+    /// The messages this group appended, for the reads that follow (see `fresh`).
+    pub fresh: FreshAppends,
 }
 
 /// Where an inbox's next message goes.
@@ -154,6 +157,7 @@ impl<'t> Tables<'t> {
             push_devices: Lazy::new(txn, super::push_tokens::PUSH_DEVICES),
             push_owners: Lazy::new(txn, super::push_tokens::PUSH_OWNERS),
             states: InboxStates::default(),
+            fresh: FreshAppends::default(),
         }
     }
 
