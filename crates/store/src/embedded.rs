@@ -21,7 +21,7 @@
 //!   the tables at checkpoints.
 //! - `append`: `append` and `trim`.
 //! - `cursor`: `read_new`, `claim_pending` and `ack`.
-//! - `fresh`: the messages a group of operations appended, which its reads take from memory.
+//! - `fresh`: the messages appended since the last checkpoint, which reads take from memory.
 //! - `users`: the [`crate::Users`] tables (sign-ins, revocations).
 //! - `push_tokens`: the [`crate::PushRegistry`] tables and operations.
 //! - `writer`: the thread, the operation queue, the group commit and the checkpoints.

@@ -1,11 +1,13 @@
-//! The messages the current group of operations appended, kept in memory until the group ends.
+//! The messages appended since the last checkpoint, kept in memory for the reads that follow.
 //!
 //! An online recipient's device is usually caught up: the `read_new` that follows an append
 //! (the fused append-and-read of a `msg.send` to an online user) asks for exactly the messages
 //! the append just stored. Taking them from here spares reading them back out of the inbox
 //! table (a B-tree seek and range walk, a copy of each body and a JSON scan to wrap it again),
 //! which was a fifth of the writer's CPU at a paced 10,000 messages a second. A read that
-//! starts before them (a device that was behind) reads the table as before.
+//! starts before them (a device that was behind, or one whose messages came before the last
+//! checkpoint) reads the table as before. The writer empties this at each checkpoint, so it
+//! holds about one checkpoint interval of messages (and never more than [`MAX_FRESH`]).
 
 use std::collections::HashMap;
 
@@ -13,16 +15,26 @@ use titan_protocol::MessageJson;
 
 use crate::inbox::{Delivered, Position};
 
-/// Per recipient, the messages appended in this group, in seq order. Appends to one inbox
-/// take consecutive seqs, so each run is contiguous and ends at the inbox's newest message.
+/// Most messages kept: past it the next append starts over (reads take the table), so a
+/// checkpoint that does not come (a failing disk) cannot make this grow without bound.
+pub(super) const MAX_FRESH: usize = 65_536;
+
+/// Per recipient, the messages appended since the last checkpoint, in seq order. Appends to
+/// one inbox take consecutive seqs, so each run is contiguous and ends at the inbox's newest
+/// message.
 #[derive(Default)]
 pub(super) struct FreshAppends {
     by_user: HashMap<String, Vec<Delivered>>,
+    count: usize,
 }
 
 impl FreshAppends {
     /// Records a message just stored in `user`'s inbox at `position`.
     pub fn record(&mut self, user: &str, position: Position, message: MessageJson) {
+        if self.count >= MAX_FRESH {
+            self.clear();
+        }
+        self.count += 1;
         let delivered = Delivered { position, message };
         match self.by_user.get_mut(user) {
             Some(run) => run.push(delivered),
@@ -54,9 +66,11 @@ impl FreshAppends {
         Some(run[from..].iter().take(limit).cloned().collect())
     }
 
-    /// Forgets everything (an operation that removes messages, such as a trim, runs).
+    /// Forgets everything (a checkpoint, a lost transaction, or an operation that removes
+    /// messages, such as a trim).
     pub fn clear(&mut self) {
         self.by_user.clear();
+        self.count = 0;
     }
 }
 
@@ -106,5 +120,21 @@ mod tests {
         let mut cleared = fresh;
         cleared.clear();
         assert_eq!(seqs(cleared.after("ann", 4, 9, 10)), None);
+    }
+
+    /// Past the bound, what was kept is dropped and the run starts again at the next append.
+    #[test]
+    fn the_bound_starts_over() {
+        let mut fresh = fresh(1..=MAX_FRESH as u64);
+        assert_eq!(fresh.count, MAX_FRESH);
+        let next = message(MAX_FRESH as u64 + 1);
+        fresh.record("ann", next.position, next.message);
+        assert_eq!(fresh.count, 1);
+        let head = MAX_FRESH as u64 + 2;
+        assert_eq!(seqs(fresh.after("ann", head - 3, head, 10)), None);
+        assert_eq!(
+            seqs(fresh.after("ann", head - 2, head, 10)),
+            Some(vec![head - 1])
+        );
     }
 }

@@ -62,7 +62,8 @@ pub(super) struct Tables<'t> {
     /// `devices` (see `states`): read and changed only through the methods below, and written
     /// to the tables by [`Self::write_back`]. The writer keeps it between transactions.
     pub states: InboxStates,
-    /// The messages this group appended, for the reads that follow (see `fresh`).
+    /// The messages appended since the last checkpoint, for the reads that follow (see
+    /// `fresh`); the writer's, lent to each group like `states`.
     pub fresh: FreshAppends,
 }
 

@@ -34,6 +34,7 @@ use redb::{Database, StorageError, WriteTransaction};
 use titan_protocol::{DeviceId, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::fresh::FreshAppends;
 use super::journal::{Journal, Redo};
 use super::push_tokens::PushOp;
 use super::states::InboxStates;
@@ -162,6 +163,9 @@ pub(super) struct Writer {
     /// The heads and device records of active inboxes, ahead of the open transaction's tables
     /// (`states`): written to them by each checkpoint, dropped with a lost transaction.
     pub states: InboxStates,
+    /// The messages appended since the last checkpoint, for the reads that follow them
+    /// (`super::fresh`); emptied by each checkpoint, dropped with a lost transaction.
+    pub fresh: FreshAppends,
     /// Syncs the journal and answers the batches that wrote to it (`sync`); `None` without a
     /// journal.
     pub syncer: Option<Syncer>,
@@ -195,6 +199,7 @@ impl Writer {
             last_checkpoint: Instant::now(),
             redo: Redo::default(),
             states: InboxStates::default(),
+            fresh: FreshAppends::default(),
             syncer,
             flushes,
             retired: None,
@@ -285,6 +290,7 @@ impl Writer {
         let failure = {
             let mut tables = Tables::open(&txn);
             tables.states = std::mem::take(&mut self.states);
+            tables.fresh = std::mem::take(&mut self.fresh);
             let mut failure = None;
             for op in ops.by_ref() {
                 match self.apply(&txn, &mut tables, op, now_ms, &mut redo) {
@@ -296,6 +302,7 @@ impl Writer {
                 }
             }
             self.states = std::mem::take(&mut tables.states);
+            self.fresh = std::mem::take(&mut tables.fresh);
             failure
         };
         let mut wrote = None;

@@ -140,6 +140,8 @@ impl Writer {
             written?;
         }
         self.states.bound();
+        // Bounds its memory to a checkpoint interval of messages; later reads take the table.
+        self.fresh.clear();
         if let Some(journal) = &self.journal {
             journal::set_checkpoint_lsn(&txn, journal.last_lsn())?;
         }
@@ -177,6 +179,7 @@ impl Writer {
         }
         self.dirty = false;
         self.states.clear();
+        self.fresh.clear();
         let Some(journal) = &self.journal else {
             return true;
         };

@@ -93,7 +93,8 @@ fn a_failed_journal_write_fails_its_batch_and_keeps_what_was_answered() {
     );
 
     // Restored: m1 is back as unread (the cursor move was not journaled), m2 was never
-    // stored, and the store goes on.
+    // stored, and the store goes on. m3 takes m2's seq: a read must not find m2 among the
+    // messages kept in memory since the checkpoint (`fresh`), which the restore drops.
     assert!(!w.needs_restore);
     assert_eq!(read_new(&mut w), ["m1"]);
     append(&mut w, "m3").unwrap();
