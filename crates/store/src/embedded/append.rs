@@ -166,7 +166,7 @@ pub(super) fn trim(
     limits: &InboxLimits,
 ) -> Result<u64, StorageError> {
     let cutoff = now_ms.saturating_sub(retention_ms(limits));
-    // Reads after this in the group must not be answered with messages it removed.
+    // Later reads must not be answered with messages this removes.
     t.fresh.clear();
     // The walk below reads the heads table itself: inboxes created since the last checkpoint
     // have their head only in the inbox states until written back.

@@ -44,9 +44,9 @@ impl FreshAppends {
         }
     }
 
-    /// Up to `limit` of `user`'s messages after seq `cursor`, when this group appended every
-    /// message of the inbox after `cursor` (`next_seq` is the inbox head's next seq); `None`
-    /// when some of them are older, so the caller reads the table.
+    /// Up to `limit` of `user`'s messages after seq `cursor`, when every message of the inbox
+    /// after `cursor` is kept here (`next_seq` is the inbox head's next seq); `None` when some
+    /// of them are older, so the caller reads the table.
     pub fn after(
         &self,
         user: &str,
@@ -98,10 +98,10 @@ mod tests {
         read.map(|r| r.iter().map(|d| d.position.seq).collect())
     }
 
-    /// A caught-up device gets the group's messages; one further along gets the rest of them;
+    /// A caught-up device gets the kept messages; one further along gets the rest of them;
     /// one at the head gets none; the limit holds.
     #[test]
-    fn a_read_within_the_group_s_appends_is_answered_from_them() {
+    fn a_read_within_the_kept_appends_is_answered_from_them() {
         let fresh = fresh(5..=8);
         assert_eq!(seqs(fresh.after("ann", 4, 9, 10)), Some(vec![5, 6, 7, 8]));
         assert_eq!(seqs(fresh.after("ann", 6, 9, 10)), Some(vec![7, 8]));
@@ -109,10 +109,10 @@ mod tests {
         assert_eq!(seqs(fresh.after("ann", 4, 9, 2)), Some(vec![5, 6]));
     }
 
-    /// A device behind the group's first append, an inbox with messages newer than the run
-    /// and an inbox the group did not append to are left to the table.
+    /// A device behind the first kept append, an inbox with messages newer than the run, an
+    /// inbox with nothing kept and anything after a clear are left to the table.
     #[test]
-    fn a_read_reaching_outside_the_group_s_appends_is_not_answered() {
+    fn a_read_reaching_outside_the_kept_appends_is_not_answered() {
         let fresh = fresh(5..=8);
         assert_eq!(seqs(fresh.after("ann", 3, 9, 10)), None);
         assert_eq!(seqs(fresh.after("ann", 4, 10, 10)), None);
