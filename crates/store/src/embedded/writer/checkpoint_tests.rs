@@ -101,6 +101,24 @@ fn a_failed_journal_write_fails_its_batch_and_keeps_what_was_answered() {
     assert_eq!(read_new(&mut w), ["m3"]);
 }
 
+/// A device that read before a checkpoint gets everything after its cursor from a read after
+/// it: the messages kept in memory for reads (`fresh`) start over at each checkpoint, so this
+/// read needs the table for the message before the checkpoint and may not take only the run.
+#[test]
+fn a_read_across_a_checkpoint_gets_every_message_after_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(dir.path());
+
+    append(&mut w, "m1").unwrap();
+    assert_eq!(read_new(&mut w), ["m1"]);
+    append(&mut w, "m2").unwrap();
+    w.checkpoint();
+    append(&mut w, "m3").unwrap();
+    assert_eq!(read_new(&mut w), ["m2", "m3"]);
+    append(&mut w, "m4").unwrap();
+    assert_eq!(read_new(&mut w), ["m4"]);
+}
+
 /// A journal sync that fails (the sync thread's `fdatasync`) fails the batch it covered;
 /// the next batch rebuilds the state from the journal first and goes on, and what was
 /// answered before is kept.
