@@ -11,7 +11,8 @@
 //! work when every batch committed. What a batch's appends stored is made durable by the journal
 //! (`journal`): one sequential write per batch; the sync thread (`sync`) then runs one
 //! `fdatasync` for every batch written meanwhile and answers them, while the writer goes on with
-//! the next batch. The heads and device records of active inboxes are kept in memory (`states`,
+//! the next batch. A writer with nothing else queued syncs and answers its batch itself: nothing
+//! would run meanwhile, and handing over costs a wake-up each way. The heads and device records of active inboxes are kept in memory (`states`,
 //! a hash lookup where redb needed a B-tree lookup and insert per message) and written to the
 //! transaction by each checkpoint. A checkpoint commits the transaction durably (every page
 //! changed since the last one, written at once) when [`Checkpoints::every`] has passed or the
@@ -217,7 +218,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.execute(batch);
+            self.execute(batch, || !ops.is_empty());
             if self.dirty && self.checkpoint_due() {
                 self.checkpoint();
             } else if let Err(e) = self.settle_retired(false)
@@ -254,8 +255,9 @@ impl Writer {
     }
 
     /// Runs `batch` in the open write transaction (a group commit) and answers every operation
-    /// once what it stored is in the journal.
-    fn execute(&mut self, batch: Vec<Op>) {
+    /// once what it stored is in the journal. The journal is synced here when `more_queued`
+    /// says no other operation waits, else by the sync thread while the writer goes on.
+    fn execute(&mut self, batch: Vec<Op>, more_queued: impl Fn() -> bool) {
         if self.syncer.as_ref().is_some_and(Syncer::failed) {
             // What the journal holds can no longer be trusted to be on disk (see `sync`).
             self.needs_restore = true;
@@ -339,7 +341,15 @@ impl Writer {
             self.dirty = true;
         }
         match &self.syncer {
-            Some(syncer) if syncer.must_wait(wrote.is_some()) => syncer.hand_over(wrote, answers),
+            Some(syncer) if syncer.must_wait(wrote.is_some()) => {
+                let answers = match &wrote {
+                    Some(journal) if !more_queued() => syncer.sync_here(journal, answers),
+                    _ => Err(answers),
+                };
+                if let Err(answers) = answers {
+                    syncer.hand_over(wrote, answers);
+                }
+            }
             _ => {
                 for answer in answers {
                     answer.send();
