@@ -82,6 +82,25 @@ impl RawSocket {
         Ok(self.ws.flush().await?)
     }
 
+    /// Sends text frames and then a close frame in one write (one flush), so the server reads
+    /// the close together with the frames before it.
+    pub async fn send_texts_then_close(
+        &mut self,
+        texts: Vec<String>,
+        code: u16,
+        reason: &str,
+    ) -> Result<()> {
+        for text in texts {
+            self.ws.feed(WsMessage::text(text)).await?;
+        }
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        };
+        self.ws.feed(WsMessage::Close(Some(frame))).await?;
+        Ok(self.ws.flush().await?)
+    }
+
     /// Sends any tungstenite message (e.g. a hand-built [`Frame`](crate::tungstenite::protocol::frame::Frame)).
     pub async fn send_message(&mut self, message: WsMessage) -> Result<()> {
         Ok(self.ws.send(message).await?)

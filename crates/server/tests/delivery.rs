@@ -400,3 +400,28 @@ async fn window_bounds_unacked_messages() {
     }
     assert_eq!(got, expected);
 }
+
+/// A client that sends and closes at once (the requests and the close frame in one write, so
+/// the session reads the close before it has handed the requests to the dispatcher) still has
+/// every message it sent stored and delivered: a `msg.send` the server has read is not dropped
+/// because its answer can no longer be written.
+#[tokio::test]
+async fn messages_sent_just_before_a_close_are_delivered() {
+    let server = TestServer::start();
+    let mut alice = common::rpc::authed(&server, "alice").await;
+    let sends = numbered("bye", 3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({"jsonrpc": "2.0", "method": "msg.send", "params": [{"to": "bob", "message": body}], "id": i})
+                .to_string()
+        })
+        .collect();
+    alice
+        .send_texts_then_close(sends, 1000, "bye")
+        .await
+        .unwrap();
+    let bob = server.client("bob", None).await;
+    let got = receive(&bob, 3, true).await;
+    assert_eq!(bodies(&got), numbered("bye", 3));
+}
