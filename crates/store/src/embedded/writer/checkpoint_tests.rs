@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use super::Checkpoints;
 use crate::embedded::journal::JOURNAL_FILES;
 use crate::embedded::write_behind::{Flushes, WriteBehind};
-use crate::embedded::writer::{Op, Writer};
+use crate::embedded::writer::{Op, Reply, Writer};
 use crate::embedded::{DATABASE_FILE, create_tables, journal};
 use crate::error::StoreError;
 use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage};
@@ -44,17 +44,19 @@ fn append_with(w: &mut Writer, text: &str, more_queued: bool) -> Result<Vec<Appe
     answer.blocking_recv().expect("answered")
 }
 
+/// bob's phone reading what is new for it.
+fn read_op(reply: Reply<Vec<Delivered>>) -> Op {
+    Op::ReadNew {
+        user: UserId::new("bob").unwrap(),
+        device: DeviceId::new("phone").unwrap(),
+        limit: 10,
+        reply,
+    }
+}
+
 fn read_new(w: &mut Writer) -> Vec<String> {
     let (reply, answer) = oneshot::channel();
-    w.execute(
-        vec![Op::ReadNew {
-            user: UserId::new("bob").unwrap(),
-            device: DeviceId::new("phone").unwrap(),
-            limit: 10,
-            reply,
-        }],
-        || false,
-    );
+    w.execute(vec![read_op(reply)], || false);
     let read: Vec<Delivered> = answer.blocking_recv().unwrap().unwrap();
     read.into_iter()
         .map(|d| d.message.decode().unwrap().message)
@@ -189,15 +191,7 @@ fn a_read_waits_for_the_sync_of_what_it_may_have_seen() {
     let batch = vec![new_message("m1")];
     w.execute(vec![Op::Append { batch, reply }], || true);
     let (reply, mut read) = oneshot::channel();
-    w.execute(
-        vec![Op::ReadNew {
-            user: UserId::new("bob").unwrap(),
-            device: DeviceId::new("phone").unwrap(),
-            limit: 10,
-            reply,
-        }],
-        || false,
-    );
+    w.execute(vec![read_op(reply)], || false);
     // Nothing queued now, but the first append still waits for the sync thread: the writer
     // does not sync (and answer) this one before it.
     let (reply, mut second) = oneshot::channel();
