@@ -12,9 +12,9 @@
 //! (`journal`): one sequential write per batch; the sync thread (`sync`) then runs one
 //! `fdatasync` for every batch written meanwhile and answers them, while the writer goes on with
 //! the next batch. A writer with nothing else queued syncs and answers its batch itself: nothing
-//! would run meanwhile, and handing over costs a wake-up each way. The heads and device records of active inboxes are kept in memory (`states`,
-//! a hash lookup where redb needed a B-tree lookup and insert per message) and written to the
-//! transaction by each checkpoint. A checkpoint commits the transaction durably (every page
+//! would run meanwhile, and handing over costs a wake-up each way. The heads and device records
+//! of active inboxes are kept in memory (`states`, a hash lookup where redb needed a B-tree
+//! lookup and insert per message) and written to the transaction by each checkpoint. A checkpoint commits the transaction durably (every page
 //! changed since the last one, written at once) when [`Checkpoints::every`] has passed or the
 //! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown. The durable store's
 //! file is written behind (`super::write_behind`): the commit returns once its writes are
