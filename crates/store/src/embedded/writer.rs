@@ -6,25 +6,25 @@
 //! message) writes nothing and leaves the others alone.
 //!
 //! Batches do not each commit to redb. They all run in one open write transaction, which every
-//! operation (reads included) goes through, so each sees the others' changes; a B-tree page is then
-//! copied once per checkpoint rather than once per batch, which was most of the writer's work when
-//! every batch committed. What a batch's appends stored is made durable by the journal (`journal`):
-//! one sequential write per batch; the sync thread (`sync`) then runs one `fdatasync` for every
-//! batch written meanwhile and answers them, while the writer goes on with the next batch. A writer
-//! with nothing else queued syncs and answers its batch itself: nothing would run meanwhile, and
-//! handing over costs a wake-up each way. The heads and device records of active inboxes are kept
-//! in memory (`states`, a hash lookup where redb needed a B-tree lookup and insert per message) and
-//! written to the transaction by each checkpoint. A checkpoint commits the transaction durably
-//! (every page changed since the last one, written at once) when [`Checkpoints::every`] has passed
-//! or the journal has grown past [`Checkpoints::journal_bytes`], and at shutdown. The durable
-//! store's file is written behind (`super::write_behind`): the commit returns once its writes are
+//! operation (reads included) goes through, so each sees the others' changes; a B-tree page is
+//! then copied once per checkpoint rather than once per batch, which was most of the writer's
+//! work when every batch committed. What a batch's appends stored is made durable by the journal
+//! (`journal`): one sequential write per batch; the sync thread (`sync`) then runs one
+//! `fdatasync` for every batch written meanwhile and answers them, while the writer goes on with
+//! the next batch. The heads and device records of active inboxes are kept in memory (`states`,
+//! a hash lookup where redb needed a B-tree lookup and insert per message) and written to the
+//! transaction by each checkpoint. A checkpoint commits the transaction durably (every page
+//! changed since the last one, written at once) when [`Checkpoints::every`] has passed or the
+//! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown. The durable store's
+//! file is written behind (`super::write_behind`): the commit returns once its writes are
 //! queued to the flush thread, the journal switches to its other file, and the file it left is
 //! released (written over from its start later) once the checkpoint is on disk (`checkpoint`).
 //! Users' durable writes (sign-ins, revocations) commit durably at once and wait for the disk,
-//! which is a checkpoint too. A redb error, a failed journal write or sync, or a failed checkpoint
-//! loses the open transaction: the batch at hand fails with [`StoreError::Unavailable`] and the
-//! state is rebuilt from the last checkpoint plus the journal (cursor moves and acks since the
-//! checkpoint are lost, which only redelivers; see `checkpoint`).
+//! which is a checkpoint too. A redb error, a failed journal write or sync, or a failed
+//! checkpoint loses the open transaction: the batch at hand fails with
+//! [`StoreError::Unavailable`] and the state is rebuilt from the last checkpoint plus the
+//! journal (cursor moves and acks since the checkpoint are lost, which only redelivers; see
+//! `checkpoint`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -217,7 +217,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.execute(batch, || !ops.is_empty());
+            self.execute(batch);
             if self.dirty && self.checkpoint_due() {
                 self.checkpoint();
             } else if let Err(e) = self.settle_retired(false)
@@ -254,9 +254,8 @@ impl Writer {
     }
 
     /// Runs `batch` in the open write transaction (a group commit) and answers every operation
-    /// once what it stored is in the journal. The journal is synced here when `more_queued`
-    /// says no other operation waits, else by the sync thread while the writer goes on.
-    fn execute(&mut self, batch: Vec<Op>, more_queued: impl Fn() -> bool) {
+    /// once what it stored is in the journal.
+    fn execute(&mut self, batch: Vec<Op>) {
         if self.syncer.as_ref().is_some_and(Syncer::failed) {
             // What the journal holds can no longer be trusted to be on disk (see `sync`).
             self.needs_restore = true;
@@ -340,15 +339,7 @@ impl Writer {
             self.dirty = true;
         }
         match &self.syncer {
-            Some(syncer) if syncer.must_wait(wrote.is_some()) => {
-                let answers = match &wrote {
-                    Some(journal) if !more_queued() => syncer.sync_here(journal, answers),
-                    _ => Err(answers),
-                };
-                if let Err(answers) = answers {
-                    syncer.hand_over(wrote, answers);
-                }
-            }
+            Some(syncer) if syncer.must_wait(wrote.is_some()) => syncer.hand_over(wrote, answers),
             _ => {
                 for answer in answers {
                     answer.send();

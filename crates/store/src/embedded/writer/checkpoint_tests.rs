@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use super::Checkpoints;
 use crate::embedded::journal::JOURNAL_FILES;
 use crate::embedded::write_behind::{Flushes, WriteBehind};
-use crate::embedded::writer::{Op, Reply, Writer};
+use crate::embedded::writer::{Op, Writer};
 use crate::embedded::{DATABASE_FILE, create_tables, journal};
 use crate::error::StoreError;
 use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage};
@@ -32,31 +32,20 @@ fn new_message(text: &str) -> NewMessage {
 }
 
 fn append(w: &mut Writer, text: &str) -> Result<Vec<Appended>, StoreError> {
-    append_with(w, text, false)
-}
-
-/// An append run as the writer runs it with (`more_queued`) or without other operations
-/// queued: the journal is then synced by the sync thread, or by the writer itself.
-fn append_with(w: &mut Writer, text: &str, more_queued: bool) -> Result<Vec<Appended>, StoreError> {
     let (reply, answer) = oneshot::channel();
     let batch = vec![new_message(text)];
-    w.execute(vec![Op::Append { batch, reply }], || more_queued);
+    w.execute(vec![Op::Append { batch, reply }]);
     answer.blocking_recv().expect("answered")
-}
-
-/// bob's phone reading what is new for it.
-fn read_op(reply: Reply<Vec<Delivered>>) -> Op {
-    Op::ReadNew {
-        user: UserId::new("bob").unwrap(),
-        device: DeviceId::new("phone").unwrap(),
-        limit: 10,
-        reply,
-    }
 }
 
 fn read_new(w: &mut Writer) -> Vec<String> {
     let (reply, answer) = oneshot::channel();
-    w.execute(vec![read_op(reply)], || false);
+    w.execute(vec![Op::ReadNew {
+        user: UserId::new("bob").unwrap(),
+        device: DeviceId::new("phone").unwrap(),
+        limit: 10,
+        reply,
+    }]);
     let read: Vec<Delivered> = answer.blocking_recv().unwrap().unwrap();
     read.into_iter()
         .map(|d| d.message.decode().unwrap().message)
@@ -130,50 +119,30 @@ fn a_read_across_a_checkpoint_gets_every_message_after_the_cursor() {
     assert_eq!(read_new(&mut w), ["m4"]);
 }
 
-/// A journal sync that fails (the sync thread's `fdatasync`, or the writer's own when nothing
-/// else was queued) fails the batch it covered; the next batch rebuilds the state from the
-/// journal first and goes on, and what was answered before is kept.
+/// A journal sync that fails (the sync thread's `fdatasync`) fails the batch it covered;
+/// the next batch rebuilds the state from the journal first and goes on, and what was
+/// answered before is kept.
 #[test]
 fn a_failed_journal_sync_fails_its_batch_and_the_store_goes_on() {
-    for more_queued in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(dir.path());
-
-        append_with(&mut w, "m1", more_queued).unwrap();
-        w.syncer.as_ref().unwrap().fail_next_sync();
-        let failed = append_with(&mut w, "m2", more_queued);
-        assert!(
-            matches!(failed, Err(StoreError::Unavailable { .. })),
-            "{failed:?} (more queued: {more_queued})"
-        );
-        assert!(w.syncer.as_ref().unwrap().failed());
-
-        append_with(&mut w, "m3", more_queued).unwrap();
-        assert!(!w.syncer.as_ref().unwrap().failed(), "restored");
-        // m2's frame was written before its sync failed, so the restore may bring it back: the
-        // sender was told it failed and retries it (at least once, never lost).
-        let read = read_new(&mut w);
-        assert_eq!(read.first().map(String::as_str), Some("m1"));
-        assert_eq!(read.last().map(String::as_str), Some("m3"));
-    }
-}
-
-/// A writer with nothing else queued syncs the journal itself: the append is answered, synced,
-/// by the time its batch has run, without the sync thread (held here, so an answer from it
-/// could not come). With something queued, the sync thread answers (the test below).
-#[test]
-fn a_writer_with_nothing_queued_syncs_the_journal_itself() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = writer(dir.path());
-    let gate = w.syncer.as_ref().unwrap().gate();
-    let _held = gate.lock().unwrap();
 
-    let (reply, mut appended) = oneshot::channel();
-    let batch = vec![new_message("m1")];
-    w.execute(vec![Op::Append { batch, reply }], || false);
-    let answer = appended.try_recv().expect("answered when its batch ran");
-    assert_eq!(answer.unwrap().len(), 1);
-    assert_eq!(w.syncer.as_ref().unwrap().synced_count(), 1, "synced first");
+    append(&mut w, "m1").unwrap();
+    w.syncer.as_ref().unwrap().fail_next_sync();
+    let failed = append(&mut w, "m2");
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable { .. })),
+        "{failed:?}"
+    );
+    assert!(w.syncer.as_ref().unwrap().failed());
+
+    append(&mut w, "m3").unwrap();
+    assert!(!w.syncer.as_ref().unwrap().failed(), "restored");
+    // m2's frame was written before its sync failed, so the restore may bring it back: the
+    // sender was told it failed and retries it (at least once, never lost).
+    let read = read_new(&mut w);
+    assert_eq!(read.first().map(String::as_str), Some("m1"));
+    assert_eq!(read.last().map(String::as_str), Some("m3"));
 }
 
 /// While the journal's sync is slow, the writer goes on, and nothing is answered early: not
@@ -186,30 +155,24 @@ fn a_read_waits_for_the_sync_of_what_it_may_have_seen() {
     let gate = w.syncer.as_ref().unwrap().gate();
     let held = gate.lock().unwrap();
 
-    // Other operations queued: the writer hands the sync over and goes on.
     let (reply, mut appended) = oneshot::channel();
     let batch = vec![new_message("m1")];
-    w.execute(vec![Op::Append { batch, reply }], || true);
+    w.execute(vec![Op::Append { batch, reply }]);
     let (reply, mut read) = oneshot::channel();
-    w.execute(vec![read_op(reply)], || false);
-    // Nothing queued now, but the first append still waits for the sync thread: the writer
-    // does not sync (and answer) this one before it.
-    let (reply, mut second) = oneshot::channel();
-    let batch = vec![new_message("m2")];
-    w.execute(vec![Op::Append { batch, reply }], || false);
+    w.execute(vec![Op::ReadNew {
+        user: UserId::new("bob").unwrap(),
+        device: DeviceId::new("phone").unwrap(),
+        limit: 10,
+        reply,
+    }]);
     assert!(appended.try_recv().is_err(), "answered before its sync");
     assert!(
         read.try_recv().is_err(),
         "a read answered before what it saw is on disk"
     );
-    assert!(
-        second.try_recv().is_err(),
-        "a later append answered before an earlier one"
-    );
 
     drop(held);
     assert!(appended.blocking_recv().unwrap().is_ok());
-    assert!(second.blocking_recv().unwrap().is_ok());
     let read: Vec<Delivered> = read.blocking_recv().unwrap().unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].message.decode().unwrap().message, "m1");

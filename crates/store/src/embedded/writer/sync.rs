@@ -1,6 +1,5 @@
 //! Waiting for the journal's `fdatasync` on a thread of its own, so that the writer applies the
-//! next batch meanwhile. A writer with nothing queued syncs by itself instead
-//! ([`Syncer::sync_here`]): nothing would run meanwhile, and the hand-over costs two wake-ups.
+//! next batch meanwhile.
 //!
 //! With the writer waiting for each batch's `fdatasync` itself, its loop was "apply, write,
 //! wait for the disk": at 50,000 msg/s a store call took 5–10 ms (its median), most of it
@@ -88,37 +87,6 @@ impl Syncer {
         wrote_frame || self.shared.waiting.load(Ordering::Acquire) > 0
     }
 
-    /// Syncs `journal` on the calling thread and answers `answers`, unless batches handed over
-    /// earlier are still waiting (their answers come first): then gives the answers back, to
-    /// be handed over. For a writer with nothing else queued, this saves waking this thread
-    /// and being woken by it for each batch (at a paced load, most batches): a thread woken
-    /// costs tens of µs of CPU on these machines (`titan-bench machine`), as much as the sync.
-    pub fn sync_here(
-        &self,
-        journal: &File,
-        answers: Vec<Box<dyn Answer>>,
-    ) -> Result<(), Vec<Box<dyn Answer>>> {
-        // Only the writer hands over, so none can be added meanwhile.
-        if self.shared.waiting.load(Ordering::Acquire) > 0 {
-            return Err(answers);
-        }
-        match sync(journal, &self.shared) {
-            Ok(()) => {
-                for answer in answers {
-                    answer.send();
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "embedded store: journal sync failed");
-                self.shared
-                    .failed_generation
-                    .fetch_max(self.generation, Ordering::AcqRel);
-                fail(answers, "the journal could not be synced to disk");
-            }
-        }
-        Ok(())
-    }
-
     /// Hands a batch's answers over, to be sent once `journal` (if any) is synced.
     pub fn hand_over(&self, journal: Option<Arc<File>>, answers: Vec<Box<dyn Answer>>) {
         let batch = Handover {
@@ -156,13 +124,7 @@ impl Syncer {
         self.shared.fail_next.store(true, Ordering::Release);
     }
 
-    /// Test hook: how many syncs ran, on this thread or the writer's.
-    #[cfg(test)]
-    pub fn synced_count(&self) -> usize {
-        self.shared.synced.lock().map_or(0, |s| s.len())
-    }
-
-    /// Test hook: while the returned mutex is locked, the sync thread waits (a slow disk).
+    /// Test hook: while the returned mutex is locked, syncs wait (a slow disk).
     #[cfg(test)]
     pub fn gate(&self) -> Arc<std::sync::Mutex<()>> {
         self.shared.gate.clone()
