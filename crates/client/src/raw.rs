@@ -67,19 +67,13 @@ impl RawSocket {
 
     /// Starts a close handshake with this code and reason.
     pub async fn send_close(&mut self, code: u16, reason: &str) -> Result<()> {
-        let frame = CloseFrame {
-            code: code.into(),
-            reason: reason.into(),
-        };
-        self.send_message(WsMessage::Close(Some(frame))).await
+        self.send_message(close_message(code, reason)).await
     }
 
     /// Sends several text frames in one write (one flush), so the server reads them together.
     pub async fn send_texts_together(&mut self, texts: Vec<String>) -> Result<()> {
-        for text in texts {
-            self.ws.feed(WsMessage::text(text)).await?;
-        }
-        Ok(self.ws.flush().await?)
+        self.send_together(texts.into_iter().map(WsMessage::text))
+            .await
     }
 
     /// Sends text frames and then a close frame in one write (one flush), so the server reads
@@ -90,14 +84,16 @@ impl RawSocket {
         code: u16,
         reason: &str,
     ) -> Result<()> {
-        for text in texts {
-            self.ws.feed(WsMessage::text(text)).await?;
+        let close = std::iter::once(close_message(code, reason));
+        self.send_together(texts.into_iter().map(WsMessage::text).chain(close))
+            .await
+    }
+
+    /// Queues `messages` and writes them with one flush.
+    async fn send_together(&mut self, messages: impl IntoIterator<Item = WsMessage>) -> Result<()> {
+        for message in messages {
+            self.ws.feed(message).await?;
         }
-        let frame = CloseFrame {
-            code: code.into(),
-            reason: reason.into(),
-        };
-        self.ws.feed(WsMessage::Close(Some(frame))).await?;
         Ok(self.ws.flush().await?)
     }
 
@@ -184,4 +180,12 @@ impl RawSocket {
             .map_err(|_| ClientError::Timeout)??;
         Ok(self.close)
     }
+}
+
+/// A close frame with this code and reason.
+fn close_message(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
 }
