@@ -171,44 +171,10 @@ fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
     b.extend_from_slice(bytes);
 }
 
-/// How many threads sync the journal at once (`writer::sync`): each has its own open file
-/// description of each journal file ([`SyncFiles`]).
-pub(super) const SYNC_THREADS: usize = 2;
-
-/// One open file description of a journal file per sync thread, handed to the sync threads
-/// with each batch that wrote a frame to it.
-///
-/// Not one shared description: Linux reports a failed write-back of a file's pages to one
-/// `fsync` per open file description (and the pages may then be dropped), so of two threads
-/// syncing through one description, the second could succeed after the first saw the error
-/// and answer a batch whose frame is not on disk. With a description each, every sync that
-/// began before or during the failure reports it.
-pub(super) struct SyncFiles {
-    files: Vec<File>,
-}
-
-impl SyncFiles {
-    /// Opens [`SYNC_THREADS`] descriptions of the file at `path`, which exists.
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let files = (0..SYNC_THREADS)
-            .map(|_| OpenOptions::new().write(true).open(path))
-            .collect::<std::io::Result<_>>()?;
-        Ok(Self { files })
-    }
-
-    /// The description sync thread `thread` syncs through.
-    pub fn for_thread(&self, thread: usize) -> &File {
-        // `files` holds SYNC_THREADS (at least one) descriptions: the index is in range.
-        &self.files[thread % self.files.len()]
-    }
-}
-
 /// One of the journal's two files.
 struct Segment {
-    /// What the writer writes frames through.
+    /// Shared with the writer's sync thread, which syncs what the writer wrote.
     file: Arc<File>,
-    /// What the sync threads sync through, one description each.
-    syncs: Arc<SyncFiles>,
     path: PathBuf,
     /// The file's length: frames, then zeros or frames a checkpoint covered. Frames written
     /// below it overwrite bytes the file has.
@@ -243,10 +209,8 @@ impl Segment {
                 "embedded store: bytes after the journal's last valid frame (room grown ahead, frames a checkpoint covered, or a write cut short by a crash); ignored"
             );
         }
-        let syncs = SyncFiles::open(&path).map_err(|e| io_error(&path, "open", &e))?;
         let segment = Self {
             file: Arc::new(file),
-            syncs: Arc::new(syncs),
             path,
             size: contents.len() as u64,
         };
@@ -339,10 +303,9 @@ impl Journal {
         self.len
     }
 
-    /// The active file's descriptions for the sync threads, to sync what was written (see
-    /// `writer::sync`).
-    pub fn handle(&self) -> Arc<SyncFiles> {
-        self.segments[self.active].syncs.clone()
+    /// The active file, for syncing what was written (see `writer::sync`).
+    pub fn handle(&self) -> Arc<File> {
+        self.segments[self.active].file.clone()
     }
 
     /// Writes `redo` as the next frame. It is durable once the file is synced

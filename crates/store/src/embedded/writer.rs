@@ -9,7 +9,7 @@
 //! operation (reads included) goes through, so each sees the others' changes; a B-tree page is
 //! then copied once per checkpoint rather than once per batch, which was most of the writer's
 //! work when every batch committed. What a batch's appends stored is made durable by the journal
-//! (`journal`): one sequential write per batch; a sync thread (`sync`) then runs one
+//! (`journal`): one sequential write per batch; the sync thread (`sync`) then runs one
 //! `fdatasync` for every batch written meanwhile and answers them, while the writer goes on with
 //! the next batch. The heads and device records of active inboxes are kept in memory (`states`,
 //! a hash lookup where redb needed a B-tree lookup and insert per message) and written to the
@@ -177,7 +177,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// A writer with nothing open yet; with a journal, its sync threads are started.
+    /// A writer with nothing open yet; with a journal, its sync thread is started.
     pub fn new(
         db: Database,
         limits: InboxLimits,
