@@ -4,7 +4,7 @@
 //! - [`provider`]: the [`PushProvider`] trait every service implements, the [`Notification`]
 //!   it sends and the classified [`PushError`].
 //! - [`fcm`] (with [`service_account`]): FCM HTTP v1 over reqwest, OAuth2 by signed assertion.
-//! - [`apns`]: APNs through the `a2` crate, token (`.p8`) authentication.
+//! - [`apns`]: APNs over HTTP/2 (reqwest), token (`.p8`) authentication by an ES256 JWT.
 //! - [`pusher`]: the [`Pusher`] actor: finds offline devices with tokens, bounds and retries
 //!   provider requests, forgets dead tokens.
 //! - [`stats`]: [`PushStats`], outcome counters by provider for metrics.

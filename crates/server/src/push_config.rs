@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use titan_delivery::DeliveryError;
 use titan_delivery::push::{
-    ApnsConfig, ApnsProvider, FcmConfig, FcmProvider, PushConfig, PushProvider,
+    ApnsConfig, ApnsProvider, FcmConfig, FcmProvider, PushConfig, PushProvider, apns,
 };
 
 use crate::config::ConfigError;
@@ -47,6 +47,20 @@ pub struct ApnsSection {
     pub team_id: String,
     pub topic: String,
     pub sandbox: bool,
+    /// Empty: Apple's host, chosen by `sandbox` ([`ApnsSection::api_base`]).
+    pub api_base: String,
+}
+
+impl ApnsSection {
+    /// Scheme and host of APNs: `api_base` when set (a test's mock), else Apple's production
+    /// or development host.
+    pub fn api_base(&self) -> &str {
+        match (self.api_base.is_empty(), self.sandbox) {
+            (false, _) => &self.api_base,
+            (true, false) => apns::PRODUCTION_API_BASE,
+            (true, true) => apns::SANDBOX_API_BASE,
+        }
+    }
 }
 
 impl PushSection {
@@ -80,6 +94,13 @@ impl PushSection {
         let base = &self.fcm.api_base;
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(invalid("push.fcm.api_base", "must be an http(s) URL"));
+        }
+        let base = &self.apns.api_base;
+        if !(base.is_empty() || base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(invalid(
+                "push.apns.api_base",
+                "must be empty (Apple's host) or an http(s) URL",
+            ));
         }
         if self.apns_enabled() {
             for (key, v) in [
@@ -135,7 +156,7 @@ impl PushSection {
                 key_id: self.apns.key_id.clone(),
                 team_id: self.apns.team_id.clone(),
                 topic: self.apns.topic.clone(),
-                sandbox: self.apns.sandbox,
+                api_base: self.apns.api_base().to_owned(),
                 expiration: retention,
                 request_timeout: self.request_timeout,
             })?));

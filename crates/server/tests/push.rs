@@ -416,6 +416,11 @@ fn push_config_is_validated() {
             "push.fcm.api_base",
         ),
         ("TITAN__PUSH__APNS__KEY_FILE", "/k.p8", "push.apns.key_id"),
+        (
+            "TITAN__PUSH__APNS__API_BASE",
+            "api.push.apple.com",
+            "push.apns.api_base",
+        ),
     ] {
         figment::Jail::expect_with(|jail| {
             jail.set_env(key, value);
