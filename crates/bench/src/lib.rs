@@ -11,6 +11,8 @@
 //! - [`body`]: the message body that carries the send time and a sequence number.
 //! - [`tokens`]: where tokens come from (`--token-cmd` or `--jwt-secret`).
 //! - [`connect`]: opening authenticated connections, many at a time.
+//! - [`peer`]: one end of a `p2p` pair, Titan or MQTT (the baseline's protocol).
+//! - [`mqtt`]: the minimal MQTT 3.1.1 client over WebSocket that `peer` uses.
 //! - [`latency`]: HDR histograms and their percentile summary.
 //! - [`resources`]: CPU time and memory of this process and of the server, the open-files limit.
 //! - [`error`]: the crate's one error enum, [`BenchError`].
@@ -22,7 +24,9 @@ pub mod fanout;
 pub mod idle;
 pub mod latency;
 pub mod machine;
+pub mod mqtt;
 pub mod p2p;
+pub mod peer;
 pub mod resources;
 pub mod storm;
 pub mod tokens;

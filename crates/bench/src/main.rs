@@ -10,6 +10,7 @@ use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
 use titan_bench::idle::{self, IdleOptions};
 use titan_bench::machine::{self, MachineOptions};
 use titan_bench::p2p::{self, P2pOptions, Rate};
+use titan_bench::peer::Protocol;
 use titan_bench::resources::{self, NofileLimit, Watched};
 use titan_bench::storm::{self, StormOptions};
 
@@ -70,6 +71,10 @@ enum Command {
         /// Server URL(s), comma-separated (ws://127.0.0.1:3000/ws).
         #[arg(long, value_delimiter = ',', required = true)]
         url: Vec<String>,
+        /// "titan", or "mqtt": the same pairs as MQTT 3.1.1 QoS 1 over WebSocket to a broker
+        /// (the baseline of issue 7; no tokens needed).
+        #[arg(long, default_value = "titan")]
+        protocol: String,
         #[arg(long, default_value_t = 100)]
         pairs: usize,
         /// Message body bytes.
@@ -178,7 +183,8 @@ fn run() -> anyhow::Result<()> {
     let tokens = match (&cli.token_cmd, &cli.jwt_secret) {
         (Some(cmd), None) => TokenSource::Command(cmd.clone()),
         (None, Some(secret)) => TokenSource::secret(secret)?,
-        _ => bail!("give exactly one of --token-cmd and --jwt-secret"),
+        (None, None) => TokenSource::Missing,
+        (Some(_), Some(_)) => bail!("give only one of --token-cmd and --jwt-secret"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -196,6 +202,7 @@ fn run() -> anyhow::Result<()> {
             Command::Machine { .. } => Ok(()),
             Command::P2p {
                 url,
+                protocol,
                 pairs,
                 size,
                 rate,
@@ -208,8 +215,14 @@ fn run() -> anyhow::Result<()> {
                     "max" => Rate::Max,
                     r => Rate::PerSecond(r.parse().context("--rate is a number or \"max\"")?),
                 };
+                let protocol = match protocol.as_str() {
+                    "titan" => Protocol::Titan,
+                    "mqtt" => Protocol::Mqtt,
+                    other => bail!("--protocol is \"titan\" or \"mqtt\", not {other:?}"),
+                };
                 let options = P2pOptions {
                     urls: url,
+                    protocol,
                     pairs,
                     size,
                     rate,

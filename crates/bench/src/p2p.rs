@@ -1,15 +1,18 @@
 //! `p2p`: N sender/receiver pairs. Each sender sends to its own receiver, one message per
 //! `msg.send`, with at most `window` sends waiting for their ACK; each receiver acks every
 //! `msg.recv` at once. Messages sent during the warm-up are checked for loss but not measured.
+//! With `Protocol::Mqtt` the same pairs speak MQTT to a broker instead (`peer`): a QoS 1
+//! PUBLISH to the receiver's topic, acked by PUBACK both ways.
 //!
 //! A message counts as lost when the server ACKed its `msg.send` but the receiver had not got
 //! it when the drain period after the run ended; as duplicated when the receiver got it more
 //! than once (the client sees every redelivery, it does not dedupe).
 
 use crate::body::{self, Clock, Stamp};
-use crate::connect::{self, Login};
+use crate::connect;
 use crate::error::BenchError;
 use crate::latency::{Latencies, LatencySummary};
+use crate::peer::{self, Peer, Protocol};
 use crate::resources::{CpuReport, CpuSample, Watched};
 use crate::tokens::TokenSource;
 use futures_util::StreamExt;
@@ -19,7 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use titan_client::{Client, ClientError, Outgoing};
 use tokio::sync::watch;
 
 /// How fast all senders together send.
@@ -37,6 +39,8 @@ pub struct P2pOptions {
     /// Servers; pair i's sender uses `urls[i % n]` and its receiver `urls[(i + 1) % n]`, so
     /// with several instances every message crosses instances.
     pub urls: Vec<String>,
+    /// What the servers speak.
+    pub protocol: Protocol,
     pub pairs: usize,
     /// Message body size in bytes.
     pub size: usize,
@@ -57,6 +61,8 @@ pub struct P2pOptions {
 /// The figures of one `p2p` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct P2pReport {
+    /// `"titan"`, or `"mqtt"` for the baseline.
+    pub protocol: &'static str,
     pub pairs: usize,
     pub size: usize,
     pub window: usize,
@@ -147,29 +153,17 @@ pub async fn run(options: &P2pOptions, tokens: &TokenSource) -> Result<P2pReport
         Rate::PerSecond(r) if r > 0.0 => Some(Duration::from_secs_f64(options.pairs as f64 / r)),
         Rate::PerSecond(r) => return Err(BenchError::Options(format!("bad rate {r}"))),
     };
-    let run = connect::run_id();
     let n = options.urls.len();
-    let login = |i: usize, role: &str, url: usize| Login {
-        url: options.urls[url % n].clone(),
-        source: None,
-        user: format!("p2p-{run}-{i}-{role}"),
-        device: None,
+    let url = |i: usize, role: &str| match role {
+        "r" => options.urls[(i + 1) % n].clone(),
+        _ => options.urls[i % n].clone(),
     };
-    let receivers: Vec<Login> = (0..options.pairs).map(|i| login(i, "r", i + 1)).collect();
-    let senders: Vec<Login> = (0..options.pairs).map(|i| login(i, "s", i)).collect();
-    let targets: Vec<String> = receivers.iter().map(|l| l.user.clone()).collect();
-    let client_options = connect::auto_ack_options();
-    let receivers = connect::open_all(
-        receivers,
+    let (receivers, senders, targets) = peer::open_pairs(
+        options.protocol,
+        options.pairs,
+        &format!("p2p-{}", connect::run_id()),
+        url,
         tokens,
-        &client_options,
-        options.connect_concurrency,
-    )
-    .await?;
-    let senders = connect::open_all(
-        senders,
-        tokens,
-        &client_options,
         options.connect_concurrency,
     )
     .await?;
@@ -285,6 +279,7 @@ fn tally(
     }
     let secs = options.duration.as_secs_f64();
     P2pReport {
+        protocol: options.protocol.name(),
         pairs: options.pairs,
         size: options.size,
         window: options.window,
@@ -314,7 +309,7 @@ fn tally(
 /// One sender: keeps up to `window` `msg.send` calls in flight until the end of the run; at a
 /// fixed rate, sends one message every interval from `first` on.
 async fn send(
-    client: Client,
+    client: Peer,
     to: String,
     tag: u64,
     plan: Plan,
@@ -340,9 +335,10 @@ async fn send(
                 seq,
                 sent_us: plan.clock.us_at(sent_at),
             };
-            let message = [Outgoing::new(to.clone(), body::encode(stamp, plan.size))];
+            let message = body::encode(stamp, plan.size);
+            let to = to.as_str();
             inflight.push(async move {
-                let result = client.send_many(&message).await;
+                let result = client.send(to, message).await;
                 (seq, sent_at, result)
             });
             if let Some(interval) = plan.interval {
@@ -367,7 +363,7 @@ async fn send(
 
 fn settle(
     out: &mut SendOutcome,
-    (seq, sent_at, result): (u64, Instant, Result<(), ClientError>),
+    (seq, sent_at, result): (u64, Instant, Result<(), String>),
     plan: &Plan,
     progress: &Progress,
 ) {
@@ -385,11 +381,7 @@ fn settle(
                 out.acked_in_window += 1;
             }
         }
-        Err(e) => {
-            let key = match e.rpc_code() {
-                Some(code) => format!("rpc {code}"),
-                None => e.to_string(),
-            };
+        Err(key) => {
             *out.errors.entry(key).or_insert(0) += 1;
         }
     }
@@ -397,7 +389,7 @@ fn settle(
 
 /// One receiver: records every message until told to stop (its client acks by itself).
 async fn receive(
-    client: Client,
+    client: Peer,
     tag: u64,
     plan: Plan,
     progress: Arc<Progress>,
@@ -407,28 +399,28 @@ async fn receive(
     let from_us = plan.clock.us_at(plan.measure_from);
     let end_us = plan.clock.us_at(plan.end);
     loop {
-        let delivery = tokio::select! {
-            d = client.next_delivery() => d,
+        let received = tokio::select! {
+            r = client.next() => r,
             _ = stopped.wait_for(|s| *s) => break,
         };
-        let Some(delivery) = delivery else { break };
+        let Some(received) = received else { break };
         let now = Instant::now();
         let now_us = plan.clock.us_at(now);
-        for message in &delivery.messages {
-            let Some(stamp) = body::decode(&message.message).filter(|s| s.tag == tag) else {
+        received.for_each_body(|message| {
+            let Some(stamp) = body::decode(message).filter(|s| s.tag == tag) else {
                 out.foreign += 1;
-                continue;
+                return;
             };
             let Ok(seq) = usize::try_from(stamp.seq) else {
                 out.foreign += 1;
-                continue;
+                return;
             };
             if out.counts.len() <= seq {
                 out.counts.resize(seq + 1, 0);
             }
             out.counts[seq] += 1;
             if out.counts[seq] > 1 {
-                continue;
+                return;
             }
             progress.received.fetch_add(1, Ordering::AcqRel);
             if (from_us..end_us).contains(&stamp.sent_us) {
@@ -437,7 +429,7 @@ async fn receive(
             if plan.measured(now) {
                 out.received_in_window += 1;
             }
-        }
+        });
     }
     out
 }
@@ -447,9 +439,13 @@ impl std::fmt::Display for P2pReport {
         let rate = self
             .rate
             .map_or_else(|| "max".to_owned(), |r| format!("{r:.0} msg/s"));
+        let protocol = match self.protocol {
+            "titan" => String::new(),
+            other => format!(" over {other}"),
+        };
         writeln!(
             f,
-            "p2p: {} pairs, {} B, window {}, rate {rate}, warm-up {:.1} s, measured {:.1} s",
+            "p2p{protocol}: {} pairs, {} B, window {}, rate {rate}, warm-up {:.1} s, measured {:.1} s",
             self.pairs, self.size, self.window, self.warmup_s, self.duration_s
         )?;
         writeln!(

@@ -17,6 +17,8 @@ pub enum TokenSource {
     Command(String),
     /// HS256 with this secret.
     Secret(EncodingKey),
+    /// None given: enough for servers that take no token (`p2p --protocol mqtt`).
+    Missing,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -24,6 +26,7 @@ impl std::fmt::Debug for TokenSource {
         match self {
             Self::Command(cmd) => f.debug_tuple("Command").field(cmd).finish(),
             Self::Secret(_) => f.write_str("Secret(..)"),
+            Self::Missing => f.write_str("Missing"),
         }
     }
 }
@@ -55,6 +58,9 @@ impl TokenSource {
             reason,
         };
         match self {
+            Self::Missing => Err(fail(
+                "give --token-cmd or --jwt-secret (or TITAN_BENCH_JWT_SECRET)".to_owned(),
+            )),
             Self::Secret(key) => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
