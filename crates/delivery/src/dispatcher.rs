@@ -7,7 +7,8 @@
 //! hands the result to the session as [`Deliver`], and tracks it as in flight until
 //! [`Acked`]. The in-flight window per device bounds what a session may be asked to buffer.
 //! The store operations of the feeds (`pump`, `finish`) live in the child module `reads`; storing
-//! what clients send (`Submit`, `SubmitMany`, and what follows an append) in `submit`.
+//! what clients send (`Submit`, `SubmitMany`, and what follows an append) in `submit`; pushing
+//! what a connected device does not ack (`push.after_unacked`) in `unacked`.
 
 use actix::prelude::*;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tracing::{debug, warn};
 
 mod reads;
 mod submit;
+mod unacked;
 use reads::FusedRead;
 
 use crate::envelope::stamp;
@@ -25,7 +27,7 @@ use crate::error::DeliveryError;
 use crate::feed::{Feed, Phase, Step};
 use crate::hashing::{HashMap, HashSet};
 use crate::metrics::Metrics;
-use crate::push::PushStored;
+use crate::push::{PushStored, PushUnacked, Pusher};
 use crate::resume::{Resume, run_then};
 use crate::session_link::{ConnId, Deliver};
 
@@ -99,6 +101,10 @@ pub struct DispatcherConfig {
     /// With a cluster bus: how often every feed is re-read anyway, bounding the delay a lost
     /// wake-up can cause.
     pub poll_interval: Duration,
+    /// `push.after_unacked`: a message a connected device was given and has not acked this
+    /// long after is pushed to it (once); `None` (the default): connected devices are not
+    /// pushed. Needs push (`with_push`).
+    pub push_after_unacked: Option<Duration>,
 }
 
 impl Default for DispatcherConfig {
@@ -110,6 +116,7 @@ impl Default for DispatcherConfig {
             recv_bytes: 48 * 1024,
             trim_interval: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
+            push_after_unacked: None,
         }
     }
 }
@@ -147,6 +154,11 @@ pub struct Dispatcher {
     metrics: Metrics,
     /// Where freshly stored messages go for offline devices, when push is enabled.
     push: Option<Recipient<PushStored>>,
+    /// Where messages a connected device did not ack go, with `push_after_unacked`.
+    push_unacked: Option<Recipient<PushUnacked>>,
+    /// With `push_after_unacked`: what devices whose session ended had not acked, waiting for
+    /// its delay (`unacked`).
+    gone: HashMap<FeedKey, unacked::Unpushed>,
 }
 
 impl Dispatcher {
@@ -164,6 +176,8 @@ impl Dispatcher {
             last_poll: Instant::now(),
             metrics: Metrics::default(),
             push: None,
+            push_unacked: None,
+            gone: HashMap::default(),
         }
     }
 
@@ -174,9 +188,13 @@ impl Dispatcher {
     }
 
     /// Hands every newly stored message to the pusher, with the recipients' devices online
-    /// here (the pusher skips those). Only appends reach it, never redeliveries.
-    pub fn with_push(mut self, pusher: Recipient<PushStored>) -> Self {
-        self.push = Some(pusher);
+    /// here (the pusher skips those). Only appends reach it, never redeliveries; with
+    /// `push_after_unacked`, also what a connected device does not ack in time (`unacked`).
+    pub fn with_push(mut self, pusher: Addr<Pusher>) -> Self {
+        if self.config.push_after_unacked.is_some() {
+            self.push_unacked = Some(pusher.clone().recipient());
+        }
+        self.push = Some(pusher.recipient());
         self
     }
 
@@ -231,6 +249,7 @@ impl Dispatcher {
         for key in due {
             self.pump(key, ctx);
         }
+        self.push_overdue(now);
     }
 
     fn trim(&mut self, ctx: &mut Context<Self>) {
@@ -290,6 +309,7 @@ impl Handler<DeviceOnline> for Dispatcher {
 
     fn handle(&mut self, msg: DeviceOnline, ctx: &mut Context<Self>) {
         let key = (msg.user.clone(), msg.device.clone());
+        self.device_back(&key);
         match self.feeds.get_mut(&key) {
             // A running operation (see `running`) finishes before the catch-up starts.
             Some(feed) => *feed = Feed::new(msg.conn, msg.deliver),
@@ -311,7 +331,9 @@ impl Handler<DeviceOffline> for Dispatcher {
         if self.feeds.get(&key).is_none_or(|f| f.conn != msg.conn) {
             return;
         }
-        self.feeds.remove(&key);
+        if let Some(feed) = self.feeds.remove(&key) {
+            self.keep_unacked(key.clone(), feed);
+        }
         if let Some(devices) = self.devices.get_mut(&key.0) {
             devices.retain(|d| *d != key.1);
             if devices.is_empty() {
@@ -337,6 +359,7 @@ impl Handler<Acked> for Dispatcher {
                         .observe(sent.elapsed().as_secs_f64());
                 }
             }
+            unacked::forget(feed, &msg.positions);
         }
         self.metrics
             .messages_acked

@@ -4,8 +4,9 @@
 //! inbox order and makes a reconnect's catch-up see everything its predecessor was given.
 
 use actix::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+use titan_protocol::MessageJson;
 use titan_store::Position;
 
 use crate::session_link::{ConnId, Deliver};
@@ -43,6 +44,12 @@ pub struct Feed {
     pub phase: Phase,
     /// Something may be waiting: pump again when the running operation ends.
     pub dirty: bool,
+    /// With `push.after_unacked` only: messages given to the device and not acked, with when
+    /// they were first given, until they are pushed or acked (`dispatcher::unacked`).
+    pub unpushed: BTreeMap<Position, (Instant, MessageJson)>,
+    /// With `push.after_unacked` only: in flight and already pushed, so a redelivery does not
+    /// push them again; forgotten when acked.
+    pub pushed: BTreeSet<Position>,
 }
 
 impl Feed {
@@ -53,6 +60,8 @@ impl Feed {
             inflight: BTreeMap::new(),
             phase: Phase::CatchUp { after: None },
             dirty: true,
+            unpushed: BTreeMap::new(),
+            pushed: BTreeSet::new(),
         }
     }
 

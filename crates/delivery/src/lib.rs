@@ -40,6 +40,6 @@ pub use dispatcher::{
 pub use error::DeliveryError;
 pub use instrumented::InstrumentedInbox;
 pub use metrics::Metrics;
-pub use push::{PushConfig, PushStored, Pusher};
+pub use push::{PushConfig, PushStored, PushUnacked, Pusher};
 pub use router::{Attach, CheckRevoked, Detach, RevokeUser, Router};
 pub use session_link::{ConnId, Deliver, Kick};

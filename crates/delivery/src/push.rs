@@ -19,5 +19,5 @@ pub mod stats;
 pub use apns::{ApnsConfig, ApnsProvider};
 pub use fcm::{FcmConfig, FcmProvider};
 pub use provider::{Notification, PushError, PushProvider, Sent};
-pub use pusher::{PushConfig, PushStored, Pusher};
+pub use pusher::{PushConfig, PushStored, PushUnacked, Pusher};
 pub use stats::{PushCount, PushOutcome, PushStats};

@@ -7,14 +7,14 @@ mod collector;
 
 use actix::prelude::*;
 use async_trait::async_trait;
-use collector::{Probe, device, online, user};
+use collector::{Probe, ack, device, online, positions, user};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use titan_delivery::push::{
     Notification, PushConfig, PushError, PushOutcome, PushProvider, PushStats, Pusher, Sent,
 };
-use titan_delivery::{Dispatcher, DispatcherConfig, Submit};
+use titan_delivery::{DeviceOffline, Dispatcher, DispatcherConfig, Submit};
 use titan_protocol::{DeviceId, OutgoingMessage, PushPlatform, PushToken, UserId};
 use titan_store::{Bus, BusEvent, EmbeddedStore, InboxLimits, PushRegistry, StoreError};
 use tokio::sync::mpsc;
@@ -61,6 +61,15 @@ fn setup_with_bus(
     script: Vec<Result<Sent, PushError>>,
     bus: Option<Arc<dyn Bus>>,
 ) -> Setup {
+    setup_with(config, script, bus, DispatcherConfig::default())
+}
+
+fn setup_with(
+    config: PushConfig,
+    script: Vec<Result<Sent, PushError>>,
+    bus: Option<Arc<dyn Bus>>,
+    dispatcher_config: DispatcherConfig,
+) -> Setup {
     let store = EmbeddedStore::memory(InboxLimits::default()).unwrap();
     let (tx, pushes) = mpsc::unbounded_channel();
     let provider = Arc::new(Recording {
@@ -73,8 +82,8 @@ fn setup_with_bus(
     }
     let stats = pusher.stats();
     let pusher = pusher.start();
-    let dispatcher = Dispatcher::new(Arc::new(store.clone()), DispatcherConfig::default())
-        .with_push(pusher.recipient())
+    let dispatcher = Dispatcher::new(Arc::new(store.clone()), dispatcher_config)
+        .with_push(pusher)
         .start();
     Setup {
         dispatcher,
@@ -298,4 +307,91 @@ async fn devices_online_on_other_instances_are_not_pushed() {
         "tablet-token"
     );
     assert_no_push(&mut s.pushes).await;
+}
+
+/// A dispatcher with `push_after_unacked = after` whose tick runs every 100 ms (a 400 ms ack
+/// timeout, so redeliveries come soon too).
+fn unacked_setup(after: Duration) -> Setup {
+    let dispatcher_config = DispatcherConfig {
+        push_after_unacked: Some(after),
+        ack_timeout: Duration::from_millis(400),
+        ..DispatcherConfig::default()
+    };
+    setup_with(PushConfig::default(), vec![], None, dispatcher_config)
+}
+
+async fn silence_for(rx: &mut mpsc::UnboundedReceiver<Notification>, wait: Duration) {
+    if let Ok(Some(n)) = tokio::time::timeout(wait, rx.recv()).await {
+        panic!("unexpected push: {:?}", n.content);
+    }
+}
+
+fn offline(d: &Addr<Dispatcher>, probe: &Probe, u: &str, dev: &str) {
+    d.do_send(DeviceOffline {
+        user: user(u),
+        device: device(dev),
+        conn: probe.conn,
+    });
+}
+
+/// `push_after_unacked`: a connected device that is given a message and does not ack it is
+/// pushed that message once, with its content; the redelivery that follows pushes nothing.
+#[actix_rt::test]
+async fn a_connected_device_that_does_not_ack_is_pushed_once() {
+    let mut s = unacked_setup(Duration::from_millis(150));
+    register(&s.store, "bob", "phone", "phone-token").await;
+    let mut phone = Probe::start();
+    online(&s.dispatcher, &phone, "bob", "phone");
+    send(&s.dispatcher, "bob", "hello", None).await;
+    let given = phone.next_delivery().await;
+    let n = next_push(&mut s.pushes).await;
+    assert_eq!(n.token.as_str(), "phone-token");
+    assert_eq!(n.content.unwrap().message, "hello");
+    let again = phone.next_delivery().await;
+    assert_eq!(positions(&again), positions(&given), "redelivered");
+    silence_for(&mut s.pushes, Duration::from_millis(600)).await;
+    assert_eq!(s.stats.get(PushPlatform::Fcm, PushOutcome::SentContent), 1);
+}
+
+/// A device that acks in time is not pushed.
+#[actix_rt::test]
+async fn a_device_that_acks_in_time_is_not_pushed() {
+    let mut s = unacked_setup(Duration::from_millis(150));
+    register(&s.store, "bob", "phone", "phone-token").await;
+    let mut phone = Probe::start();
+    online(&s.dispatcher, &phone, "bob", "phone");
+    send(&s.dispatcher, "bob", "hello", None).await;
+    let given = phone.next_delivery().await;
+    ack(&s.dispatcher, &phone, "bob", "phone", positions(&given));
+    silence_for(&mut s.pushes, Duration::from_millis(600)).await;
+}
+
+/// Messages a session had not acked when it ended are pushed when their delay is up; unless
+/// the device comes back first, whose catch-up gives them again (and it acks them).
+#[actix_rt::test]
+async fn unacked_messages_of_an_ended_session_are_pushed_unless_the_device_comes_back() {
+    let mut s = unacked_setup(Duration::from_millis(150));
+    register(&s.store, "bob", "phone", "phone-token").await;
+    let mut phone = Probe::start();
+    online(&s.dispatcher, &phone, "bob", "phone");
+    send(&s.dispatcher, "bob", "left unread", None).await;
+    phone.next_delivery().await;
+    offline(&s.dispatcher, &phone, "bob", "phone");
+    assert_eq!(
+        next_push(&mut s.pushes).await.content.unwrap().message,
+        "left unread"
+    );
+
+    let mut s = unacked_setup(Duration::from_millis(300));
+    register(&s.store, "bob", "phone", "phone-token").await;
+    let mut phone = Probe::start();
+    online(&s.dispatcher, &phone, "bob", "phone");
+    send(&s.dispatcher, "bob", "read later", None).await;
+    phone.next_delivery().await;
+    offline(&s.dispatcher, &phone, "bob", "phone");
+    let mut back = Probe::start();
+    online(&s.dispatcher, &back, "bob", "phone");
+    let again = back.next_delivery().await;
+    ack(&s.dispatcher, &back, "bob", "phone", positions(&again));
+    silence_for(&mut s.pushes, Duration::from_millis(800)).await;
 }

@@ -192,6 +192,7 @@ fn dispatcher_config(config: &Config) -> DispatcherConfig {
         recv_batch: config.delivery.recv_batch,
         recv_bytes: config.limits.max_frame_bytes * 3 / 4,
         poll_interval: config.delivery.poll_interval,
+        push_after_unacked: config.push.after_unacked(),
         ..DispatcherConfig::default()
     }
 }
@@ -236,7 +237,7 @@ pub async fn run(
             pusher = pusher.with_bus(bus.clone());
         }
         pusher.stats().export_to(metrics.clone());
-        dispatcher = dispatcher.with_push(pusher.start().recipient());
+        dispatcher = dispatcher.with_push(pusher.start());
     }
     let dispatcher = dispatcher.start();
     let mut router = Router::new(dispatcher.clone())

@@ -26,6 +26,9 @@ pub struct PushSection {
     pub max_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// 0: off. See [`PushSection::after_unacked`].
+    #[serde(with = "humantime_serde")]
+    pub after_unacked: Duration,
     pub fcm: FcmSection,
     pub apns: ApnsSection,
 }
@@ -91,6 +94,13 @@ impl PushSection {
         if self.request_timeout.is_zero() {
             return Err(invalid("push.request_timeout", "must be more than 0s"));
         }
+        if !self.after_unacked.is_zero() && self.after_unacked < Duration::from_secs(1) {
+            // Shorter would push most messages to connected devices before their ack is back.
+            return Err(invalid(
+                "push.after_unacked",
+                "must be 0s (off) or at least 1s",
+            ));
+        }
         let base = &self.fcm.api_base;
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(invalid("push.fcm.api_base", "must be an http(s) URL"));
@@ -114,6 +124,12 @@ impl PushSection {
             }
         }
         Ok(())
+    }
+
+    /// How long a connected device may leave a message unacked before it is pushed to it
+    /// (`None`: never; the Dispatcher's `push_after_unacked`).
+    pub fn after_unacked(&self) -> Option<Duration> {
+        (!self.after_unacked.is_zero()).then_some(self.after_unacked)
     }
 
     pub fn fcm_enabled(&self) -> bool {

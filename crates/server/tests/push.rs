@@ -217,6 +217,26 @@ async fn invalid_argument_is_not_retried_and_keeps_the_token() {
     assert_eq!(s.mock.next_send().await.data("message"), Some("accepted"));
 }
 
+/// `push.after_unacked`: a connected device that receives a message and does not ack it is
+/// pushed that message once the delay is up; acked messages are not pushed.
+#[actix_rt::test]
+async fn connected_device_that_does_not_ack_is_pushed_after_the_delay() {
+    let mut s = start(|c| c.push.after_unacked = Duration::from_secs(1));
+    let alice = s.server.client("alice", None).await;
+    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+
+    alice.send("bob", "read at once").await.unwrap();
+    next(&phone).await.ack().await.unwrap();
+    alice.send("bob", "left unread").await.unwrap();
+    let unread = next(&phone).await;
+    let push = s.mock.next_send().await;
+    assert_eq!(push.token(), "tok-phone");
+    assert_eq!(push.data("message"), Some("left unread"));
+    assert_eq!(push.data("id"), Some(unread.message_ids()[0]));
+    unread.ack().await.unwrap();
+    s.mock.assert_no_send(Duration::from_millis(1500)).await;
+}
+
 /// `push.include_content = false` never puts the message in the push.
 #[actix_rt::test]
 async fn private_mode_pushes_no_content() {
@@ -416,6 +436,7 @@ fn push_config_is_validated() {
             "push.fcm.api_base",
         ),
         ("TITAN__PUSH__APNS__KEY_FILE", "/k.p8", "push.apns.key_id"),
+        ("TITAN__PUSH__AFTER_UNACKED", "500ms", "push.after_unacked"),
         (
             "TITAN__PUSH__APNS__API_BASE",
             "api.push.apple.com",

@@ -198,6 +198,9 @@ impl Dispatcher {
         for d in &messages {
             feed.inflight.insert(d.position, now);
         }
+        if self.push_unacked.is_some() {
+            unacked::track(feed, &messages, now);
+        }
         self.metrics
             .record_delivery(!matches!(step, Step::ReadNew { .. }), &messages);
         send_in_batches(&feed.deliver, messages, &self.config);

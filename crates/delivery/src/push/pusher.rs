@@ -7,7 +7,9 @@
 //! per device. Jobs share a semaphore of `max_in_flight` permits (the HTTP requests at once),
 //! retry temporary failures with exponential backoff and jitter (or the service's
 //! `Retry-After`), and remove tokens the service declares dead. Redelivery never comes here:
-//! only a new append does, so a message is pushed at most once per device.
+//! only a new append does, so a message is pushed at most once per device. With
+//! `push.after_unacked`, the dispatcher also sends [`PushUnacked`]: messages a connected device
+//! did not ack in time, pushed to that device alone, once.
 
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -58,6 +60,17 @@ impl PushStored {
             online_here,
         })
     }
+}
+
+/// Messages a connected device was given and did not ack within `push.after_unacked`, or had
+/// not acked when its session ended: pushed to that device (if it has a token), whether or not
+/// it is online (`dispatcher::unacked`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PushUnacked {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub messages: Vec<Message>,
 }
 
 /// The longest `Retry-After` honoured; a longer one (or a bogus one) is cut to this.
@@ -166,6 +179,32 @@ impl Handler<PushStored> for Pusher {
     }
 }
 
+impl Handler<PushUnacked> for Pusher {
+    type Result = ();
+
+    fn handle(&mut self, msg: PushUnacked, _: &mut Context<Self>) {
+        actix::spawn(to_device(self.shared.clone(), msg));
+    }
+}
+
+/// Starts one job per message for the device of `msg`, if it has a push token.
+async fn to_device(shared: Arc<Shared>, msg: PushUnacked) {
+    let devices = match shared.registry.push_devices(&msg.user).await {
+        Ok(devices) => devices,
+        Err(e) => {
+            warn!(user = %msg.user, error = %e, "cannot read push tokens; no push for these messages");
+            return;
+        }
+    };
+    let Some(binding) = devices.into_iter().find(|b| b.device == msg.device) else {
+        return;
+    };
+    let Some(provider) = shared.providers.get(&binding.platform).cloned() else {
+        return;
+    };
+    start_jobs(&shared, &provider, &msg.user, &binding, &msg.messages);
+}
+
 /// Starts one job per message per offline device of `user` that has a push token.
 async fn fan_out(
     shared: Arc<Shared>,
@@ -197,20 +236,31 @@ async fn fan_out(
                 Err(e) => debug!(error = %e, "presence unknown; pushing anyway"),
             }
         }
-        for message in &messages {
-            if shared.queued.fetch_add(1, Ordering::Relaxed) >= shared.config.max_queued {
-                shared.queued.fetch_sub(1, Ordering::Relaxed);
-                shared.stats.record(binding.platform, PushOutcome::Dropped);
-                warn!(%user, "push queue full; dropping a push (the message waits in the inbox)");
-                continue;
-            }
-            let job = Job {
-                user: user.clone(),
-                binding: binding.clone(),
-                content: shared.config.include_content.then(|| message.clone()),
-            };
-            actix::spawn(run(shared.clone(), provider.clone(), job));
+        start_jobs(&shared, &provider, &user, &binding, &messages);
+    }
+}
+
+/// One job per message to the device of `binding`, within `max_queued`.
+fn start_jobs(
+    shared: &Arc<Shared>,
+    provider: &Arc<dyn PushProvider>,
+    user: &UserId,
+    binding: &DevicePush,
+    messages: &[Message],
+) {
+    for message in messages {
+        if shared.queued.fetch_add(1, Ordering::Relaxed) >= shared.config.max_queued {
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.stats.record(binding.platform, PushOutcome::Dropped);
+            warn!(%user, "push queue full; dropping a push (the message waits in the inbox)");
+            continue;
         }
+        let job = Job {
+            user: user.clone(),
+            binding: binding.clone(),
+            content: shared.config.include_content.then(|| message.clone()),
+        };
+        actix::spawn(run(shared.clone(), provider.clone(), job));
     }
 }
 
