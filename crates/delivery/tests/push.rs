@@ -395,3 +395,35 @@ async fn unacked_messages_of_an_ended_session_are_pushed_unless_the_device_comes
     ack(&s.dispatcher, &back, "bob", "phone", positions(&again));
     silence_for(&mut s.pushes, Duration::from_millis(800)).await;
 }
+
+/// With a cluster bus: the unacked messages of an ended session are not pushed when the device
+/// is live on another instance by then; a device with a live session here is pushed whatever
+/// the bus says.
+#[actix_rt::test]
+async fn unacked_messages_are_not_pushed_to_a_device_live_on_another_instance() {
+    let dispatcher_config = DispatcherConfig {
+        push_after_unacked: Some(Duration::from_millis(150)),
+        ack_timeout: Duration::from_millis(400),
+        ..DispatcherConfig::default()
+    };
+    let mut s = setup_with(
+        PushConfig::default(),
+        vec![],
+        Some(Arc::new(PhoneElsewhere)),
+        dispatcher_config,
+    );
+    register(&s.store, "bob", "phone", "phone-token").await;
+    let mut phone = Probe::start();
+    online(&s.dispatcher, &phone, "bob", "phone");
+    send(&s.dispatcher, "bob", "live here", None).await;
+    phone.next_delivery().await;
+    assert_eq!(
+        next_push(&mut s.pushes).await.content.unwrap().message,
+        "live here"
+    );
+    send(&s.dispatcher, "bob", "gone from here", None).await;
+    let given = phone.next_delivery().await;
+    assert_eq!(given.len(), 1);
+    offline(&s.dispatcher, &phone, "bob", "phone");
+    silence_for(&mut s.pushes, Duration::from_millis(800)).await;
+}

@@ -9,8 +9,8 @@
 //! The first delivery's time counts (a redelivery does not restart the delay), a message is
 //! pushed at most once per device even if redelivered, and an ack cancels it. When the session
 //! ends before the delay is up, its unacked messages are kept (`gone`) and pushed when it is,
-//! unless the device has come back (its catch-up then gives them again and they are tracked
-//! anew). The tick checks, so a push goes out up to one tick (at most a second) after `after`.
+//! unless the device has come back, here (its catch-up then gives them again and they are
+//! tracked anew) or, per the bus, on another instance. The tick checks, so a push goes out up to one tick (at most a second) after `after`.
 //! The app dedupes by message id what it gets both ways, as with any push.
 
 use super::*;
@@ -96,6 +96,7 @@ impl Dispatcher {
                 user: user.clone(),
                 device: device.clone(),
                 messages,
+                session_ended: false,
             });
         }
         self.gone.retain(|(user, device), unpushed| {
@@ -108,6 +109,7 @@ impl Dispatcher {
                     user: user.clone(),
                     device: device.clone(),
                     messages,
+                    session_ended: true,
                 });
             }
             !unpushed.is_empty()

@@ -71,6 +71,10 @@ pub struct PushUnacked {
     pub user: UserId,
     pub device: DeviceId,
     pub messages: Vec<Message>,
+    /// The device's session here has ended: not pushed if the device is live on another
+    /// instance now (it got them there again). A device with a live session here is pushed
+    /// whatever the bus says.
+    pub session_ended: bool,
 }
 
 /// The longest `Retry-After` honoured; a longer one (or a bogus one) is cut to this.
@@ -183,12 +187,17 @@ impl Handler<PushUnacked> for Pusher {
     type Result = ();
 
     fn handle(&mut self, msg: PushUnacked, _: &mut Context<Self>) {
-        actix::spawn(to_device(self.shared.clone(), msg));
+        actix::spawn(to_device(self.shared.clone(), self.bus.clone(), msg));
     }
 }
 
 /// Starts one job per message for the device of `msg`, if it has a push token.
-async fn to_device(shared: Arc<Shared>, msg: PushUnacked) {
+async fn to_device(shared: Arc<Shared>, bus: Option<Arc<dyn Bus>>, msg: PushUnacked) {
+    if let (true, Some(bus)) = (msg.session_ended, &bus)
+        && let Ok(true) = bus.is_online(&msg.user, &msg.device).await
+    {
+        return;
+    }
     let devices = match shared.registry.push_devices(&msg.user).await {
         Ok(devices) => devices,
         Err(e) => {
