@@ -95,6 +95,9 @@ pub struct Families {
     pub slow_consumer_closes: IntCounter,
     /// `titan_limit_rejections_total{limit}`: connections or requests refused by a limit.
     pub limit_rejections: IntCounterVec,
+    /// `titan_tls_reloads_total{outcome}`: TLS certificate reloads on SIGHUP, `ok` or `failed`
+    /// (the previous certificate is still served).
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Deref for Metrics {
@@ -211,6 +214,12 @@ impl Metrics {
                 "titan_store_checkpoint_seconds",
                 "Time each embedded-store checkpoint stopped the store's writer",
                 PAUSE_BUCKETS,
+            ),
+            tls_reloads: counter_vec(
+                &registry,
+                "titan_tls_reloads_total",
+                "TLS certificate reloads on SIGHUP",
+                &["outcome"],
             ),
             push_sends: counter_vec(
                 &registry,

@@ -37,7 +37,7 @@ use titan_store::{
     Bus, CheckpointObserver, Checkpoints, EmbeddedOptions, EmbeddedStore, Inbox, InboxLimits,
     PushRegistry, RedisOptions, RedisStore, StoreError, Users,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use background::BackgroundServer;
 pub use config::Config;
@@ -204,10 +204,14 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServerError> {
-    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (cert, key) if !cert.as_os_str().is_empty() => Some(tls::server_config(cert, key)?),
+    let certificates = match (&config.server.tls_cert, &config.server.tls_key) {
+        (cert, key) if !cert.as_os_str().is_empty() => Some(tls::Certificates::load(cert, key)?),
         _ => None,
     };
+    let tls = certificates
+        .as_ref()
+        .map(tls::Certificates::server_config)
+        .transpose()?;
     let metrics = Metrics::new();
     let backends = open_store(&config, Some(&metrics)).await?;
     let inbox: Arc<dyn Inbox> = Arc::new(InstrumentedInbox::new(backends.inbox, metrics.clone()));
@@ -283,6 +287,10 @@ pub async fn run(
     // inherit the setting from the listener. The idle timeout is the right bound: a peer that
     // reads nothing for that long would have been closed as idle (4000) anyway.
     socket2::SockRef::from(&listener).set_tcp_user_timeout(Some(config.limits.idle_timeout))?;
+    let reload_metrics = metrics.clone();
+    // Listened for before the server accepts anything, so a SIGHUP never finds the default
+    // action (ending the process) in place once the server is up.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(deps.clone()))
@@ -308,6 +316,7 @@ pub async fn run(
     .run();
     info!(%addr, scheme, backend = ?config.store.backend, "listening");
     let handle = server.handle();
+    let reloading = actix_web::rt::spawn(reload_on_hangup(hangups, certificates, reload_metrics));
     let (window, timeout) = (config.server.drain_window, config.server.drain_timeout);
     actix_web::rt::spawn(async move {
         shutdown.await;
@@ -329,5 +338,39 @@ pub async fn run(
         }
     });
     server.await?;
+    reloading.abort();
     Ok(())
+}
+
+/// Reads the TLS certificate and key again on each SIGHUP (a failed read keeps the current
+/// ones, and says why). Also without TLS, so that SIGHUP never ends the server (its default
+/// action would). Counted in `titan_tls_reloads_total{outcome}`.
+async fn reload_on_hangup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    certificates: Option<Arc<tls::Certificates>>,
+    metrics: Metrics,
+) {
+    let mut hangups = match hangups {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; TLS files are read at start only");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let Some(certificates) = &certificates else {
+            info!("SIGHUP: no TLS configured, nothing to reload");
+            continue;
+        };
+        match certificates.reload() {
+            Ok(()) => {
+                metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                info!("SIGHUP: TLS certificate and key reloaded");
+            }
+            Err(e) => {
+                metrics.tls_reloads.with_label_values(&["failed"]).inc();
+                error!(error = %e, "SIGHUP: TLS reload failed; serving the previous certificate");
+            }
+        }
+    }
 }

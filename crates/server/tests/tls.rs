@@ -83,7 +83,76 @@ async fn untrusted_or_plain_clients_fail() {
 #[tokio::test]
 async fn https_healthz() {
     let (server, ca, _certs) = start_tls();
-    let roots = rustls_roots(&ca);
+    let response = https_get(&server, &ca, "/healthz").await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+/// SIGHUP reads the certificate and key again: a file that cannot be used is refused (counted,
+/// and the previous certificate is still served); a renewed certificate is served to new
+/// connections, and clients trusting only the old CA are refused from then on.
+#[tokio::test]
+async fn sighup_reloads_the_certificate() {
+    let (server, old_ca, certs) = start_tls();
+    // Also proves the server is up, so its SIGHUP handler is in place.
+    assert!(https_get(&server, &old_ca, "/healthz").await.is_ok());
+
+    std::fs::write(certs.path().join("key.pem"), "not a key").unwrap();
+    hangup();
+    let reloads = |outcome: &'static str| {
+        let (server, ca) = (&server, &old_ca);
+        async move { tls_reloads(server, ca, outcome).await }
+    };
+    wait_until_async(|| async { reloads("failed").await == Some(1.0) }).await;
+    assert_eq!(reloads("ok").await, None, "nothing was reloaded");
+
+    let new_ca = certificates(certs.path());
+    hangup();
+    wait_until_async(|| async { https_get(&server, &new_ca, "/healthz").await.is_ok() }).await;
+    assert!(
+        https_get(&server, &old_ca, "/healthz").await.is_err(),
+        "the old certificate is no longer served"
+    );
+    assert_eq!(tls_reloads(&server, &new_ca, "ok").await, Some(1.0));
+}
+
+/// Sends SIGHUP to this process (every server of this test binary reloads its own files).
+fn hangup() {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Polls `check` until it holds, failing the test after `WAIT`.
+async fn wait_until_async<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `titan_tls_reloads_total{outcome}` from the server's `/metrics` over https.
+async fn tls_reloads(server: &TestServer, ca: &[u8], outcome: &str) -> Option<f64> {
+    let metrics = https_get(server, ca, "/metrics").await.ok()?;
+    let series = format!("titan_tls_reloads_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// GETs `path` over https trusting `ca`; the whole response, or why it failed.
+async fn https_get(server: &TestServer, ca: &[u8], path: &str) -> Result<String, String> {
+    let roots = rustls_roots(ca);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -93,17 +162,20 @@ async fn https_healthz() {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    let mut tls = connector
+        .connect(name, tcp)
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     // A peer closing without close_notify is an error here; the bytes read so far count.
     let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut response))
         .await
         .expect("no response in time");
-    let response = String::from_utf8_lossy(&response);
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
 fn rustls_roots(pem: &[u8]) -> rustls::RootCertStore {
