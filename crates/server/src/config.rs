@@ -143,6 +143,10 @@ pub struct StoreSection {
     pub key_prefix: String,
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// Replicas that must have an append before it is answered (Redis `WAIT`); 0: off.
+    pub redis_wait_replicas: u32,
+    #[serde(with = "humantime_serde")]
+    pub redis_wait_timeout: Duration,
     /// Page cache of the embedded store, in MiB.
     pub cache_mb: usize,
     /// Longest time between the embedded store's checkpoints (durable commits of its file).
@@ -158,6 +162,8 @@ impl std::fmt::Debug for StoreSection {
             .field("redis_url", &hide_password(&self.redis_url))
             .field("key_prefix", &self.key_prefix)
             .field("redis_timeout", &self.redis_timeout)
+            .field("redis_wait_replicas", &self.redis_wait_replicas)
+            .field("redis_wait_timeout", &self.redis_wait_timeout)
             .field("cache_mb", &self.cache_mb)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .finish()
@@ -295,6 +301,12 @@ impl Config {
         }
         if self.store.redis_timeout.is_zero() {
             return Err(invalid("store.redis_timeout", "must be more than 0s"));
+        }
+        if self.store.redis_wait_replicas > 0 && self.store.redis_wait_timeout.is_zero() {
+            return Err(invalid(
+                "store.redis_wait_timeout",
+                "must be more than 0s when store.redis_wait_replicas is set",
+            ));
         }
         if self.delivery.poll_interval.is_zero() {
             return Err(invalid("delivery.poll_interval", "must be more than 0s"));

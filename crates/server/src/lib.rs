@@ -129,6 +129,8 @@ pub async fn open_store(
             let options = RedisOptions {
                 connect_timeout: config.store.redis_timeout,
                 operation_timeout: config.store.redis_timeout,
+                wait_replicas: config.store.redis_wait_replicas,
+                wait_timeout: config.store.redis_wait_timeout,
                 ..RedisOptions::default()
             };
             let store = RedisStore::connect_with(

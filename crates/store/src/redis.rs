@@ -88,6 +88,14 @@ pub struct RedisOptions {
     pub operation_timeout: Duration,
     /// PEM root certificates to trust for `rediss://` instead of the system's (a private CA).
     pub tls_root_certificates: Option<Vec<u8>>,
+    /// An append is answered only once this many replicas of the node that stored it have
+    /// acknowledged it (Redis `WAIT`), so that a failover to a replica cannot lose a message
+    /// the sender was told is stored; 0 (the default): once the primary has it.
+    pub wait_replicas: u32,
+    /// How long an append waits for `wait_replicas` replicas before it fails as temporary
+    /// ([`StoreError::Unavailable`]; the messages are on the primary, and a resend with the same
+    /// client ids stores nothing twice).
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -96,6 +104,8 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(2),
             operation_timeout: Duration::from_secs(2),
             tls_root_certificates: None,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -109,6 +119,8 @@ impl fmt::Debug for RedisOptions {
                 "tls_root_certificates",
                 &self.tls_root_certificates.is_some(),
             )
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }

@@ -196,11 +196,38 @@ impl RedisStore {
                 call.invoke_async(&mut conn).await
             })
             .await?;
+        if pass == Pass::Write {
+            self.replicated(shard).await?;
+        }
         let expected = per_batch.iter().map(|per_message| match pass {
             Pass::DryRun => 0,
             Pass::Write => per_message.len(),
         });
         self.appended(reply, &inboxes, expected)
+    }
+
+    /// With [`super::RedisOptions::wait_replicas`]: waits until that many replicas of the node
+    /// of `shard` have what was just written there, or fails as temporary.
+    async fn replicated(&self, shard: u16) -> Result<(), StoreError> {
+        let options = &self.shared.options;
+        let (wanted, timeout) = (options.wait_replicas, options.wait_timeout);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let acknowledged = super::bounded(
+            timeout + options.operation_timeout,
+            "wait for replicas",
+            async move { conn.wait_replicas(shard, wanted, timeout).await },
+        )
+        .await?;
+        if acknowledged < u64::from(wanted) {
+            return Err(StoreError::unavailable(format!(
+                "stored on the primary but acknowledged by {acknowledged} of {wanted} replicas \
+                 within {timeout:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// Reads the script's answer (see `lua/append.lua`): per batch, its status and then, when

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use ::redis::{
     Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture,
     TlsCertificates, Value,
@@ -29,6 +30,34 @@ impl Connection {
     /// True on a Redis Cluster: keys of different users may then live on different nodes.
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
+    }
+
+    /// `WAIT replicas timeout` on the node holding `slot` (the only node on a standalone
+    /// server): how many of its replicas have acknowledged every write this connection sent it
+    /// so far. Writes and the `WAIT` share that node's one connection, so the count covers the
+    /// writes the caller has just had answered.
+    pub(crate) async fn wait_replicas(
+        &mut self,
+        slot: u16,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<u64, ::redis::RedisError> {
+        let mut wait = ::redis::cmd("WAIT");
+        wait.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        match self {
+            Self::Single(c) => wait.query_async(c).await,
+            Self::Cluster(c) => {
+                // Routed by slot: by default a keyless WAIT goes to every primary.
+                let route = Route::new(slot, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let reply = c.route_command(wait, routing).await?;
+                Ok(::redis::from_redis_value(reply)?)
+            }
+        }
     }
 }
 

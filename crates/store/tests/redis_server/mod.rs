@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub tls: bool,
     /// Run as a Redis Cluster node (see [`cluster::RedisCluster`], which joins several).
     pub cluster: bool,
+    /// Replicate the server on this loopback port (`--replicaof`); see
+    /// [`RedisServer::wait_until_replicating`].
+    pub replica_of: Option<u16>,
 }
 
 /// A running `redis-server`. Killed and reaped on drop.
@@ -163,6 +166,9 @@ impl RedisServer {
         if let Some(password) = &self.config.password {
             command.args(["--requirepass", password]);
         }
+        if let Some(primary) = self.config.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         if self.config.cluster {
             command
                 .args(["--cluster-enabled", "yes"])
@@ -213,6 +219,57 @@ impl RedisServer {
             "no PONG within {READY_TIMEOUT:?}:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         ))
+    }
+
+    /// For a replica: waits until its link to the primary is up and the first sync is done,
+    /// failing the test after [`READY_TIMEOUT`].
+    pub fn wait_until_replicating(&self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.info("replication").contains("master_link_status:up") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "the replica on port {} did not sync in time:\n{}",
+            self.port,
+            self.info("replication")
+        );
+    }
+
+    /// The text of `INFO section` (empty when the server cannot be asked).
+    pub fn info(&self, section: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        if stream
+            .write_all(format!("INFO {section}\r\n").as_bytes())
+            .is_err()
+        {
+            return String::new();
+        }
+        // A bulk string: `$<len>\r\n<text>\r\n`.
+        let mut reply = Vec::new();
+        let mut buffer = [0; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buffer) {
+            reply.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            let Some((header, body)) = text.split_once("\r\n") else {
+                continue;
+            };
+            let Some(len) = header
+                .strip_prefix('$')
+                .and_then(|l| l.parse::<usize>().ok())
+            else {
+                return String::new();
+            };
+            if body.len() >= len {
+                return body[..len].to_owned();
+            }
+        }
+        String::new()
     }
 
     /// True once the server answers PING with PONG (not while it is still loading its AOF).
