@@ -1,13 +1,17 @@
 //! `RedisOptions::wait_replicas`: an append is answered only once a replica has it, against a
-//! real primary and replica started by the test.
+//! real primary and replica started by the test; and what was answered survives a Redis Cluster
+//! failover (a primary killed, its replica promoted).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod redis_server;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use redis_server::cluster::RedisCluster;
 use redis_server::{RedisServer, ServerConfig, fresh_prefix};
-use titan_store::conformance::{append_stored, message, message_with_client_id, user};
+use titan_store::conformance::{
+    append_stored, device, message, message_with_client_id, texts, user,
+};
 use titan_store::{Appended, Inbox, InboxLimits, RedisOptions, RedisStore, StoreError};
 
 async fn connect(url: &str, replicas: u32) -> RedisStore {
@@ -70,4 +74,56 @@ async fn appends_wait_for_a_replica() {
         matches!(refused, Err(StoreError::Unavailable { .. })),
         "{refused:?}"
     );
+}
+
+/// Messages answered with a replica required are all read back after their primary crashes
+/// (killed) and the Cluster promotes its replica; the promoted primary has no replica left, so
+/// further appends that require one are refused, and accepted when none is required.
+#[tokio::test]
+async fn answered_messages_survive_a_cluster_failover() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1);
+    let store = connect(&cluster.url(), 1).await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let sent: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    for text in &sent {
+        append_stored(&store, vec![message(&alice, &bob, text)]).await;
+    }
+
+    let primary = cluster.primary_of("bob");
+    let killed = primary.port();
+    primary.stop();
+    cluster.wait_until_ok(|node| node.port() != killed);
+
+    // The client finds the new primary by itself; until it has, reads fail as temporary.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read = loop {
+        match store.read_new(&bob, &device("phone"), 100).await {
+            Ok(read) => break read,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no read after the failover: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(texts(&read), sent, "every answered message, in order");
+
+    let refused = store
+        .append(vec![message(&alice, &bob, "no replica")])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable { .. })),
+        "{refused:?}"
+    );
+    let relaxed = connect(&cluster.url(), 0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = relaxed.append(vec![message(&alice, &bob, "after")]).await {
+        assert!(
+            Instant::now() < deadline,
+            "no append after the failover: {e:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,6 +1,7 @@
 //! A throw-away Redis Cluster: several [`RedisServer`]s in cluster mode, joined with
-//! `redis-cli --cluster create` (no replicas) and waited for until every node reports
-//! `cluster_state:ok`. Stopped with its nodes on drop.
+//! `redis-cli --cluster create` (primaries only, or each with replicas) and waited for until
+//! every node reports `cluster_state:ok` (and every replica has synced). Stopped with its nodes
+//! on drop.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,16 +11,22 @@ use super::{RedisServer, ServerConfig, find_on_path};
 /// How long the nodes may take to agree on the slot map after `--cluster create`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running Redis Cluster of primaries only.
+/// A running Redis Cluster.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    /// Starts `n` (at least 3, the Cluster minimum) nodes and joins them; panics with the
+    /// Starts `n` (at least 3, the Cluster minimum) primaries and joins them; panics with the
     /// reason if it cannot.
     pub fn start(n: usize) -> Self {
-        assert!(n >= 3, "a Redis Cluster needs at least 3 primaries");
+        Self::start_with_replicas(n, 0)
+    }
+
+    /// Starts `primaries` primaries with `replicas` replicas each and joins them.
+    pub fn start_with_replicas(primaries: usize, replicas: usize) -> Self {
+        assert!(primaries >= 3, "a Redis Cluster needs at least 3 primaries");
+        let n = primaries * (replicas + 1);
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
                 RedisServer::start(ServerConfig {
@@ -34,7 +41,7 @@ impl RedisCluster {
             create.arg(format!("127.0.0.1:{}", node.port()));
         }
         let out = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create");
         assert!(
@@ -44,15 +51,55 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let cluster = Self { nodes };
+        cluster.wait_until_ok(|_| true);
         let deadline = Instant::now() + JOIN_TIMEOUT;
-        while !cluster.nodes.iter().all(|n| cluster_ok(n.port())) {
+        while !cluster.nodes.iter().all(|n| {
+            let info = n.info("replication");
+            info.contains("role:master") || info.contains("master_link_status:up")
+        }) {
+            assert!(Instant::now() < deadline, "the replicas never synced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Waits until every running node for which `include` holds reports `cluster_state:ok`.
+    pub fn wait_until_ok(&self, include: impl Fn(&RedisServer) -> bool) {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        while !self
+            .nodes
+            .iter()
+            .filter(|n| include(n))
+            .all(|n| cluster_ok(n.port()))
+        {
             assert!(
                 Instant::now() < deadline,
                 "the cluster never reached cluster_state:ok"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        cluster
+    }
+
+    /// The primary holding the keys whose hash tag is `tag` (`CLUSTER KEYSLOT`, then the node
+    /// that serves that slot as a primary).
+    pub fn primary_of(&mut self, tag: &str) -> &mut RedisServer {
+        let port = self.nodes[0].port();
+        let slot: u16 = redis_cli(port, &["cluster", "keyslot", tag])
+            .trim()
+            .parse()
+            .expect("a slot number");
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| {
+                n.info("replication").contains("role:master")
+                    && redis_cli(n.port(), &["cluster", "countkeysinslot", &slot.to_string()])
+                        .trim()
+                        .parse::<u64>()
+                        .is_ok_and(|keys| keys > 0)
+            })
+            .expect("a primary holds the slot's keys");
+        &mut self.nodes[index]
     }
 
     /// Every node's `redis://` URL, comma-separated (what `store.redis_url` accepts).
@@ -71,8 +118,15 @@ impl RedisCluster {
 
 /// True when the node at `port` sees every slot served.
 fn cluster_ok(port: u16) -> bool {
+    redis_cli(port, &["cluster", "info"]).contains("cluster_state:ok")
+}
+
+/// What `redis-cli -p port args...` printed (empty when it could not run).
+fn redis_cli(port: u16, args: &[&str]) -> String {
     Command::new(find_on_path("redis-cli"))
-        .args(["-p", &port.to_string(), "cluster", "info"])
+        .args(["-p", &port.to_string()])
+        .args(args)
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
