@@ -309,15 +309,28 @@ async fn devices_online_on_other_instances_are_not_pushed() {
     assert_no_push(&mut s.pushes).await;
 }
 
-/// A dispatcher with `push_after_unacked = after` whose tick runs every 100 ms (a 400 ms ack
-/// timeout, so redeliveries come soon too).
-fn unacked_setup(after: Duration) -> Setup {
-    let dispatcher_config = DispatcherConfig {
+/// `push_after_unacked = after`, with a tick every 100 ms (a 400 ms ack timeout, so
+/// redeliveries come soon too).
+fn unacked_config(after: Duration) -> DispatcherConfig {
+    DispatcherConfig {
         push_after_unacked: Some(after),
         ack_timeout: Duration::from_millis(400),
         ..DispatcherConfig::default()
-    };
-    setup_with(PushConfig::default(), vec![], None, dispatcher_config)
+    }
+}
+
+fn unacked_setup(after: Duration) -> Setup {
+    setup_with(PushConfig::default(), vec![], None, unacked_config(after))
+}
+
+/// bob's phone, with a push token, connected (a stand-in session), is given `text`.
+async fn given_to_phone(s: &Setup, text: &str) -> (Probe, Vec<titan_store::Delivered>) {
+    register(&s.store, "bob", "phone", "phone-token").await;
+    let mut phone = Probe::start();
+    online(&s.dispatcher, &phone, "bob", "phone");
+    send(&s.dispatcher, "bob", text, None).await;
+    let given = phone.next_delivery().await;
+    (phone, given)
 }
 
 async fn silence_for(rx: &mut mpsc::UnboundedReceiver<Notification>, wait: Duration) {
@@ -339,11 +352,7 @@ fn offline(d: &Addr<Dispatcher>, probe: &Probe, u: &str, dev: &str) {
 #[actix_rt::test]
 async fn a_connected_device_that_does_not_ack_is_pushed_once() {
     let mut s = unacked_setup(Duration::from_millis(150));
-    register(&s.store, "bob", "phone", "phone-token").await;
-    let mut phone = Probe::start();
-    online(&s.dispatcher, &phone, "bob", "phone");
-    send(&s.dispatcher, "bob", "hello", None).await;
-    let given = phone.next_delivery().await;
+    let (mut phone, given) = given_to_phone(&s, "hello").await;
     let n = next_push(&mut s.pushes).await;
     assert_eq!(n.token.as_str(), "phone-token");
     assert_eq!(n.content.unwrap().message, "hello");
@@ -357,11 +366,7 @@ async fn a_connected_device_that_does_not_ack_is_pushed_once() {
 #[actix_rt::test]
 async fn a_device_that_acks_in_time_is_not_pushed() {
     let mut s = unacked_setup(Duration::from_millis(150));
-    register(&s.store, "bob", "phone", "phone-token").await;
-    let mut phone = Probe::start();
-    online(&s.dispatcher, &phone, "bob", "phone");
-    send(&s.dispatcher, "bob", "hello", None).await;
-    let given = phone.next_delivery().await;
+    let (phone, given) = given_to_phone(&s, "hello").await;
     ack(&s.dispatcher, &phone, "bob", "phone", positions(&given));
     silence_for(&mut s.pushes, Duration::from_millis(600)).await;
 }
@@ -371,11 +376,7 @@ async fn a_device_that_acks_in_time_is_not_pushed() {
 #[actix_rt::test]
 async fn unacked_messages_of_an_ended_session_are_pushed_unless_the_device_comes_back() {
     let mut s = unacked_setup(Duration::from_millis(150));
-    register(&s.store, "bob", "phone", "phone-token").await;
-    let mut phone = Probe::start();
-    online(&s.dispatcher, &phone, "bob", "phone");
-    send(&s.dispatcher, "bob", "left unread", None).await;
-    phone.next_delivery().await;
+    let (phone, _) = given_to_phone(&s, "left unread").await;
     offline(&s.dispatcher, &phone, "bob", "phone");
     assert_eq!(
         next_push(&mut s.pushes).await.content.unwrap().message,
@@ -383,11 +384,7 @@ async fn unacked_messages_of_an_ended_session_are_pushed_unless_the_device_comes
     );
 
     let mut s = unacked_setup(Duration::from_millis(300));
-    register(&s.store, "bob", "phone", "phone-token").await;
-    let mut phone = Probe::start();
-    online(&s.dispatcher, &phone, "bob", "phone");
-    send(&s.dispatcher, "bob", "read later", None).await;
-    phone.next_delivery().await;
+    let (phone, _) = given_to_phone(&s, "read later").await;
     offline(&s.dispatcher, &phone, "bob", "phone");
     let mut back = Probe::start();
     online(&s.dispatcher, &back, "bob", "phone");
@@ -401,22 +398,13 @@ async fn unacked_messages_of_an_ended_session_are_pushed_unless_the_device_comes
 /// the bus says.
 #[actix_rt::test]
 async fn unacked_messages_are_not_pushed_to_a_device_live_on_another_instance() {
-    let dispatcher_config = DispatcherConfig {
-        push_after_unacked: Some(Duration::from_millis(150)),
-        ack_timeout: Duration::from_millis(400),
-        ..DispatcherConfig::default()
-    };
     let mut s = setup_with(
         PushConfig::default(),
         vec![],
         Some(Arc::new(PhoneElsewhere)),
-        dispatcher_config,
+        unacked_config(Duration::from_millis(150)),
     );
-    register(&s.store, "bob", "phone", "phone-token").await;
-    let mut phone = Probe::start();
-    online(&s.dispatcher, &phone, "bob", "phone");
-    send(&s.dispatcher, "bob", "live here", None).await;
-    phone.next_delivery().await;
+    let (mut phone, _) = given_to_phone(&s, "live here").await;
     assert_eq!(
         next_push(&mut s.pushes).await.content.unwrap().message,
         "live here"

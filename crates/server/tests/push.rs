@@ -10,10 +10,10 @@ mod mock_fcm;
 #[path = "../../store/tests/redis_server/mod.rs"]
 mod redis_server;
 
+use common::push::{go_offline, registered, wait_for_pushes};
 use common::{TestServer, next, wait_until};
 use mock_fcm::{MockFcm, Reply};
 use serde_json::json;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use titan_client::{Client, Outgoing};
 use titan_server::Config;
@@ -47,30 +47,6 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Setup {
     }
 }
 
-/// Connects (user, device) and registers an FCM token for it.
-async fn registered(server: &TestServer, user: &str, device: &str, token: &str) -> Client {
-    let c = server.client(user, Some(device)).await;
-    let ack = c
-        .call("push.register", json!({"platform": "fcm", "token": token}))
-        .await
-        .unwrap();
-    assert_eq!(ack, json!("ACK"));
-    c
-}
-
-/// Closes `client` and waits until the dispatcher knows its device is offline: a fresh user's
-/// session attaches after the close, and the Router passes attach and detach on in order, so
-/// once that session has its first message the detach has been processed too.
-async fn go_offline(server: &TestServer, sender: &Client, client: Client) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    client.close().await.unwrap();
-    let witness = format!("witness-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    sender.send(&witness, "sync").await.unwrap();
-    let w = server.client(&witness, None).await;
-    next(&w).await.ack().await.unwrap();
-    w.close().await.unwrap();
-}
-
 /// An offline device with a token gets one push carrying the message; when it connects the
 /// message arrives over the WebSocket with the same id; redelivery does not push again; and
 /// one access token serves every push.
@@ -78,7 +54,7 @@ async fn go_offline(server: &TestServer, sender: &Client, client: Client) {
 async fn offline_device_is_pushed_once_with_the_message() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
     go_offline(&s.server, &alice, phone).await;
 
     alice.send("bob", "hello bob").await.unwrap();
@@ -117,13 +93,7 @@ async fn offline_device_is_pushed_once_with_the_message() {
     assert_eq!(s.mock.rejected_assertions(), 0);
 
     // The six pushes show on /metrics, by provider and outcome.
-    let addr = s.server.addr;
-    wait_until(|| async move {
-        let samples = common::scrape::scrape(addr).await;
-        let labels = [("provider", "fcm"), ("outcome", "sent_content")];
-        common::scrape::value(&samples, "titan_push_sends_total", &labels) == 6.0
-    })
-    .await;
+    wait_for_pushes(s.server.addr, "fcm", "sent_content", 6.0).await;
 }
 
 /// A message over the 4 KiB payload limit is announced content-free with a collapse key, and
@@ -132,7 +102,7 @@ async fn offline_device_is_pushed_once_with_the_message() {
 async fn large_message_is_pushed_content_free() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
     go_offline(&s.server, &alice, phone).await;
 
     let big = "x".repeat(5000);
@@ -157,8 +127,8 @@ async fn large_message_is_pushed_content_free() {
 async fn connected_device_is_not_pushed() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
-    let tablet = registered(&s.server, "bob", "tablet", "tok-tablet").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
+    let tablet = registered(&s.server, "bob", "tablet", "fcm", "tok-tablet").await;
     go_offline(&s.server, &alice, tablet).await;
 
     alice.send("bob", "hi").await.unwrap();
@@ -172,7 +142,7 @@ async fn connected_device_is_not_pushed() {
 async fn unavailable_then_success_is_retried_once() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
     go_offline(&s.server, &alice, phone).await;
 
     s.mock.answer_next(Reply::unavailable());
@@ -189,7 +159,7 @@ async fn unavailable_then_success_is_retried_once() {
 async fn unauthenticated_refreshes_the_access_token_once() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
     go_offline(&s.server, &alice, phone).await;
 
     s.mock.answer_next(Reply::unauthenticated());
@@ -206,7 +176,7 @@ async fn unauthenticated_refreshes_the_access_token_once() {
 async fn invalid_argument_is_not_retried_and_keeps_the_token() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
     go_offline(&s.server, &alice, phone).await;
 
     s.mock.answer_next(Reply::invalid_argument());
@@ -223,7 +193,7 @@ async fn invalid_argument_is_not_retried_and_keeps_the_token() {
 async fn connected_device_that_does_not_ack_is_pushed_after_the_delay() {
     let mut s = start(|c| c.push.after_unacked = Duration::from_secs(1));
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
 
     alice.send("bob", "read at once").await.unwrap();
     next(&phone).await.ack().await.unwrap();
@@ -242,7 +212,7 @@ async fn connected_device_that_does_not_ack_is_pushed_after_the_delay() {
 async fn private_mode_pushes_no_content() {
     let mut s = start(|c| c.push.include_content = false);
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-phone").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-phone").await;
     go_offline(&s.server, &alice, phone).await;
     alice.send("bob", "secret").await.unwrap();
     let push = s.mock.next_send().await;
@@ -311,7 +281,7 @@ async fn unregistered_token_is_removed() {
         .await
         .unwrap();
     let alice = s.server.client("alice", None).await;
-    let phone = registered(&s.server, "bob", "phone", "tok-dead").await;
+    let phone = registered(&s.server, "bob", "phone", "fcm", "tok-dead").await;
     phone.close().await.unwrap();
     // Offline everywhere once the cluster presence of the device is released.
     let presence = format!("{prefix}:{{bob}}:presence");
@@ -399,19 +369,7 @@ fn push_key_files_are_checked_at_start() {
 
     // Real keys: both providers come up (nothing is sent, so no network is used).
     let p8 = dir.path().join("AuthKey.p8");
-    let status = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&p8)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    std::fs::write(&p8, common::keys::EcKey::generate().private_pem()).unwrap();
     let mock = MockFcm::start();
     c.push.apns.key_file = p8;
     c.push.fcm.service_account_file = mock.write_service_account(dir.path());

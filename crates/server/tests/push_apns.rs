@@ -7,12 +7,10 @@ mod common;
 #[path = "common/mock_apns.rs"]
 mod mock_apns;
 
-use common::{TestServer, next, wait_until};
+use common::push::{go_offline, registered, wait_for_pushes};
+use common::{TestServer, next};
 use mock_apns::{KEY_ID, MockApns, Reply, TEAM_ID, TOPIC};
-use serde_json::json;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use titan_client::Client;
 use titan_server::Config;
 
 /// How long silence must last to count as "no (further) push": several backoffs long.
@@ -39,29 +37,6 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Setup {
     Setup { mock, server }
 }
 
-/// Connects (user, device) and registers an APNs token for it.
-async fn registered(server: &TestServer, user: &str, device: &str, token: &str) -> Client {
-    let c = server.client(user, Some(device)).await;
-    let ack = c
-        .call("push.register", json!({"platform": "apns", "token": token}))
-        .await
-        .unwrap();
-    assert_eq!(ack, json!("ACK"));
-    c
-}
-
-/// Closes `client` and waits until the dispatcher knows its device is offline (see the same
-/// helper in push.rs: a witness session attached after the close has its first message).
-async fn go_offline(server: &TestServer, sender: &Client, client: Client) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    client.close().await.unwrap();
-    let witness = format!("witness-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    sender.send(&witness, "sync").await.unwrap();
-    let w = server.client(&witness, None).await;
-    next(&w).await.ack().await.unwrap();
-    w.close().await.unwrap();
-}
-
 fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -76,7 +51,7 @@ fn unix_secs() -> u64 {
 async fn offline_iphone_is_pushed_with_the_message() {
     let mut s = start(|c| c.delivery.retention = Duration::from_secs(3600));
     let alice = s.server.client("alice", None).await;
-    let iphone = registered(&s.server, "bob", "iphone", "a1b2c3d4").await;
+    let iphone = registered(&s.server, "bob", "iphone", "apns", "a1b2c3d4").await;
     go_offline(&s.server, &alice, iphone).await;
 
     let before = unix_secs();
@@ -111,13 +86,7 @@ async fn offline_iphone_is_pushed_with_the_message() {
     assert_eq!(again.bearer, push.bearer, "one provider token serves both");
     assert_eq!(s.mock.rejected_tokens(), 0);
 
-    let addr = s.server.addr;
-    wait_until(|| async move {
-        let samples = common::scrape::scrape(addr).await;
-        let labels = [("provider", "apns"), ("outcome", "sent_content")];
-        common::scrape::value(&samples, "titan_push_sends_total", &labels) == 2.0
-    })
-    .await;
+    wait_for_pushes(s.server.addr, "apns", "sent_content", 2.0).await;
 }
 
 /// A message over the 4 KiB payload limit goes as the content-free alert with the collapse id,
@@ -126,7 +95,7 @@ async fn offline_iphone_is_pushed_with_the_message() {
 async fn large_message_is_pushed_content_free_with_a_collapse_id() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let iphone = registered(&s.server, "bob", "iphone", "a1b2c3d4").await;
+    let iphone = registered(&s.server, "bob", "iphone", "apns", "a1b2c3d4").await;
     go_offline(&s.server, &alice, iphone).await;
 
     let big = "x".repeat(5000);
@@ -146,7 +115,7 @@ async fn large_message_is_pushed_content_free_with_a_collapse_id() {
 async fn unregistered_token_is_forgotten() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let iphone = registered(&s.server, "bob", "iphone", "dead-token").await;
+    let iphone = registered(&s.server, "bob", "iphone", "apns", "dead-token").await;
     go_offline(&s.server, &alice, iphone).await;
 
     let now_ms = SystemTime::now()
@@ -156,13 +125,7 @@ async fn unregistered_token_is_forgotten() {
     s.mock.answer_next(Reply::unregistered(now_ms));
     alice.send("bob", "m1").await.unwrap();
     assert_eq!(s.mock.next_send().await.token, "dead-token");
-    let addr = s.server.addr;
-    wait_until(|| async move {
-        let samples = common::scrape::scrape(addr).await;
-        let labels = [("provider", "apns"), ("outcome", "unregistered")];
-        common::scrape::value(&samples, "titan_push_sends_total", &labels) == 1.0
-    })
-    .await;
+    wait_for_pushes(s.server.addr, "apns", "unregistered", 1.0).await;
     alice.send("bob", "m2").await.unwrap();
     s.mock.assert_no_send(SILENCE).await;
 }
@@ -173,7 +136,7 @@ async fn unregistered_token_is_forgotten() {
 async fn expired_provider_token_and_unavailable_are_retried() {
     let mut s = start(|_| {});
     let alice = s.server.client("alice", None).await;
-    let iphone = registered(&s.server, "bob", "iphone", "a1b2c3d4").await;
+    let iphone = registered(&s.server, "bob", "iphone", "apns", "a1b2c3d4").await;
     go_offline(&s.server, &alice, iphone).await;
 
     s.mock.answer_next(Reply::expired_provider_token());
@@ -190,12 +153,6 @@ async fn expired_provider_token_and_unavailable_are_retried() {
     assert_eq!(retry.payload, first.payload);
     s.mock.assert_no_send(SILENCE).await;
 
-    let addr = s.server.addr;
-    wait_until(|| async move {
-        let samples = common::scrape::scrape(addr).await;
-        let labels = [("provider", "apns"), ("outcome", "sent_content")];
-        common::scrape::value(&samples, "titan_push_sends_total", &labels) == 2.0
-    })
-    .await;
+    wait_for_pushes(s.server.addr, "apns", "sent_content", 2.0).await;
     assert_eq!(s.mock.rejected_tokens(), 0);
 }

@@ -95,19 +95,11 @@ async fn answered_messages_survive_a_cluster_failover() {
     cluster.wait_until_ok(|node| node.port() != killed);
 
     // The client finds the new primary by itself; until it has, reads fail as temporary.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let read = loop {
-        match store.read_new(&bob, &device("phone"), 100).await {
-            Ok(read) => break read,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no read after the failover: {e:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let phone = device("phone");
+    let read = until_ok("read after the failover", || {
+        store.read_new(&bob, &phone, 100)
+    })
+    .await;
     assert_eq!(texts(&read), sent, "every answered message, in order");
 
     let refused = store
@@ -118,12 +110,26 @@ async fn answered_messages_survive_a_cluster_failover() {
         "{refused:?}"
     );
     let relaxed = connect(&cluster.url(), 0).await;
+    until_ok("append after the failover", || {
+        relaxed.append(vec![message(&alice, &bob, "after")])
+    })
+    .await;
+}
+
+/// Retries `op` until it succeeds, failing the test (naming `what`) after 30 s.
+async fn until_ok<T, F, Fut>(what: &str, op: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = relaxed.append(vec![message(&alice, &bob, "after")]).await {
-        assert!(
-            Instant::now() < deadline,
-            "no append after the failover: {e:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no {what}: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }

@@ -119,6 +119,11 @@ impl EcKey {
             self.pair.public_key().as_der().unwrap().as_ref(),
         )
     }
+
+    /// The private key as PKCS#8 PEM: what an APNs `.p8` file holds.
+    pub fn private_pem(&self) -> String {
+        pem("PRIVATE KEY", self.pair.to_pkcs8v1().unwrap().as_ref())
+    }
 }
 
 /// An HS256 token signed with `secret` (for algorithm-confusion tests: the secret is a public

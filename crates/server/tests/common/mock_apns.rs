@@ -1,7 +1,7 @@
 //! A loopback mock of APNs (HTTP/2 without TLS), for the push tests.
 //!
-//! It holds the public half of a throw-away P-256 key (generated with `openssl` at start; no key
-//! is committed) and checks every request's provider token with it (ES256, `kid`, `iss`), as
+//! It holds the public half of a throw-away P-256 key (generated at start; no key is
+//! committed) and checks every request's provider token with it (ES256, `kid`, `iss`), as
 //! APNs does: a bad token is answered 403 `InvalidProviderToken` and counted. Accepted requests
 //! are recorded (the test awaits them as events) and answered with the next scripted reply, or
 //! 200 with an `apns-id`. Runs in its own thread and tokio runtime; stopped and joined on drop.
@@ -17,7 +17,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -294,25 +293,8 @@ fn token_is_valid(public_pem: &[u8], bearer: &str) -> bool {
 
 /// A fresh P-256 key: the `.p8` (PKCS#8 PEM) file, and the public key PEM.
 fn ec_key_pair(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let key = dir.join("AuthKey_TESTKEYID1.p8");
-    let status = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .expect("openssl runs");
-    assert!(status.success(), "openssl genpkey failed");
-    let public = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .output()
-        .expect("openssl runs");
-    assert!(public.status.success(), "openssl pkey -pubout failed");
-    (key, public.stdout)
+    let key = crate::common::keys::EcKey::generate();
+    let path = dir.join("AuthKey_TESTKEYID1.p8");
+    std::fs::write(&path, key.private_pem()).unwrap();
+    (path, key.public_pem().into_bytes())
 }

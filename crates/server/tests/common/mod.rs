@@ -6,6 +6,7 @@
 pub mod keys;
 pub mod mock_oidc;
 pub mod process;
+pub mod push;
 pub mod raw;
 pub mod rpc;
 pub mod scrape;
