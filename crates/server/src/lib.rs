@@ -339,8 +339,9 @@ pub async fn run(
             admin.stop().await;
         }
     });
-    server.await?;
+    let served = server.await;
     reloading.abort();
+    served?;
     Ok(())
 }
 
