@@ -208,7 +208,41 @@ impl RedisStore {
             cluster = store.conn.is_cluster(),
             "redis store connected"
         );
+        store.check_replicas().await;
         Ok(store)
+    }
+
+    /// With `wait_replicas`, says at start when a standalone primary has fewer replicas than
+    /// that: every append will fail (-32006) until it has them. Not an error: replicas may be
+    /// on their way. (On a Cluster, each primary's replicas are its own business.)
+    async fn check_replicas(&self) {
+        let wanted = self.shared.options.wait_replicas;
+        if wanted == 0 || self.conn.is_cluster() {
+            return;
+        }
+        let info: Result<String, StoreError> = self
+            .run("read the replication state", |mut conn| async move {
+                ::redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        let connected = info.ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("connected_slaves:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+        match connected {
+            Some(n) if n >= wanted => {}
+            Some(n) => tracing::warn!(
+                replicas = n,
+                wanted,
+                "store.redis_wait_replicas: the primary has fewer replicas than required; every \
+                 msg.send fails (-32006) until it has them"
+            ),
+            None => tracing::warn!("cannot read the primary's replicas (INFO replication)"),
+        }
     }
 
     /// The Cluster hash slot of `user`'s keys; 0 for every user on a standalone Redis, where
