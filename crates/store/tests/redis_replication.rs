@@ -133,3 +133,36 @@ where
         }
     }
 }
+
+/// On a Cluster the replicas waited for are those of the node that stored the message: with
+/// the replica of bob's primary frozen, appends to bob are refused while appends to a user on
+/// another primary are answered (a `WAIT` sent to every primary would refuse both).
+#[tokio::test]
+async fn a_cluster_waits_for_the_replica_of_the_node_that_stored() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1);
+    let store = connect(&cluster.url(), 1).await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    append_stored(&store, vec![message(&alice, &bob, "first")]).await;
+    let elsewhere = (0..100)
+        .map(|i| format!("carol{i}"))
+        .find(|name| !cluster.same_node(name, "bob"))
+        .expect("a user on another primary");
+    let carol = user(&elsewhere);
+
+    let primary = cluster.primary_of("bob").port();
+    let replica = cluster.replica_of(primary);
+    replica.freeze();
+    let refused = store
+        .append(vec![message(&alice, &bob, "unreplicated")])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable { .. })),
+        "{refused:?}"
+    );
+    append_stored(
+        &store,
+        vec![message(&alice, &carol, "replicated elsewhere")],
+    )
+    .await;
+    replica.thaw();
+}

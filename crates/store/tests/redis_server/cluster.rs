@@ -102,6 +102,48 @@ impl RedisCluster {
         &mut self.nodes[index]
     }
 
+    /// The replica of the primary on `primary_port`.
+    pub fn replica_of(&self, primary_port: u16) -> &RedisServer {
+        self.nodes
+            .iter()
+            .find(|n| {
+                let info = n.info("replication");
+                info.contains("role:slave")
+                    && info.contains(&format!("master_port:{primary_port}\r\n"))
+            })
+            .expect("the primary has a replica")
+    }
+
+    /// Whether the keys whose hash tags are `a` and `b` live on the same node.
+    pub fn same_node(&self, a: &str, b: &str) -> bool {
+        let port = self.nodes[0].port();
+        let slot = |tag: &str| -> u16 {
+            redis_cli(port, &["cluster", "keyslot", tag])
+                .trim()
+                .parse()
+                .expect("a slot number")
+        };
+        // `CLUSTER NODES`: one line per node, its id first, a primary's slot ranges from the
+        // ninth field on.
+        let owner = |slot: u16| {
+            redis_cli(port, &["cluster", "nodes"])
+                .lines()
+                .filter(|line| line.contains("master"))
+                .find(|line| {
+                    line.split_whitespace().skip(8).any(|range| {
+                        let mut ends = range.split('-').filter_map(|n| n.parse::<u16>().ok());
+                        match (ends.next(), ends.next()) {
+                            (Some(lo), Some(hi)) => (lo..=hi).contains(&slot),
+                            (Some(only), None) => only == slot,
+                            _ => false,
+                        }
+                    })
+                })
+                .and_then(|line| line.split_whitespace().next().map(str::to_owned))
+        };
+        owner(slot(a)) == owner(slot(b))
+    }
+
     /// Every node's `redis://` URL, comma-separated (what `store.redis_url` accepts).
     pub fn url(&self) -> String {
         self.nodes
