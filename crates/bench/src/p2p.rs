@@ -153,16 +153,11 @@ pub async fn run(options: &P2pOptions, tokens: &TokenSource) -> Result<P2pReport
         Rate::PerSecond(r) if r > 0.0 => Some(Duration::from_secs_f64(options.pairs as f64 / r)),
         Rate::PerSecond(r) => return Err(BenchError::Options(format!("bad rate {r}"))),
     };
-    let n = options.urls.len();
-    let url = |i: usize, role: &str| match role {
-        "r" => options.urls[(i + 1) % n].clone(),
-        _ => options.urls[i % n].clone(),
-    };
     let (receivers, senders, targets) = peer::open_pairs(
         options.protocol,
         options.pairs,
         &format!("p2p-{}", connect::run_id()),
-        url,
+        &options.urls,
         tokens,
         options.connect_concurrency,
     )

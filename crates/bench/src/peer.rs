@@ -78,16 +78,24 @@ impl Peer {
 }
 
 /// Opens the receivers and the senders of `pairs` pairs; returns them with the address each
-/// sender sends to (the receiver's user, or its topic). `url(i, role)` is where pair i's
-/// receiver (`"r"`) or sender (`"s"`) connects; names start with `prefix`.
+/// sender sends to (the receiver's user, or its topic). Pair i's sender connects to
+/// `urls[i % n]` and its receiver to `urls[(i + 1) % n]`, so with several instances every
+/// message crosses instances; names start with `prefix`.
 pub async fn open_pairs(
     protocol: Protocol,
     pairs: usize,
     prefix: &str,
-    url: impl Fn(usize, &str) -> String,
+    urls: &[String],
     tokens: &TokenSource,
     concurrency: usize,
 ) -> Result<(Vec<Peer>, Vec<Peer>, Vec<String>), BenchError> {
+    if urls.is_empty() {
+        return Err(BenchError::Options("no server url".into()));
+    }
+    let url = |i: usize, role: &str| match role {
+        "r" => urls[(i + 1) % urls.len()].clone(),
+        _ => urls[i % urls.len()].clone(),
+    };
     let name = |i: usize, role: &str| format!("{prefix}-{i}-{role}");
     match protocol {
         Protocol::Titan => {

@@ -158,7 +158,7 @@ pub struct Dispatcher {
     push_unacked: Option<Recipient<PushUnacked>>,
     /// With `push_after_unacked`: what devices whose session ended had not acked, waiting for
     /// its delay (`unacked`).
-    gone: HashMap<FeedKey, unacked::Unpushed>,
+    gone: HashMap<FeedKey, unacked::Pending>,
 }
 
 impl Dispatcher {

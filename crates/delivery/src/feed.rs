@@ -4,7 +4,7 @@
 //! inbox order and makes a reconnect's catch-up see everything its predecessor was given.
 
 use actix::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use titan_protocol::MessageJson;
 use titan_store::Position;
@@ -44,12 +44,19 @@ pub struct Feed {
     pub phase: Phase,
     /// Something may be waiting: pump again when the running operation ends.
     pub dirty: bool,
-    /// With `push.after_unacked` only: messages given to the device and not acked, with when
-    /// they were first given, until they are pushed or acked (`dispatcher::unacked`).
-    pub unpushed: BTreeMap<Position, (Instant, MessageJson)>,
-    /// With `push.after_unacked` only: in flight and already pushed, so a redelivery does not
-    /// push them again; forgotten when acked.
-    pub pushed: BTreeSet<Position>,
+    /// With `push.after_unacked` only: the messages given to the device and not acked
+    /// (`dispatcher::unacked`).
+    pub unacked: BTreeMap<Position, Unacked>,
+}
+
+/// A message given to a device and not acked, for `push.after_unacked`.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    /// When it was first given (a redelivery does not restart the delay).
+    pub first: Instant,
+    /// The message, until it is pushed; `None` once pushed, so a redelivery does not push it
+    /// again.
+    pub message: Option<MessageJson>,
 }
 
 impl Feed {
@@ -60,8 +67,7 @@ impl Feed {
             inflight: BTreeMap::new(),
             phase: Phase::CatchUp { after: None },
             dirty: true,
-            unpushed: BTreeMap::new(),
-            pushed: BTreeSet::new(),
+            unacked: BTreeMap::new(),
         }
     }
 

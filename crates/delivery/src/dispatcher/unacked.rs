@@ -10,60 +10,55 @@
 //! pushed at most once per device even if redelivered, and an ack cancels it. When the session
 //! ends before the delay is up, its unacked messages are kept (`gone`) and pushed when it is,
 //! unless the device has come back, here (its catch-up then gives them again and they are
-//! tracked anew) or, per the bus, on another instance. The tick checks, so a push goes out up to one tick (at most a second) after `after`.
-//! The app dedupes by message id what it gets both ways, as with any push.
+//! tracked anew) or, per the bus, on another instance. The tick checks, so a push goes out up
+//! to one tick (at most a second) after `after`. The app dedupes by message id what it gets
+//! both ways, as with any push.
 
 use super::*;
+use crate::feed::Unacked;
 use std::collections::BTreeMap;
-use titan_protocol::{Message as StoredMessage, MessageJson};
+use titan_protocol::Message as StoredMessage;
 
-/// Messages given and not acked, with when they were first given.
-pub(super) type Unpushed = BTreeMap<Position, (Instant, MessageJson)>;
+/// A device's messages given and not acked, by position.
+pub(super) type Pending = BTreeMap<Position, Unacked>;
 
-/// Records messages just given to the device, and forgets entries no longer in flight (a
-/// redelivery found them acked or trimmed; a failed read restarted the catch-up).
+/// Records messages just given to the device (a redelivery keeps the first time, and a pushed
+/// message stays pushed), and forgets entries no longer in flight (a redelivery found them
+/// acked or trimmed; a failed read restarted the catch-up).
 pub(super) fn track(feed: &mut Feed, messages: &[Delivered], now: Instant) {
     for d in messages {
-        if !feed.pushed.contains(&d.position) {
-            feed.unpushed
-                .entry(d.position)
-                .or_insert_with(|| (now, d.message.clone()));
-        }
+        feed.unacked.entry(d.position).or_insert_with(|| Unacked {
+            first: now,
+            message: Some(d.message.clone()),
+        });
     }
     let inflight = &feed.inflight;
-    feed.unpushed.retain(|pos, _| inflight.contains_key(pos));
-    feed.pushed.retain(|pos| inflight.contains_key(pos));
+    feed.unacked.retain(|pos, _| inflight.contains_key(pos));
 }
 
 /// The device acked `positions`: nothing to push for them.
 pub(super) fn forget(feed: &mut Feed, positions: &[Position]) {
-    if feed.unpushed.is_empty() && feed.pushed.is_empty() {
+    if feed.unacked.is_empty() {
         return;
     }
     for pos in positions {
-        feed.unpushed.remove(pos);
-        feed.pushed.remove(pos);
+        feed.unacked.remove(pos);
     }
 }
 
-/// Takes the entries of `unpushed` first given at least `after` before `now`, decoded.
-fn take_due(
-    unpushed: &mut Unpushed,
-    now: Instant,
-    after: Duration,
-) -> Vec<(Position, StoredMessage)> {
-    let due: Vec<Position> = unpushed
-        .iter()
-        .filter(|(_, (first, _))| now.saturating_duration_since(*first) >= after)
-        .map(|(pos, _)| *pos)
-        .collect();
-    let mut messages = Vec::with_capacity(due.len());
-    for pos in due {
-        let Some((_, json)) = unpushed.remove(&pos) else {
+/// Takes the messages of `pending` not pushed yet and first given at least `after` before
+/// `now`, decoded; their entries stay, marked pushed.
+fn take_due(pending: &mut Pending, now: Instant, after: Duration) -> Vec<StoredMessage> {
+    let mut messages = Vec::new();
+    for entry in pending.values_mut() {
+        if now.saturating_duration_since(entry.first) < after {
+            continue;
+        }
+        let Some(json) = entry.message.take() else {
             continue;
         };
         match json.decode() {
-            Ok(message) => messages.push((pos, message)),
+            Ok(message) => messages.push(message),
             // Stored by this server, so it decodes; a message that does not is not pushed.
             Err(e) => warn!(error = %e, "cannot decode an unacked message for push"),
         }
@@ -80,30 +75,21 @@ impl Dispatcher {
             return;
         };
         for ((user, device), feed) in &mut self.feeds {
-            if feed.unpushed.is_empty() {
+            if feed.unacked.is_empty() {
                 continue;
             }
-            let due = take_due(&mut feed.unpushed, now, after);
-            if due.is_empty() {
-                continue;
+            let messages = take_due(&mut feed.unacked, now, after);
+            if !messages.is_empty() {
+                pusher.do_send(PushUnacked {
+                    user: user.clone(),
+                    device: device.clone(),
+                    messages,
+                    session_ended: false,
+                });
             }
-            let mut messages = Vec::with_capacity(due.len());
-            for (pos, message) in due {
-                feed.pushed.insert(pos);
-                messages.push(message);
-            }
-            pusher.do_send(PushUnacked {
-                user: user.clone(),
-                device: device.clone(),
-                messages,
-                session_ended: false,
-            });
         }
-        self.gone.retain(|(user, device), unpushed| {
-            let messages: Vec<StoredMessage> = take_due(unpushed, now, after)
-                .into_iter()
-                .map(|(_, m)| m)
-                .collect();
+        self.gone.retain(|(user, device), pending| {
+            let messages = take_due(pending, now, after);
             if !messages.is_empty() {
                 pusher.do_send(PushUnacked {
                     user: user.clone(),
@@ -112,17 +98,21 @@ impl Dispatcher {
                     session_ended: true,
                 });
             }
-            !unpushed.is_empty()
+            pending.retain(|_, entry| entry.message.is_some());
+            !pending.is_empty()
         });
     }
 
     /// A device's session ended: what it was given and had not acked (nor been pushed) waits
     /// in `gone` for its delay.
-    pub(super) fn keep_unacked(&mut self, key: FeedKey, feed: Feed) {
-        if self.push_unacked.is_none() || feed.unpushed.is_empty() {
+    pub(super) fn keep_unacked(&mut self, key: FeedKey, mut feed: Feed) {
+        if self.push_unacked.is_none() {
             return;
         }
-        self.gone.entry(key).or_default().extend(feed.unpushed);
+        feed.unacked.retain(|_, entry| entry.message.is_some());
+        if !feed.unacked.is_empty() {
+            self.gone.entry(key).or_default().extend(feed.unacked);
+        }
     }
 
     /// The device is back: its catch-up gives its unacked messages again.
