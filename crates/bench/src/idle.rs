@@ -1,9 +1,14 @@
 //! `idle`: many authenticated connections that send nothing, held for a while; how many the
 //! server keeps, and its resident memory per connection. Connections are spread over local
 //! addresses 127.0.0.1..=127.0.0.N so the ephemeral ports of one source address are no limit.
+//! With `Protocol::Mqtt` each connection is the baseline's equivalent of a signed-in Titan
+//! device instead: an accepted MQTT CONNECT (clean session, no keep-alive) subscribed at QoS 1
+//! to its own topic, so that the broker holds what it needs to deliver to it.
 
 use crate::connect::{self, Login};
 use crate::error::BenchError;
+use crate::mqtt::MqttClient;
+use crate::peer::{Peer, Protocol};
 use crate::resources::{self, CpuReport, CpuSample, Watched};
 use crate::tokens::TokenSource;
 use serde::Serialize;
@@ -15,6 +20,8 @@ use titan_client::ClientOptions;
 #[derive(Debug, Clone)]
 pub struct IdleOptions {
     pub url: String,
+    /// What the server speaks.
+    pub protocol: Protocol,
     pub conns: usize,
     pub hold: Duration,
     /// How many 127.0.0.x source addresses to spread over (1..=254).
@@ -27,6 +34,8 @@ pub struct IdleOptions {
 /// The figures of one `idle` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleReport {
+    /// `"titan"`, or `"mqtt"` for the baseline.
+    pub protocol: &'static str,
     pub requested: usize,
     pub connected: usize,
     /// Connections that failed to open or authenticate; the first error says why.
@@ -79,9 +88,22 @@ pub async fn run(options: &IdleOptions, tokens: &TokenSource) -> Result<IdleRepo
         .collect();
     let started = Instant::now();
     let client_options = idle_client_options();
+    let protocol = options.protocol;
     let results = connect::each_concurrently(logins, options.connect_concurrency, |login| {
         let client_options = client_options.clone();
-        async move { connect::open(&login, tokens, client_options).await }
+        async move {
+            match protocol {
+                Protocol::Titan => connect::open(&login, tokens, client_options)
+                    .await
+                    .map(Peer::Titan),
+                Protocol::Mqtt => {
+                    let topic = format!("{}/inbox", login.user);
+                    MqttClient::connect(&login.url, &login.user, Some(&topic), login.source)
+                        .await
+                        .map(Peer::Mqtt)
+                }
+            }
+        }
     })
     .await;
     let connect_s = started.elapsed().as_secs_f64();
@@ -110,6 +132,7 @@ pub async fn run(options: &IdleOptions, tokens: &TokenSource) -> Result<IdleRepo
         .map(|(after, before)| (after as f64 - before as f64) / connected as f64);
     drop(clients);
     Ok(IdleReport {
+        protocol: options.protocol.name(),
         requested: options.conns,
         connected,
         failed,
@@ -136,7 +159,11 @@ impl std::fmt::Display for IdleReport {
         };
         writeln!(
             f,
-            "idle: {} requested, {} connected in {:.1} s, {} failed, {} still open after {:.0} s",
+            "idle{}: {} requested, {} connected in {:.1} s, {} failed, {} still open after {:.0} s",
+            match self.protocol {
+                "titan" => String::new(),
+                other => format!(" over {other}"),
+            },
             self.requested,
             self.connected,
             self.connect_s,

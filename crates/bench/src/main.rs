@@ -98,6 +98,10 @@ enum Command {
     Idle {
         #[arg(long)]
         url: String,
+        /// `titan`, or `mqtt`: the baseline's equivalent (MQTT over WebSocket, each
+        /// connection subscribed to its own topic), with --server-pid the broker's.
+        #[arg(long, default_value = "titan")]
+        protocol: String,
         #[arg(long, default_value_t = 10_000)]
         conns: usize,
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -169,6 +173,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_protocol(protocol: &str) -> anyhow::Result<Protocol> {
+    match protocol {
+        "titan" => Ok(Protocol::Titan),
+        "mqtt" => Ok(Protocol::Mqtt),
+        other => bail!("--protocol is \"titan\" or \"mqtt\", not {other:?}"),
+    }
+}
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let nofile = resources::raise_nofile().context("raising the open-files limit")?;
@@ -215,11 +227,7 @@ fn run() -> anyhow::Result<()> {
                     "max" => Rate::Max,
                     r => Rate::PerSecond(r.parse().context("--rate is a number or \"max\"")?),
                 };
-                let protocol = match protocol.as_str() {
-                    "titan" => Protocol::Titan,
-                    "mqtt" => Protocol::Mqtt,
-                    other => bail!("--protocol is \"titan\" or \"mqtt\", not {other:?}"),
-                };
+                let protocol = parse_protocol(&protocol)?;
                 let options = P2pOptions {
                     urls: url,
                     protocol,
@@ -238,12 +246,14 @@ fn run() -> anyhow::Result<()> {
             }
             Command::Idle {
                 url,
+                protocol,
                 conns,
                 hold,
                 sources,
             } => {
                 let options = IdleOptions {
                     url,
+                    protocol: parse_protocol(&protocol)?,
                     conns,
                     hold,
                     sources,

@@ -15,6 +15,7 @@ use mqttrs::{
     encode_slice,
 };
 use std::collections::HashMap;
+use std::net::IpAddr;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -53,12 +54,14 @@ fn failed(what: &str, reason: impl std::fmt::Display) -> BenchError {
 }
 
 impl MqttClient {
-    /// Connects to the WebSocket endpoint `url` (subprotocol `mqtt`) as `client_id`, and
+    /// Connects to the WebSocket endpoint `url` (subprotocol `mqtt`) as `client_id`, from the
+    /// local address `source` when given (as `titan-client`'s `connect_from`, for `idle`), and
     /// subscribes to `subscribe` at QoS 1 when given.
     pub async fn connect(
         url: &str,
         client_id: &str,
         subscribe: Option<&str>,
+        source: Option<IpAddr>,
     ) -> Result<Self, BenchError> {
         let what = format!("MQTT connect to {url} as {client_id}");
         let mut request = url.into_client_request().map_err(|e| failed(&what, e))?;
@@ -67,10 +70,24 @@ impl MqttClient {
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
         // Nagle off, as `titan-client`: small frames, latency measured.
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
+        let (mut socket, _) = match source {
+            None => {
+                tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
+                    .await
+            }
+            Some(source) => {
+                let tcp = titan_client::transport::tcp_from(&request, source)
+                    .await
+                    .map_err(|e| failed(&what, e))?;
+                tokio_tungstenite::client_async_with_config(
+                    request,
+                    MaybeTlsStream::Plain(tcp),
+                    Some(config),
+                )
                 .await
-                .map_err(|e| failed(&what, e))?;
+            }
+        }
+        .map_err(|e| failed(&what, e))?;
         let connect = Packet::Connect(Connect {
             protocol: Protocol::MQTT311,
             keep_alive: 0,
@@ -127,6 +144,11 @@ impl MqttClient {
             .map_err(|_| "connection closed".to_owned())?;
         done.await
             .map_err(|_| "connection closed before the PUBACK".to_owned())
+    }
+
+    /// Whether the connection has ended (its task is gone).
+    pub fn is_closed(&self) -> bool {
+        self.publishes.is_closed()
     }
 
     /// The payload of the next message received (already acknowledged); `None` once the

@@ -68,6 +68,14 @@ impl Peer {
         }
     }
 
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Peer::Titan(client) => client.is_closed(),
+            Peer::Mqtt(client) => client.is_closed(),
+        }
+    }
+
     /// The next messages received; `None` once the connection has ended.
     pub async fn next(&self) -> Option<Received> {
         match self {
@@ -121,12 +129,12 @@ pub async fn open_pairs(
             let topics: Vec<String> = (0..pairs).map(|i| format!("{prefix}/{i}")).collect();
             let receivers = connect::each_concurrently((0..pairs).collect(), concurrency, |i| {
                 let (url, id, topic) = (url(i, "r"), name(i, "r"), topics[i].clone());
-                async move { MqttClient::connect(&url, &id, Some(&topic)).await }
+                async move { MqttClient::connect(&url, &id, Some(&topic), None).await }
             })
             .await;
             let senders = connect::each_concurrently((0..pairs).collect(), concurrency, |i| {
                 let (url, id) = (url(i, "s"), name(i, "s"));
-                async move { MqttClient::connect(&url, &id, None).await }
+                async move { MqttClient::connect(&url, &id, None, None).await }
             })
             .await;
             let receivers = receivers.into_iter().collect::<Result<Vec<_>, _>>()?;

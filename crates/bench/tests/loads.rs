@@ -4,11 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/mosquitto.rs"]
+mod mosquitto;
 
 use common::{SECRET, Server};
 use std::time::Duration;
 use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
 use titan_bench::idle::{self, IdleOptions};
+use titan_bench::peer::Protocol;
 use titan_bench::resources::Watched;
 use titan_bench::storm::{self, StormOptions};
 use titan_bench::tokens::TokenSource;
@@ -25,6 +28,7 @@ async fn idle_connections_from_several_source_addresses_stay_open() {
     let server = Server::start(Backend::Memory);
     let options = IdleOptions {
         url: server.url.clone(),
+        protocol: Protocol::Titan,
         conns: 24,
         hold: Duration::from_millis(200),
         sources: 4,
@@ -39,6 +43,32 @@ async fn idle_connections_from_several_source_addresses_stay_open() {
     assert_eq!(report.failed, 0, "{report}");
     assert_eq!(report.open_after_hold, 24, "{report}");
     assert!(report.rss_after_hold.is_some(), "{report}");
+    assert!(report.rss_per_conn_bytes.is_some(), "{report}");
+}
+
+/// The baseline's idle connections (MQTT over WebSocket, each subscribed to its own topic) from
+/// several source addresses are all accepted by a real Mosquitto and stay open; the broker's
+/// memory is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_mqtt_connections_to_mosquitto_stay_open() {
+    let broker = mosquitto::Mosquitto::start();
+    let options = IdleOptions {
+        url: broker.url.clone(),
+        protocol: Protocol::Mqtt,
+        conns: 24,
+        hold: Duration::from_millis(200),
+        sources: 4,
+        processes: Watched {
+            server: Some(broker.pid()),
+            store: None,
+        },
+        connect_concurrency: 8,
+    };
+    let report = idle::run(&options, &TokenSource::Missing).await.unwrap();
+    assert_eq!(report.protocol, "mqtt");
+    assert_eq!(report.connected, 24, "{report}");
+    assert_eq!(report.failed, 0, "{report}");
+    assert_eq!(report.open_after_hold, 24, "{report}");
     assert!(report.rss_per_conn_bytes.is_some(), "{report}");
 }
 

@@ -75,10 +75,28 @@ pub(crate) async fn connect(
 /// benchmark's idle test). Plain `ws://` only, with an IP address as host.
 pub(crate) async fn connect_from(url: &str, local: IpAddr, timeout: Duration) -> Result<WsStream> {
     let request = url.into_client_request()?;
+    let connecting = async {
+        let stream = MaybeTlsStream::Plain(tcp_from(&request, local).await?);
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config())).await?;
+        Ok::<_, ClientError>(ws)
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| ClientError::Timeout)?
+}
+
+/// The TCP connection under [`connect_from`], for a WebSocket of another protocol (the
+/// benchmark's MQTT baseline): a socket bound to `local`, connected to the `ws://IP:PORT` of
+/// `request`, Nagle off.
+pub async fn tcp_from(
+    request: &tungstenite::handshake::client::Request,
+    local: IpAddr,
+) -> Result<TcpStream> {
     let uri = request.uri();
     let bad_url = || {
         ClientError::Protocol(format!(
-            "need ws://IP:PORT/... to bind a source address, got {url}"
+            "need ws://IP:PORT/... to bind a source address, got {uri}"
         ))
     };
     if uri.scheme_str() != Some("ws") {
@@ -91,22 +109,14 @@ pub(crate) async fn connect_from(url: &str, local: IpAddr, timeout: Duration) ->
         .ok_or_else(bad_url)?;
     let server = SocketAddr::new(host, uri.port_u16().unwrap_or(80));
     let io = |e: std::io::Error| ClientError::from(tungstenite::Error::Io(e));
-    let connecting = async {
-        let socket = if server.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(io)?;
-        socket.bind(SocketAddr::new(local, 0)).map_err(io)?;
-        let tcp = socket.connect(server).await.map_err(io)?;
-        tcp.set_nodelay(true).map_err(io)?;
-        let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config())).await?;
-        Ok::<_, ClientError>(ws)
-    };
-    tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| ClientError::Timeout)?
+    let socket = if server.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(io)?;
+    socket.bind(SocketAddr::new(local, 0)).map_err(io)?;
+    let tcp = socket.connect(server).await.map_err(io)?;
+    tcp.set_nodelay(true).map_err(io)?;
+    Ok(tcp)
 }

@@ -79,6 +79,13 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// The broker's process id, for its CPU and memory.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
