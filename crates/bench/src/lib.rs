@@ -8,6 +8,8 @@
 //! - [`storm`]: many clients with pending messages reconnecting at once.
 //! - [`machine`]: what the machine charges for a thread's sleep, a hand-off between threads
 //!   and an `fdatasync`, to read figures of different machines side by side.
+//! - [`floor`]: the `p2p` shape through a relay that only moves frames (no server): what the
+//!   machine charges for the shape itself.
 //! - [`body`]: the message body that carries the send time and a sequence number.
 //! - [`tokens`]: where tokens come from (`--token-cmd` or `--jwt-secret`).
 //! - [`connect`]: opening authenticated connections, many at a time.
@@ -21,6 +23,7 @@ pub mod body;
 pub mod connect;
 pub mod error;
 pub mod fanout;
+pub mod floor;
 pub mod idle;
 pub mod latency;
 pub mod machine;

@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
 use titan_bench::fanout::{self, FanoutMode, FanoutOptions};
+use titan_bench::floor::{self, FloorOptions};
 use titan_bench::idle::{self, IdleOptions};
 use titan_bench::machine::{self, MachineOptions};
 use titan_bench::p2p::{self, P2pOptions, Rate};
@@ -65,6 +66,22 @@ enum Command {
         /// Rounds of the sleep and fdatasync probes (ten times as many hand-offs).
         #[arg(long, default_value_t = 2000)]
         rounds: usize,
+    },
+    /// The p2p shape through a relay thread that only moves frames over raw TCP (no server,
+    /// no WebSocket, JSON or store): what this machine charges for the shape itself.
+    Floor {
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Message bytes (at least 16).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages per second in total.
+        #[arg(long, default_value_t = 50_000.0)]
+        rate: f64,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
     },
     /// Sender/receiver pairs: throughput, latency, loss.
     P2p {
@@ -212,6 +229,23 @@ fn run() -> anyhow::Result<()> {
         match cli.command {
             // Handled above, without a runtime or tokens.
             Command::Machine { .. } => Ok(()),
+            Command::Floor {
+                pairs,
+                size,
+                rate,
+                duration,
+                warmup,
+            } => {
+                let options = FloorOptions {
+                    pairs,
+                    size,
+                    rate,
+                    duration,
+                    warmup,
+                };
+                let report = floor::run(&options).await?;
+                print("floor", &output, &report)
+            }
             Command::P2p {
                 url,
                 protocol,

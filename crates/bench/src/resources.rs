@@ -17,7 +17,16 @@ pub fn own_cpu_seconds() -> Result<f64, BenchError> {
 
 /// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`.
 pub fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
-    let path = format!("/proc/{pid}/stat");
+    stat_cpu_seconds(format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds (user + system) thread `tid` of this process has used (`/proc/PID/stat` of a
+/// thread's id counts the whole process; its `task` entry counts the thread).
+pub fn own_thread_cpu_seconds(tid: u32) -> Result<f64, BenchError> {
+    stat_cpu_seconds(format!("/proc/self/task/{tid}/stat"))
+}
+
+fn stat_cpu_seconds(path: String) -> Result<f64, BenchError> {
     let stat = std::fs::read_to_string(&path).map_err(|e| BenchError::system(&path, e))?;
     // The command name (field 2) may hold spaces; fields after its closing parenthesis are
     // plain. utime and stime are fields 14 and 15, i.e. the 12th and 13th after the name.
