@@ -1,9 +1,10 @@
 //! `machine`: what this machine charges for the three things a paced message makes the server do
-//! many times over, so that figures from different machines can be read side by side
+//! many times over, and how fast it computes, so that figures from different machines (or of
+//! one machine at different hours) can be read side by side
 //! (docs/benchmarks.md, eleventh set). On the virtual machines these benchmarks run on, the
 //! same build needed 7–8 µs of server CPU per message at maximum load and 68 µs at a fixed
 //! 10,000/s on one machine, 15–17 and 106–116 µs on another, and what differs most between such
-//! machines is not the speed of computation but the price of these:
+//! machines is less the speed of computation than the price of the first three:
 //!
 //! - **sleep**: a thread sleeps 100 µs and wakes up (`std::thread::sleep`): the price of a
 //!   thread going idle and being woken by a timer, which every thread of the server pays each
@@ -14,6 +15,9 @@
 //!   thread was idle.
 //! - **fdatasync**: a 512-byte append to a file in `--dir` followed by `fdatasync`, what the
 //!   embedded store's journal does for each group of batches.
+//! - **compute**: 100 `msg.recv` requests (JSON, a 100-byte message each) parsed and written
+//!   again: plain user-space work, so that a machine whose speed drifts within the hour (the
+//!   same binary's p2p maximum moving by half between runs, seventeenth set) shows it here too.
 //!
 //! Each reports the CPU time this process used per round (user and system, all its threads)
 //! and the wall time of a round as percentiles.
@@ -33,6 +37,12 @@ pub const SLEEP: Duration = Duration::from_micros(100);
 
 /// Bytes appended before each `fdatasync` (a journal frame of a few small messages).
 const APPEND: usize = 512;
+
+/// Documents parsed and written per round of the compute probe.
+const COMPUTE_DOCS: usize = 100;
+
+/// What the compute probe parses and writes: a `msg.recv` as the server sends it.
+const COMPUTE_DOC: &str = r#"{"jsonrpc":"2.0","method":"msg.recv","id":17,"params":{"messages":[{"id":"0192f0c4-8a3b-7c1d-9e2f-3a4b5c6d7e8f","from":"p2p-1796039815725-17-s","message":"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl","ts":1796039815725}]}}"#;
 
 /// What `machine` runs.
 #[derive(Debug, Clone)]
@@ -62,6 +72,8 @@ pub struct MachineReport {
     pub sleep_100us: Cost,
     pub handoff_round_trip: Cost,
     pub fdatasync_512b: Cost,
+    /// 100 JSON `msg.recv` documents parsed and written per round.
+    pub compute_json_100: Cost,
 }
 
 /// Runs the three probes, one after the other, on the calling thread (and one peer thread for
@@ -77,11 +89,22 @@ pub fn run(options: &MachineOptions) -> Result<MachineReport, BenchError> {
     })?;
     let handoff_round_trip = handoff(options.rounds.saturating_mul(10))?;
     let fdatasync_512b = fdatasync(options)?;
+    let compute_json_100 = measure(options.rounds, |_| {
+        for _ in 0..COMPUTE_DOCS {
+            let doc: serde_json::Value = serde_json::from_str(std::hint::black_box(COMPUTE_DOC))
+                .map_err(|e| BenchError::system("compute probe", e))?;
+            let text =
+                serde_json::to_string(&doc).map_err(|e| BenchError::system("compute probe", e))?;
+            std::hint::black_box(text);
+        }
+        Ok(())
+    })?;
     Ok(MachineReport {
         cpus,
         sleep_100us,
         handoff_round_trip,
         fdatasync_512b,
+        compute_json_100,
     })
 }
 
@@ -170,6 +193,7 @@ impl std::fmt::Display for MachineReport {
             ("sleep 100 us        ", &self.sleep_100us),
             ("hand-off round trip ", &self.handoff_round_trip),
             ("512 B + fdatasync   ", &self.fdatasync_512b),
+            ("compute (100 JSON)  ", &self.compute_json_100),
         ] {
             writeln!(
                 f,
@@ -198,6 +222,8 @@ mod tests {
         assert!(report.cpus >= 1);
         assert_eq!(report.sleep_100us.rounds, 20);
         assert_eq!(report.handoff_round_trip.rounds, 200);
+        assert_eq!(report.compute_json_100.rounds, 20);
+        assert!(report.compute_json_100.cpu_us_per_round > 0.0);
         assert_eq!(report.fdatasync_512b.rounds, 20);
         for cost in [
             &report.sleep_100us,
