@@ -25,8 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+
+mod relay;
+use relay::{Relay, start_relay};
 
 /// What `floor` runs.
 #[derive(Debug, Clone)]
@@ -76,6 +79,10 @@ const HEADER: usize = 16;
 /// How long ACKed messages may take to arrive after the senders stop.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How long the relay waits for all connections: a generator that failed to connect them all
+/// must not leave the relay's thread waiting forever.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn io_error(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
     move |e| BenchError::system(what, e)
 }
@@ -116,115 +123,8 @@ fn u64_at(body: &[u8], at: usize) -> Option<u64> {
         .map(u64::from_le_bytes)
 }
 
-/// The relay: accepts `2 * pairs` connections, then moves frames until they all close.
-async fn relay(listener: TcpListener, pairs: usize) -> Result<(), BenchError> {
-    let mut senders: Vec<Option<TcpStream>> = (0..pairs).map(|_| None).collect();
-    let mut receivers: Vec<Option<TcpStream>> = (0..pairs).map(|_| None).collect();
-    for _ in 0..2 * pairs {
-        let (mut socket, _) = listener.accept().await.map_err(io_error("floor accept"))?;
-        socket
-            .set_nodelay(true)
-            .map_err(io_error("floor nodelay"))?;
-        let mut hello = [0u8; 7];
-        socket
-            .read_exact(&mut hello)
-            .await
-            .map_err(io_error("floor hello"))?;
-        let index = u32::from_le_bytes([hello[3], hello[4], hello[5], hello[6]]) as usize;
-        let slot = match hello[2] {
-            b's' => senders.get_mut(index),
-            _ => receivers.get_mut(index),
-        };
-        let slot = slot.ok_or_else(|| BenchError::system("floor hello", "pair out of range"))?;
-        *slot = Some(socket);
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for (sender, receiver) in senders.into_iter().zip(receivers) {
-        let (Some(sender), Some(receiver)) = (sender, receiver) else {
-            return Err(BenchError::system("floor relay", "a pair connected twice"));
-        };
-        let (mut from_sender, mut to_sender) = sender.into_split();
-        let (mut from_receiver, mut to_receiver) = receiver.into_split();
-        tasks.spawn(async move {
-            let (mut buf, mut acks, mut forward) = (Vec::new(), Vec::new(), Vec::new());
-            while fill(&mut from_sender, &mut buf).await? {
-                take_frames(&mut buf, |body| {
-                    frame(&mut acks, body.get(..8).unwrap_or(body));
-                    frame(&mut forward, body);
-                });
-                if !acks.is_empty() {
-                    send(&mut to_sender, &acks).await?;
-                    send(&mut to_receiver, &forward).await?;
-                    acks.clear();
-                    forward.clear();
-                }
-            }
-            let _ = to_receiver.shutdown().await;
-            Ok::<(), BenchError>(())
-        });
-        tasks.spawn(async move {
-            let mut buf = Vec::new();
-            while fill(&mut from_receiver, &mut buf).await? {
-                take_frames(&mut buf, |_| {});
-            }
-            Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| BenchError::system("floor relay task", e))??;
-    }
-    Ok(())
-}
-
 async fn send(to: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), BenchError> {
     to.write_all(bytes).await.map_err(io_error("floor write"))
-}
-
-/// The running relay: its address, its thread id (for its CPU time) and its thread.
-struct Relay {
-    addr: std::net::SocketAddr,
-    tid: u32,
-    thread: std::thread::JoinHandle<Result<(), BenchError>>,
-}
-
-/// Starts the relay on a thread of its own with a single-threaded runtime.
-fn start_relay(pairs: usize) -> Result<Relay, BenchError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_error("floor listen"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io_error("floor listen"))?;
-    let addr = listener.local_addr().map_err(io_error("floor listen"))?;
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("floor-relay".into())
-        .spawn(move || {
-            let _ = tid_tx.send(own_thread_id());
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(io_error("floor runtime"))?;
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).map_err(io_error("floor listen"))?;
-                relay(listener, pairs).await
-            })
-        })
-        .map_err(io_error("floor thread"))?;
-    let tid = tid_rx
-        .recv()
-        .ok()
-        .flatten()
-        .ok_or_else(|| BenchError::system("floor thread", "no thread id"))?;
-    Ok(Relay { addr, tid, thread })
-}
-
-/// This thread's id, from `/proc/thread-self` (`PID/task/TID`).
-fn own_thread_id() -> Option<u32> {
-    std::fs::read_link("/proc/thread-self")
-        .ok()?
-        .file_name()?
-        .to_str()?
-        .parse()
-        .ok()
 }
 
 /// Counters shared by the generator's tasks.
