@@ -6,7 +6,11 @@ use crate::error::BenchError;
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::unistd::{SysconfVar, sysconf};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Instant;
+
+mod threads;
+pub use threads::ThreadCpu;
 
 /// CPU seconds (user + system) this process has used.
 pub fn own_cpu_seconds() -> Result<f64, BenchError> {
@@ -196,7 +200,7 @@ pub struct Watched {
 pub const DISTURBED_CORES: f64 = 0.1;
 
 /// CPU counters at one instant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuSample {
     at: Instant,
     bench: f64,
@@ -205,6 +209,8 @@ pub struct CpuSample {
     machine: Option<MachineCpu>,
     bench_switches: Option<(u64, u64)>,
     server_switches: Option<(u64, u64)>,
+    /// The server's threads by name, and how many of each.
+    server_threads: Option<(threads::ByName, BTreeMap<String, usize>)>,
 }
 
 impl CpuSample {
@@ -221,6 +227,7 @@ impl CpuSample {
             server_switches: watched
                 .server
                 .and_then(|pid| process_context_switches(pid).ok()),
+            server_threads: watched.server.and_then(threads::sample),
         }
     }
 
@@ -244,6 +251,12 @@ impl CpuSample {
         let bench_switches = switches(later.bench_switches, self.bench_switches);
         let server_switches = switches(later.server_switches, self.server_switches);
         let wall_s = later.at.duration_since(self.at).as_secs_f64();
+        let server_threads = match (&self.server_threads, &later.server_threads) {
+            (Some((earlier, _)), Some((now, counts))) => {
+                threads::per_unit(earlier, now, counts, work)
+            }
+            _ => Vec::new(),
+        };
         let others_cpu_s = machine
             .zip(server)
             .map(|(m, s)| (m.tasks - s - bench - store.unwrap_or(0.0)).max(0.0));
@@ -266,12 +279,13 @@ impl CpuSample {
             bench_cpu_us_per_msg: per(bench),
             server_cpu_us_per_msg: server.and_then(per),
             store_cpu_us_per_msg: store.and_then(per),
+            server_threads,
         }
     }
 }
 
 /// CPU used over a measured interval (both processes share the machine's cores).
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CpuReport {
     pub wall_s: f64,
     pub bench_cpu_s: f64,
@@ -303,6 +317,9 @@ pub struct CpuReport {
     /// The server's, over all its threads; `None` without `--server-pid`.
     pub server_sleeps_per_msg: Option<f64>,
     pub server_preemptions_per_msg: Option<f64>,
+    /// The server's CPU and sleeps per message by thread name, busiest first (empty without
+    /// `--server-pid` or messages).
+    pub server_threads: Vec<ThreadCpu>,
 }
 
 impl std::fmt::Display for CpuReport {
@@ -353,7 +370,23 @@ impl std::fmt::Display for CpuReport {
             opt(self.bench_sleeps_per_msg, 2),
             opt(self.server_preemptions_per_msg, 2),
             opt(self.bench_preemptions_per_msg, 2),
-        )
+        )?;
+        if !self.server_threads.is_empty() {
+            write!(f, "\n  server by thread, per message:")?;
+            for t in &self.server_threads {
+                let count = if t.threads > 1 {
+                    format!(" (x{})", t.threads)
+                } else {
+                    String::new()
+                };
+                write!(
+                    f,
+                    " {}{count} {:.1} us / {:.2} sleeps;",
+                    t.name, t.cpu_us_per_msg, t.sleeps_per_msg
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,6 +408,7 @@ mod tests {
             }),
             bench_switches: None,
             server_switches: None,
+            server_threads: None,
         }
     }
 
