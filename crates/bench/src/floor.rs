@@ -17,9 +17,7 @@
 
 use crate::error::BenchError;
 use crate::latency::{Latencies, LatencySummary};
-use crate::resources::{
-    CpuReport, CpuSample, Watched, machine_cpu_seconds, own_thread_cpu_seconds,
-};
+use crate::resources::{CpuReport, CpuSample, Watched, own_thread_cpu_seconds};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,11 +257,9 @@ pub async fn run(options: &FloorOptions) -> Result<FloorReport, BenchError> {
     let watched = Watched::default();
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu_from = CpuSample::take(watched);
-    let machine_from = machine_cpu_seconds().ok();
     let relay_from = own_thread_cpu_seconds(relay_tid).ok();
     tokio::time::sleep_until(end.into()).await;
     let cpu_to = CpuSample::take(watched);
-    let machine_to = machine_cpu_seconds().ok();
     let relay_to = own_thread_cpu_seconds(relay_tid).ok();
 
     let mut open = Vec::with_capacity(sending.len());
@@ -315,9 +311,7 @@ pub async fn run(options: &FloorOptions) -> Result<FloorReport, BenchError> {
         end_to_end: latencies.summary(),
         relay_cpu_us_per_msg: relay_s.and_then(per),
         generator_cpu_us_per_msg: relay_s.and_then(|r| per(cpu.bench_cpu_s - r)),
-        busy_cores: machine_to
-            .zip(machine_from)
-            .map(|(b, a)| (b.tasks - a.tasks + b.interrupts - a.interrupts) / wall),
+        busy_cores: cpu.busy_s.map(|busy| busy / wall),
         interrupt_cores: cpu.interrupts_s.map(|irq| irq / wall),
         cpu,
     })

@@ -32,20 +32,23 @@ pub fn own_thread_cpu_seconds(tid: u32) -> Result<f64, BenchError> {
 
 fn stat_cpu_seconds(path: String) -> Result<f64, BenchError> {
     let stat = std::fs::read_to_string(&path).map_err(|e| BenchError::system(&path, e))?;
-    // The command name (field 2) may hold spaces; fields after its closing parenthesis are
-    // plain. utime and stime are fields 14 and 15, i.e. the 12th and 13th after the name.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| BenchError::system(&path, "no command name"))?;
+    parse_stat(&stat)
+        .map(|(_, cpu)| cpu)
+        .ok_or_else(|| BenchError::system(&path, "malformed stat line"))
+}
+
+/// A process's or thread's name and CPU seconds (utime + stime) from its `stat` line. The name
+/// (field 2, in parentheses) may hold spaces and parentheses itself; the fields after its last
+/// closing parenthesis are plain, utime and stime being the 12th and 13th of them.
+fn parse_stat(stat: &str) -> Option<(&str, f64)> {
+    let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?;
+    let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64, BenchError> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| BenchError::system(&path, "short stat line"))
-    };
-    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some((
+        name,
+        (ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second(),
+    ))
 }
 
 /// CPU seconds of the whole machine (all cores), from the first line of `/proc/stat`.
@@ -261,6 +264,7 @@ impl CpuSample {
             .zip(server)
             .map(|(m, s)| (m.tasks - s - bench - store.unwrap_or(0.0)).max(0.0));
         let steal_s = machine.map(|m| m.steal);
+        let busy_s = machine.map(|m| m.tasks + m.interrupts);
         let disturbed = wall_s > 0.0
             && others_cpu_s.unwrap_or(0.0).max(steal_s.unwrap_or(0.0)) / wall_s > DISTURBED_CORES;
         CpuReport {
@@ -271,6 +275,7 @@ impl CpuSample {
             others_cpu_s,
             interrupts_s: machine.map(|m| m.interrupts),
             steal_s,
+            busy_s,
             disturbed,
             wall_s,
             bench_cpu_s: bench,
@@ -302,6 +307,8 @@ pub struct CpuReport {
     /// CPU time the hypervisor gave to other guests while this one wanted it (`steal` of
     /// `/proc/stat`): noise from outside the machine.
     pub steal_s: Option<f64>,
+    /// CPU time of the whole machine, all cores: every process and the interrupts.
+    pub busy_s: Option<f64>,
     /// Other processes or other guests took more than [`DISTURBED_CORES`] of a core on
     /// average: the run's figures are not those of a quiet machine (run it again).
     pub disturbed: bool,
@@ -391,67 +398,4 @@ impl std::fmt::Display for CpuReport {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    fn sample(at: Instant, bench: f64, server: f64, store: Option<f64>, tasks: f64) -> CpuSample {
-        CpuSample {
-            at,
-            bench,
-            server: Some(server),
-            store,
-            machine: Some(MachineCpu {
-                tasks,
-                interrupts: tasks / 10.0,
-                steal: 0.0,
-            }),
-            bench_switches: None,
-            server_switches: None,
-            server_threads: None,
-        }
-    }
-
-    /// A store process's CPU is its own figure, not noise: "other processes" leaves it out,
-    /// and a run is disturbed only by what neither the bench, the server nor the store used.
-    #[test]
-    fn store_cpu_is_reported_apart_from_other_processes() {
-        let at = Instant::now();
-        let later = at + std::time::Duration::from_secs(10);
-        // Tasks busy 9 s over 10 s: bench 2, server 4, store 2.5, others 0.5 (0.05 cores); the
-        // 0.9 s of interrupts are the run's own and not counted as others.
-        let report = sample(at, 1.0, 1.0, Some(0.5), 10.0)
-            .until(&sample(later, 3.0, 5.0, Some(3.0), 19.0), 1_000_000);
-        assert_eq!(report.store_cpu_s, Some(2.5));
-        assert_eq!(report.store_cpu_us_per_msg, Some(2.5));
-        assert!((report.others_cpu_s.unwrap() - 0.5).abs() < 1e-9);
-        assert!((report.interrupts_s.unwrap() - 0.9).abs() < 1e-9);
-        assert!(!report.disturbed);
-        assert!(report.to_string().contains("server 4.0 us, store 2.5 us"));
-
-        // The same machine without the store's pid: its 2.5 s are noise, and too much of it.
-        let report =
-            sample(at, 1.0, 1.0, None, 10.0).until(&sample(later, 3.0, 5.0, None, 19.0), 1_000_000);
-        assert_eq!(report.store_cpu_s, None);
-        assert!((report.others_cpu_s.unwrap() - 3.0).abs() < 1e-9);
-        assert!(report.disturbed);
-        assert!(report.to_string().contains("warning: disturbed run"));
-    }
-
-    /// A thread that sleeps is counted as switching voluntarily, once per sleep at least, and
-    /// the process's sum includes it. (This thread's own count, not the process's, is compared
-    /// before and after: the test harness's other threads may end meanwhile, taking their
-    /// switches out of the sum.)
-    #[test]
-    fn sleeps_are_counted_as_voluntary_switches() {
-        let me = std::path::Path::new("/proc/thread-self/status");
-        let (before, _) = task_context_switches(me).unwrap();
-        for _ in 0..5 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let (after, _) = task_context_switches(me).unwrap();
-        assert!(after >= before + 5, "{before} -> {after}");
-        let (process, _) = process_context_switches(std::process::id()).unwrap();
-        assert!(process >= after, "process {process} < this thread {after}");
-    }
-}
+mod tests;

@@ -42,13 +42,7 @@ pub(super) fn sample(pid: u32) -> Option<(ByName, BTreeMap<String, usize>)> {
 /// A thread's name and CPU seconds from its `stat` file.
 fn name_and_cpu(stat: &std::path::Path) -> Option<(String, f64)> {
     let text = std::fs::read_to_string(stat).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let name = text.get(open + 1..close)?.to_owned();
-    let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    let cpu = (ticks(11)? + ticks(12)?) as f64 / super::clock_ticks_per_second();
-    Some((name, cpu))
+    super::parse_stat(&text).map(|(name, cpu)| (name.to_owned(), cpu))
 }
 
 /// Each name's CPU and sleeps between two samples per unit of work, busiest first. A name
