@@ -6,6 +6,9 @@
 //! [`Feed`], which runs one store operation (catch up on pending, redeliver stale, or read new),
 //! hands the result to the session as [`Deliver`], and tracks it as in flight until
 //! [`Acked`]. The in-flight window per device bounds what a session may be asked to buffer.
+//! What one turn of the actor gathers (every sender's requests, every device's acks: all the
+//! messages it found in its mailbox at one wake-up) goes to the store as one append and one ack
+//! call when the turn ends (`Gathered`, `EndTurn`).
 //! The store operations of the feeds (`pump`, `finish`) live in the child module `reads`; storing
 //! what clients send (`Submit`, `SubmitMany`, and what follows an append) in `submit`; pushing
 //! what a connected device does not ack (`push.after_unacked`) in `unacked`.
@@ -14,13 +17,14 @@ use actix::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use titan_protocol::{DeviceId, OutgoingMessage, UserId};
-use titan_store::{Bus, Delivered, Inbox, Position, StoreError};
+use titan_store::{Bus, Delivered, DeviceAcks, Inbox, Position, StoreError};
 use tracing::{debug, warn};
 
 mod reads;
 mod submit;
 mod unacked;
 use reads::FusedRead;
+use submit::GatheredSubmit;
 
 use crate::envelope::stamp;
 use crate::error::DeliveryError;
@@ -83,6 +87,25 @@ pub struct Acked {
 #[rtype(result = "()")]
 pub struct WakeUser {
     pub user: UserId,
+}
+
+/// Sent by the actor to itself when it first gathers something in a turn: handled once the
+/// mailbox is empty (actix runs its own notifications after the mailbox), it stores what the
+/// turn gathered.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct EndTurn;
+
+/// What one turn of the actor (the messages it found in its mailbox at one wake-up) gathered
+/// for the store: every sender's `msg.send` requests go to the store in one call at the end of
+/// the turn, every device's acks in another, instead of a store call, a task and a reply each.
+/// Under load the mailbox holds several senders' requests and receivers' acks at each wake-up.
+#[derive(Default)]
+struct Gathered {
+    submits: Vec<GatheredSubmit>,
+    acks: Vec<DeviceAcks>,
+    /// An [`EndTurn`] is on its way.
+    ending: bool,
 }
 
 /// Tuning of delivery; see `config/titan.toml` for each value's meaning.
@@ -159,6 +182,7 @@ pub struct Dispatcher {
     /// With `push_after_unacked`: what devices whose session ended had not acked, waiting for
     /// its delay (`unacked`).
     gone: HashMap<FeedKey, unacked::Pending>,
+    gathered: Gathered,
 }
 
 impl Dispatcher {
@@ -178,6 +202,7 @@ impl Dispatcher {
             push: None,
             push_unacked: None,
             gone: HashMap::default(),
+            gathered: Gathered::default(),
         }
     }
 
@@ -225,6 +250,14 @@ impl Dispatcher {
                 feed.dirty = true;
             }
             self.pump(key, ctx);
+        }
+    }
+
+    /// Makes sure what this turn gathers is stored when the turn ends.
+    fn end_turn_later(&mut self, ctx: &mut Context<Self>) {
+        if !self.gathered.ending {
+            self.gathered.ending = true;
+            ctx.notify(EndTurn);
         }
     }
 
@@ -365,14 +398,32 @@ impl Handler<Acked> for Dispatcher {
             .messages_acked
             .inc_by(msg.positions.len() as u64);
         // A late ack from a replaced session still acks the device's messages.
-        let store = self.store.clone();
         let (user, device) = key.clone();
-        let positions = msg.positions;
-        actix::spawn(async move {
-            if let Err(err) = store.ack(&user, &device, &positions).await {
-                warn!(error = %err, "ack failed; the messages will be redelivered");
-            }
+        self.gathered.acks.push(DeviceAcks {
+            user,
+            device,
+            positions: msg.positions,
         });
+        self.end_turn_later(ctx);
         self.pump(key, ctx);
+    }
+}
+
+impl Handler<EndTurn> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: EndTurn, ctx: &mut Context<Self>) {
+        let gathered = std::mem::take(&mut self.gathered);
+        if !gathered.submits.is_empty() {
+            self.store_gathered(gathered.submits, ctx);
+        }
+        if !gathered.acks.is_empty() {
+            let store = self.store.clone();
+            actix::spawn(async move {
+                if let Err(err) = store.ack_many(gathered.acks).await {
+                    warn!(error = %err, "ack failed; the messages will be redelivered");
+                }
+            });
+        }
     }
 }

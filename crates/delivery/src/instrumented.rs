@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use titan_protocol::{DeviceId, UserId};
 use titan_store::{
-    Appended, AppendedAndRead, Delivered, Inbox, LiveRead, NewMessage, Position, StoreError,
+    Appended, AppendedAndRead, Delivered, DeviceAcks, Inbox, LiveRead, NewMessage, Position,
+    StoreError,
 };
 
 use crate::metrics::Metrics;
@@ -92,6 +93,10 @@ impl Inbox for InstrumentedInbox {
     ) -> Result<u64, StoreError> {
         self.timed("ack", self.inner.ack(user, device, positions))
             .await
+    }
+
+    async fn ack_many(&self, acks: Vec<DeviceAcks>) -> Result<u64, StoreError> {
+        self.timed("ack", self.inner.ack_many(acks)).await
     }
 
     async fn depth(&self, user: &UserId) -> Result<u64, StoreError> {

@@ -86,6 +86,7 @@ pub fn checks() -> Vec<Check> {
         ),
         check!(read_new_moves_the_cursor, default),
         check!(ack_removes_from_pending, default),
+        check!(ack_many_acks_each_device, default),
         check!(append_and_read_delivers_what_was_stored, default),
         check!(append_and_read_refuses_each_batch_alone, small),
         check!(ack_ignores_unknown_positions, default),

@@ -55,7 +55,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::inbox::{
-    Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
+    Appended, AppendedAndRead, Delivered, DeviceAcks, Inbox, InboxLimits, LiveRead, NewMessage,
+    Position,
 };
 use crate::users::{SignInProfile, SignedInUser, Users, from_ms, to_ms};
 use journal::Journal;
@@ -359,6 +360,14 @@ impl Inbox for EmbeddedStore {
             reply,
         })
         .await
+    }
+
+    async fn ack_many(&self, mut acks: Vec<DeviceAcks>) -> Result<u64, StoreError> {
+        acks.retain(|a| !a.positions.is_empty());
+        if acks.is_empty() {
+            return Ok(0);
+        }
+        self.call(|reply| Op::AckMany { acks, reply }).await
     }
 
     async fn depth(&self, user: &UserId) -> Result<u64, StoreError> {

@@ -56,6 +56,14 @@ pub struct LiveRead {
     pub limit: usize,
 }
 
+/// One device's acknowledged positions, for [`Inbox::ack_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAcks {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub positions: Vec<Position>,
+}
+
 /// What [`Inbox::append_and_read`] returns: each batch's own outcome (as [`Inbox::append`]
 /// would give it), and one `read_new` result per [`LiveRead`], in order.
 pub type AppendedAndRead = (
@@ -155,6 +163,22 @@ pub trait Inbox: Send + Sync + 'static {
         device: &DeviceId,
         positions: &[Position],
     ) -> Result<u64, StoreError>;
+
+    /// [`Inbox::ack`] of several devices at once (what the dispatcher gathered from every
+    /// session in one turn). Returns how many positions were removed in all. Like `ack` it
+    /// needs no durability: an `Err` may leave some of them acked and not the others, which only
+    /// redelivers those. The default runs the acks concurrently; the embedded store does all of
+    /// them in one operation of its writer.
+    async fn ack_many(&self, acks: Vec<DeviceAcks>) -> Result<u64, StoreError> {
+        let each = acks
+            .iter()
+            .map(|a| self.ack(&a.user, &a.device, &a.positions));
+        let mut removed = 0;
+        for result in futures_util::future::join_all(each).await {
+            removed += result?;
+        }
+        Ok(removed)
+    }
 
     /// Undelivered plus pending messages of the user's slowest device (all retained messages
     /// while the user has no device). What `max_pending` bounds.

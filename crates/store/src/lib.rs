@@ -33,7 +33,8 @@ pub use embedded::{
 };
 pub use error::StoreError;
 pub use inbox::{
-    Appended, AppendedAndRead, Delivered, Inbox, InboxLimits, LiveRead, NewMessage, Position,
+    Appended, AppendedAndRead, Delivered, DeviceAcks, Inbox, InboxLimits, LiveRead, NewMessage,
+    Position,
 };
 pub use push_tokens::{DevicePush, PushRegistry};
 pub use users::{RevocationList, SignInProfile, SignedInUser, Users, to_ms as unix_ms};

@@ -1,5 +1,5 @@
-//! Storing what clients send, a child module of the same actor: `msg.send` requests (one, or
-//! several that arrived together) go to the store in one call with the reads of their
+//! Storing what clients send, a child module of the same actor: the `msg.send` requests of every
+//! sender that reached the actor in one turn go to the store in one call with the reads of their
 //! recipients' waiting devices; then each request is answered and its recipients woken.
 
 // The parent's imports (actix, store and protocol types): this is the same actor's code.
@@ -9,7 +9,7 @@ impl Handler<Submit> for Dispatcher {
     type Result = ResponseFuture<Result<(), DeliveryError>>;
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
-        let replied = self.submit(msg.from, vec![msg.messages], ctx);
+        let replied = self.gather_submit(msg.from, vec![msg.messages], ctx);
         Box::pin(async move {
             match replied.await {
                 Ok(mut results) => results.pop().unwrap_or(Err(DeliveryError::Stopped)),
@@ -24,7 +24,7 @@ impl Handler<SubmitMany> for Dispatcher {
 
     fn handle(&mut self, msg: SubmitMany, ctx: &mut Context<Self>) -> Self::Result {
         let count = msg.requests.len();
-        let replied = self.submit(msg.from, msg.requests, ctx);
+        let replied = self.gather_submit(msg.from, msg.requests, ctx);
         Box::pin(async move {
             replied
                 .await
@@ -33,28 +33,56 @@ impl Handler<SubmitMany> for Dispatcher {
     }
 }
 
+/// One sender's `msg.send` requests waiting for the end of the turn (`Gathered`).
+pub(super) struct GatheredSubmit {
+    from: UserId,
+    requests: Vec<Vec<OutgoingMessage>>,
+    reply: Replies,
+}
+
+/// Where one [`GatheredSubmit`]'s results go: one per request, in order.
+type Replies = tokio::sync::oneshot::Sender<Vec<Result<(), DeliveryError>>>;
+
 impl Dispatcher {
-    /// Stamps and stores `requests` (each one `msg.send`'s messages) in one store call, with
-    /// the reads of the recipients' waiting devices; the receiver gets one result per request.
-    fn submit(
+    /// Keeps `requests` for the end of this turn, when every sender's requests gathered
+    /// meanwhile are stored in one call (`store_gathered`); the receiver gets one result per
+    /// request.
+    fn gather_submit(
         &mut self,
         from: UserId,
         requests: Vec<Vec<OutgoingMessage>>,
         ctx: &mut Context<Self>,
     ) -> tokio::sync::oneshot::Receiver<Vec<Result<(), DeliveryError>>> {
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        self.gathered.submits.push(GatheredSubmit {
+            from,
+            requests,
+            reply,
+        });
+        self.end_turn_later(ctx);
+        replied
+    }
+
+    /// Stamps and stores every request of `submits` (each one `msg.send`'s messages, all or
+    /// nothing on its own) in one store call, with the reads of the recipients' waiting devices;
+    /// then answers each submit with its requests' results, in order.
+    pub(super) fn store_gathered(&mut self, submits: Vec<GatheredSubmit>, ctx: &mut Context<Self>) {
         let now = SystemTime::now();
-        let batches: Vec<Vec<_>> = requests
-            .into_iter()
-            .map(|messages| {
+        let mut batches: Vec<Vec<titan_store::NewMessage>> = Vec::new();
+        let mut replies: Vec<(Replies, usize)> = Vec::with_capacity(submits.len());
+        for submit in submits {
+            replies.push((submit.reply, submit.requests.len()));
+            let from = submit.from;
+            batches.extend(submit.requests.into_iter().map(|messages| {
                 messages
                     .into_iter()
                     .map(|outgoing| stamp(&from, outgoing, now))
                     .collect()
-            })
-            .collect();
+            }));
+        }
         let recipients: Vec<Vec<UserId>> = batches
             .iter()
-            .map(|batch: &Vec<titan_store::NewMessage>| {
+            .map(|batch| {
                 let mut to: Vec<UserId> = batch.iter().map(|m| m.message.to.clone()).collect();
                 to.sort();
                 to.dedup();
@@ -72,7 +100,6 @@ impl Dispatcher {
                 .collect()
         });
         let (fused, reads) = self.live_reads(&everyone);
-        let (reply, replied) = tokio::sync::oneshot::channel();
         run_then(
             ctx,
             async move { store.append_and_read(batches, reads).await },
@@ -85,7 +112,7 @@ impl Dispatcher {
                     ),
                 };
                 let mut for_push = for_push.map(Vec::into_iter);
-                let results = appended
+                let results: Vec<_> = appended
                     .into_iter()
                     .zip(recipients)
                     .map(|(appended, recipients)| {
@@ -93,11 +120,14 @@ impl Dispatcher {
                         act.stored(appended, recipients, &fused, messages, ctx)
                     })
                     .collect();
-                let _ = reply.send(results);
+                let mut results = results.into_iter();
+                for (reply, count) in replies {
+                    // A session that ended meanwhile no longer waits for its answer.
+                    let _ = reply.send(results.by_ref().take(count).collect());
+                }
                 act.finish_live_reads(fused, read, ctx);
             },
         );
-        replied
     }
 
     /// After a `msg.send` batch's append: metrics, push for offline devices, wake the

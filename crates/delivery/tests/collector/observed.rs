@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 use titan_protocol::{DeviceId, UserId};
 use titan_store::{
-    Appended, AppendedAndRead, Delivered, EmbeddedStore, Inbox, InboxLimits, LiveRead, NewMessage,
-    Position, StoreError,
+    Appended, AppendedAndRead, Delivered, DeviceAcks, EmbeddedStore, Inbox, InboxLimits, LiveRead,
+    NewMessage, Position, StoreError,
 };
 use tokio::sync::watch;
 
@@ -18,12 +18,16 @@ use tokio::sync::watch;
 /// through an append's own read ([`Inbox::append_and_read`]) and how many separate reads
 /// (`read_new`, `claim_pending`) are running. Built with [`ObservedStore::losing_first_read`],
 /// its first `read_new` is applied but answered with an error, as when the reply of a store
-/// round trip is lost.
+/// round trip is lost. It also records the shape of each append and ack call.
 pub struct ObservedStore {
     inner: EmbeddedStore,
     lose_next_read: AtomicBool,
     pub read_with_append: Mutex<HashSet<Position>>,
     pub reads_running: watch::Sender<usize>,
+    /// The senders of each `append_and_read` call's batches, one list per call.
+    pub appends: Mutex<Vec<Vec<UserId>>>,
+    /// The devices of each ack call (`ack` or `ack_many`), one list per call.
+    pub acks: watch::Sender<Vec<Vec<(UserId, DeviceId)>>>,
 }
 
 impl ObservedStore {
@@ -37,6 +41,8 @@ impl ObservedStore {
             lose_next_read: AtomicBool::new(false),
             read_with_append: Mutex::default(),
             reads_running: watch::Sender::new(0),
+            appends: Mutex::default(),
+            acks: watch::Sender::new(Vec::new()),
         }
     }
 
@@ -65,6 +71,11 @@ impl Inbox for ObservedStore {
         batches: Vec<Vec<NewMessage>>,
         reads: Vec<LiveRead>,
     ) -> Result<AppendedAndRead, StoreError> {
+        let senders = batches
+            .iter()
+            .filter_map(|batch| batch.first().map(|m| m.message.from.clone()))
+            .collect();
+        self.appends.lock().unwrap().push(senders);
         let (appended, read) = self.inner.append_and_read(batches, reads).await?;
         let mut seen = self.read_with_append.lock().unwrap();
         for delivered in read.iter().flatten().flatten() {
@@ -108,7 +119,20 @@ impl Inbox for ObservedStore {
         device: &DeviceId,
         positions: &[Position],
     ) -> Result<u64, StoreError> {
-        self.inner.ack(user, device, positions).await
+        let result = self.inner.ack(user, device, positions).await;
+        self.acks
+            .send_modify(|calls| calls.push(vec![(user.clone(), device.clone())]));
+        result
+    }
+
+    async fn ack_many(&self, acks: Vec<DeviceAcks>) -> Result<u64, StoreError> {
+        let devices = acks
+            .iter()
+            .map(|a| (a.user.clone(), a.device.clone()))
+            .collect();
+        let result = self.inner.ack_many(acks).await;
+        self.acks.send_modify(|calls| calls.push(devices));
+        result
     }
 
     async fn depth(&self, user: &UserId) -> Result<u64, StoreError> {

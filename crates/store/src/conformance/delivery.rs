@@ -11,7 +11,7 @@ use super::{
 use titan_protocol::{DeviceId, UserId};
 
 use crate::error::StoreError;
-use crate::inbox::{Appended, Inbox, Position};
+use crate::inbox::{Appended, DeviceAcks, Inbox, Position};
 
 /// `ping` answers, an empty append stores nothing, and unknown users and devices read as empty.
 pub async fn ping_and_empty_cases(inbox: Arc<dyn Inbox>) {
@@ -161,6 +161,57 @@ pub async fn ack_removes_from_pending(inbox: Arc<dyn Inbox>) {
         .unwrap();
     assert_eq!(positions(&claimed), [stored[1]]);
     assert_eq!(texts(&claimed), ["m1"]);
+}
+
+/// `ack_many` acks each device's own positions (and only those), ignores what `ack` ignores,
+/// and counts what it removed in all.
+pub async fn ack_many_acks_each_device(inbox: Arc<dyn Inbox>) {
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let (phone, laptop) = (device("phone"), device("laptop"));
+    let to_bob = append_stored(
+        &*inbox,
+        (0..3)
+            .map(|i| message(&alice, &bob, &format!("b{i}")))
+            .collect(),
+    )
+    .await;
+    let to_carol = append_stored(&*inbox, vec![message(&alice, &carol, "c0")]).await;
+    inbox.read_new(&bob, &phone, 10).await.unwrap();
+    inbox.read_new(&bob, &laptop, 10).await.unwrap();
+    inbox.read_new(&carol, &phone, 10).await.unwrap();
+    let later = clock_past(SystemTime::now()).await;
+
+    let acks = |user: &UserId, device: &DeviceId, positions: &[Position]| DeviceAcks {
+        user: user.clone(),
+        device: device.clone(),
+        positions: positions.to_vec(),
+    };
+    let forged = Position { ms: 1, seq: 999 };
+    let removed = inbox
+        .ack_many(vec![
+            acks(&bob, &phone, &[to_bob[0], to_bob[2], forged]),
+            acks(&carol, &phone, &to_carol),
+            acks(&carol, &laptop, &to_carol),
+            acks(&bob, &phone, &[]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(removed, 3);
+    assert_eq!(inbox.ack_many(Vec::new()).await.unwrap(), 0);
+
+    let claim = |user: UserId, device: DeviceId| {
+        let inbox = inbox.clone();
+        async move {
+            let claimed = inbox
+                .claim_pending(&user, &device, Some(later), None, 10)
+                .await
+                .unwrap();
+            positions(&claimed)
+        }
+    };
+    assert_eq!(claim(bob.clone(), phone.clone()).await, [to_bob[1]]);
+    assert_eq!(claim(bob.clone(), laptop.clone()).await, to_bob);
+    assert!(claim(carol.clone(), phone.clone()).await.is_empty());
 }
 
 /// Unknown, forged, repeated and already-acked positions are ignored by `ack`.

@@ -44,7 +44,7 @@ use super::write_behind::Flushes;
 use super::{append, cursor};
 use crate::error::StoreError;
 use crate::inbox::{
-    Appended, AppendedAndRead, Delivered, InboxLimits, LiveRead, NewMessage, Position,
+    Appended, AppendedAndRead, Delivered, DeviceAcks, InboxLimits, LiveRead, NewMessage, Position,
 };
 
 mod checkpoint;
@@ -90,6 +90,11 @@ pub(super) enum Op {
         user: UserId,
         device: DeviceId,
         positions: Vec<Position>,
+        reply: Reply<u64>,
+    },
+    /// Several devices' acks (`Inbox::ack_many`).
+    AckMany {
+        acks: Vec<DeviceAcks>,
         reply: Reply<u64>,
     },
     Depth {
@@ -406,6 +411,13 @@ impl Writer {
                 reply,
                 cursor::ack(t, user.as_str(), device.as_str(), &positions).map(Ok),
             ),
+            Op::AckMany { acks, reply } => {
+                let mut removed = 0;
+                for a in &acks {
+                    removed += cursor::ack(t, a.user.as_str(), a.device.as_str(), &a.positions)?;
+                }
+                ready(reply, Ok(Ok(removed)))
+            }
             Op::Depth { user, reply } => ready(reply, t.depth(user.as_str()).map(Ok)),
             Op::Trim { reply } => ready(reply, append::trim(t, now_ms, &self.limits).map(Ok)),
             Op::Ping { reply } => ready(reply, Ok(Ok(()))),
@@ -501,7 +513,10 @@ impl Op {
             Op::ReadNew { reply, .. } | Op::ClaimPending { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
-            Op::Ack { reply, .. } | Op::Depth { reply, .. } | Op::Trim { reply } => {
+            Op::Ack { reply, .. }
+            | Op::AckMany { reply, .. }
+            | Op::Depth { reply, .. }
+            | Op::Trim { reply } => {
                 let _ = reply.send(Err(err));
             }
             Op::Ping { reply } => {
