@@ -153,6 +153,15 @@ const STORE_TIME_GRANULARITY: Duration = Duration::from_millis(1);
 
 type FeedKey = (UserId, DeviceId);
 
+/// The store operations of one device that are running (`Dispatcher::running`): one of any
+/// kind, or several reads of new messages that went with appends (`reads`).
+#[derive(Debug, Default)]
+struct Running {
+    ops: usize,
+    /// The operation is a catch-up or a redelivery, which nothing may overlap.
+    exclusive: bool,
+}
+
 /// See the module docs.
 pub struct Dispatcher {
     store: Arc<dyn Inbox>,
@@ -160,11 +169,14 @@ pub struct Dispatcher {
     feeds: HashMap<FeedKey, Feed>,
     /// Devices online per user, so an append wakes only its recipient's feeds.
     devices: HashMap<UserId, Vec<DeviceId>>,
-    /// Devices with a store operation running. Kept apart from `feeds` because an operation
+    /// Devices with store operations running. Kept apart from `feeds` because an operation
     /// outlives the feed it was started for when the device goes offline and comes back before
     /// it ends; the new feed must still wait for it, or two catch-ups overlap and the device gets
     /// its pending messages twice.
-    running: HashSet<FeedKey>,
+    running: HashMap<FeedKey, Running>,
+    /// The store runs calls in the order they are made ([`Inbox::runs_calls_in_order`]): a
+    /// device's reads that go with appends may then overlap (`reads`).
+    pipelined: bool,
     trimming: bool,
     /// Other instances sharing the store, when there are any.
     bus: Option<Arc<dyn Bus>>,
@@ -188,11 +200,12 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(store: Arc<dyn Inbox>, config: DispatcherConfig) -> Self {
         Self {
+            pipelined: store.runs_calls_in_order(),
             store,
             config,
             feeds: HashMap::default(),
             devices: HashMap::default(),
-            running: HashSet::default(),
+            running: HashMap::default(),
             trimming: false,
             bus: None,
             wake_queue: HashSet::default(),
@@ -274,7 +287,7 @@ impl Dispatcher {
             .feeds
             .iter()
             .filter(|(k, f)| {
-                !self.running.contains(*k)
+                !self.running.contains_key(*k)
                     && (f.dirty || f.redelivery_due(now, self.config.ack_timeout))
             })
             .map(|(k, _)| k.clone())
@@ -384,7 +397,7 @@ impl Handler<Acked> for Dispatcher {
         if let Some(feed) = self.feeds.get_mut(&key)
             && feed.conn == msg.conn
         {
-            // Freeing window space lets a deferred read (dirty) go ahead in the pump below.
+            // Freeing window space lets a deferred read (dirty) go ahead.
             for pos in &msg.positions {
                 if let Some(sent) = feed.inflight.remove(pos) {
                     self.metrics
@@ -405,7 +418,9 @@ impl Handler<Acked> for Dispatcher {
             positions: msg.positions,
         });
         self.end_turn_later(ctx);
-        self.pump(key, ctx);
+        // A running operation's end pumps the feed: messages that wait for window space have
+        // marked it dirty already (`wake_user`, or a read that filled its limit).
+        self.pump_when_idle(key, ctx);
     }
 }
 

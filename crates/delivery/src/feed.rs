@@ -1,13 +1,16 @@
 //! Per-device delivery state, kept by the dispatcher for every device online on this instance.
 //! Store operations for one device run one at a time (the dispatcher tracks which are running,
 //! apart from the feeds, since an operation can outlive its feed), which keeps its messages in
-//! inbox order and makes a reconnect's catch-up see everything its predecessor was given.
+//! inbox order and makes a reconnect's catch-up see everything its predecessor was given. The
+//! one exception: with a store that runs calls in order, the reads that go with appends
+//! overlap (`Feed::reserved`, the tickets), and their results are handed out in the order the
+//! reads were made, which is the order of the messages they hold.
 
 use actix::prelude::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use titan_protocol::MessageJson;
-use titan_store::Position;
+use titan_store::{Delivered, Position, StoreError};
 
 use crate::session_link::{ConnId, Deliver};
 
@@ -47,6 +50,21 @@ pub struct Feed {
     /// With `push.after_unacked` only: the messages given to the device and not acked
     /// (`dispatcher::unacked`).
     pub unacked: BTreeMap<Position, Unacked>,
+    /// Window slots promised to this feed's reads of new messages still running (their limits),
+    /// so that reads which overlap stay inside the window together.
+    pub reserved: usize,
+    /// The ticket of this feed's next read of new messages, and of the next one whose result
+    /// may go to the session: each read takes a ticket when it starts, and a result that comes
+    /// back before an earlier read's waits in `parked`.
+    pub next_ticket: u64,
+    pub next_handed: u64,
+    pub parked: BTreeMap<u64, ReadResult>,
+}
+
+/// A read of new messages that ended, waiting for its turn to go to the session.
+pub struct ReadResult {
+    pub limit: usize,
+    pub result: Result<Vec<Delivered>, StoreError>,
 }
 
 /// A message given to a device and not acked, for `push.after_unacked`.
@@ -68,7 +86,24 @@ impl Feed {
             phase: Phase::CatchUp { after: None },
             dirty: true,
             unacked: BTreeMap::new(),
+            reserved: 0,
+            next_ticket: 0,
+            next_handed: 0,
+            parked: BTreeMap::new(),
         }
+    }
+
+    /// Starts a read of new messages of up to `limit`: reserves its part of the window and
+    /// returns its ticket.
+    pub fn start_read(&mut self, limit: usize) -> u64 {
+        self.reserved += limit;
+        self.next_ticket += 1;
+        self.next_ticket - 1
+    }
+
+    /// Window slots free for a new read: not in flight, not promised to a running read.
+    pub fn budget(&self, window: usize) -> usize {
+        window.saturating_sub(self.inflight.len() + self.reserved)
     }
 
     /// True when something in flight has waited longer than `ack_timeout`.
@@ -97,7 +132,7 @@ impl Feed {
         if overdue > 0 {
             return Some(Step::Redeliver { limit: overdue });
         }
-        let budget = window.saturating_sub(self.inflight.len());
+        let budget = self.budget(window);
         match self.phase {
             _ if budget == 0 => None,
             Phase::CatchUp { after } => Some(Step::CatchUp {

@@ -110,4 +110,8 @@ impl Inbox for InstrumentedInbox {
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed("ping", self.inner.ping()).await
     }
+
+    fn runs_calls_in_order(&self) -> bool {
+        self.inner.runs_calls_in_order()
+    }
 }

@@ -382,6 +382,12 @@ impl Inbox for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(|reply| Op::Ping { reply }).await
     }
+
+    /// One writer takes the calls from one queue in turn, and answers a batch only after every
+    /// earlier batch (through the sync thread when one is waiting there: `Syncer::must_wait`).
+    fn runs_calls_in_order(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]

@@ -190,4 +190,13 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// True when the backend runs calls in the order they are made and answers them in that
+    /// order (each call's answer before a later call's). The dispatcher then lets the reads of
+    /// one device that go with appends overlap, knowing that their results come back in the
+    /// order of the messages they hold. False by default (the Redis store: calls share
+    /// connections and end in any order).
+    fn runs_calls_in_order(&self) -> bool {
+        false
+    }
 }

@@ -89,9 +89,13 @@ impl Dispatcher {
                 to
             })
             .collect();
-        let mut everyone: Vec<UserId> = recipients.concat();
-        everyone.sort();
-        everyone.dedup();
+        // Every recipient with how many messages this call stores for it (at most).
+        let mut counts: HashMap<&UserId, usize> = HashMap::default();
+        for message in batches.iter().flatten() {
+            *counts.entry(&message.message.to).or_default() += 1;
+        }
+        let everyone: Vec<(UserId, usize)> =
+            counts.into_iter().map(|(u, n)| (u.clone(), n)).collect();
         let store = self.store.clone();
         let for_push: Option<Vec<Vec<_>>> = self.push.as_ref().map(|_| {
             batches

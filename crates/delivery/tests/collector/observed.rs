@@ -2,7 +2,7 @@
 //! need to see or break.
 
 use async_trait::async_trait;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,7 @@ use titan_store::{
     Appended, AppendedAndRead, Delivered, DeviceAcks, EmbeddedStore, Inbox, InboxLimits, LiveRead,
     NewMessage, Position, StoreError,
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// Delegates to a memory [`EmbeddedStore`], and records which positions reached a device
 /// through an append's own read ([`Inbox::append_and_read`]) and how many separate reads
@@ -26,6 +26,14 @@ pub struct ObservedStore {
     pub reads_running: watch::Sender<usize>,
     /// The senders of each `append_and_read` call's batches, one list per call.
     pub appends: Mutex<Vec<Vec<UserId>>>,
+    /// How many `append_and_read` calls the dispatcher has made.
+    pub append_calls: watch::Sender<usize>,
+    /// How many `read_new` calls (reads not made with an append) have reached the store.
+    pub separate_reads: watch::Sender<usize>,
+    /// Gates of the next `append_and_read` calls, in call order: such a call runs in the store
+    /// at once, in order, but returns only when its gate opens (or its sender is dropped), so a
+    /// test can make answers come back in another order.
+    pub held_answers: Mutex<VecDeque<oneshot::Receiver<()>>>,
     /// The devices of each ack call (`ack` or `ack_many`), one list per call.
     pub acks: watch::Sender<Vec<Vec<(UserId, DeviceId)>>>,
 }
@@ -42,6 +50,9 @@ impl ObservedStore {
             read_with_append: Mutex::default(),
             reads_running: watch::Sender::new(0),
             appends: Mutex::default(),
+            append_calls: watch::Sender::new(0),
+            separate_reads: watch::Sender::new(0),
+            held_answers: Mutex::default(),
             acks: watch::Sender::new(Vec::new()),
         }
     }
@@ -76,10 +87,18 @@ impl Inbox for ObservedStore {
             .filter_map(|batch| batch.first().map(|m| m.message.from.clone()))
             .collect();
         self.appends.lock().unwrap().push(senders);
-        let (appended, read) = self.inner.append_and_read(batches, reads).await?;
-        let mut seen = self.read_with_append.lock().unwrap();
-        for delivered in read.iter().flatten().flatten() {
-            seen.insert(delivered.position);
+        let gate = self.held_answers.lock().unwrap().pop_front();
+        let answer = self.inner.append_and_read(batches, reads);
+        self.append_calls.send_modify(|n| *n += 1);
+        let (appended, read) = answer.await?;
+        {
+            let mut seen = self.read_with_append.lock().unwrap();
+            for delivered in read.iter().flatten().flatten() {
+                seen.insert(delivered.position);
+            }
+        }
+        if let Some(gate) = gate {
+            let _ = gate.await;
         }
         Ok((appended, read))
     }
@@ -90,6 +109,7 @@ impl Inbox for ObservedStore {
         device: &DeviceId,
         limit: usize,
     ) -> Result<Vec<Delivered>, StoreError> {
+        self.separate_reads.send_modify(|n| *n += 1);
         let result = self
             .separate_read(self.inner.read_new(user, device, limit))
             .await;
@@ -145,5 +165,9 @@ impl Inbox for ObservedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+
+    fn runs_calls_in_order(&self) -> bool {
+        self.inner.runs_calls_in_order()
     }
 }
