@@ -14,6 +14,7 @@
 // The parent's imports (actix, store and protocol types): this is the same actor's code.
 use super::*;
 use crate::feed::ReadResult;
+use std::collections::BTreeMap;
 
 /// A feed's `read_new` that runs with an append ([`Inbox::append_and_read`]).
 pub(super) struct FusedRead {
@@ -202,15 +203,25 @@ impl Dispatcher {
         }
         match ended {
             Ended::Read { limit, ticket } => {
-                feed.parked.insert(ticket, ReadResult { limit, result });
                 // In ticket order: a result that came back early waits for the earlier ones.
-                while let Some(feed) = self.feeds.get_mut(&key) {
-                    let Some(read) = feed.parked.remove(&feed.next_handed) else {
+                // Parked only then: an empty map keeps no node, and every idle feed has one.
+                if ticket != feed.next_handed {
+                    feed.parked.insert(ticket, ReadResult { limit, result });
+                    return;
+                }
+                let mut next = Some(ReadResult { limit, result });
+                while let Some(read) = next {
+                    let Some(feed) = self.feeds.get_mut(&key) else {
                         break;
                     };
                     let ticket = feed.next_handed;
                     feed.next_handed += 1;
                     feed.reserved = feed.reserved.saturating_sub(read.limit);
+                    next = feed.parked.remove(&feed.next_handed);
+                    if feed.parked.is_empty() {
+                        // Frees the node the map kept after its last removal.
+                        feed.parked = BTreeMap::new();
+                    }
                     let limit = read.limit;
                     self.handed(&key, Ended::Read { limit, ticket }, read.result);
                 }
