@@ -56,34 +56,14 @@ async fn window_is_respected() {
     let mut got = Vec::new();
     let mut unacked = Vec::new();
     while got.len() < 10 {
-        // Take everything the dispatcher is willing to send now.
-        loop {
-            let wait = if unacked.is_empty() {
-                collector::WAIT
-            } else {
-                Duration::from_millis(150)
-            };
-            match bob.within(wait).await {
-                Some(Event::Deliver(batch)) => {
-                    got.extend(
-                        batch
-                            .iter()
-                            .map(|m| m.message.decode().unwrap().message.clone()),
-                    );
-                    unacked.extend(positions(&batch));
-                    assert!(
-                        unacked.len() <= window,
-                        "{} unacked, window {window}",
-                        unacked.len()
-                    );
-                }
-                Some(Event::Kick(code)) => panic!("unexpected kick {code:?}"),
-                None => break,
-            }
-        }
+        // Everything the dispatcher is willing to send now.
+        let burst = bob.burst().await;
+        got.extend(burst.iter().map(|m| m.message.decode().unwrap().message));
+        unacked.extend(positions(&burst));
         assert!(
-            !unacked.is_empty(),
-            "nothing delivered with an empty window"
+            unacked.len() <= window,
+            "{} unacked, window {window}",
+            unacked.len()
         );
         if got.len() < 10 {
             assert_eq!(unacked.len(), window, "a free window slot was left unused");
@@ -200,33 +180,15 @@ async fn catch_up_respects_window() {
     online(&after, &bob, "bob", "phone");
     let mut got = Vec::new();
     while got.len() < 10 {
-        let mut unacked = Vec::new();
-        loop {
-            let wait = if unacked.is_empty() {
-                collector::WAIT
-            } else {
-                Duration::from_millis(150)
-            };
-            match bob.within(wait).await {
-                Some(Event::Deliver(batch)) => {
-                    got.extend(
-                        batch
-                            .iter()
-                            .map(|m| m.message.decode().unwrap().message.clone()),
-                    );
-                    unacked.extend(positions(&batch));
-                    assert!(
-                        unacked.len() <= window,
-                        "{} unacked, window {window}",
-                        unacked.len()
-                    );
-                }
-                Some(Event::Kick(code)) => panic!("unexpected kick {code:?}"),
-                None => break,
-            }
-        }
-        assert!(!unacked.is_empty(), "catch-up stalled");
-        ack(&after, &bob, "bob", "phone", unacked);
+        let burst = bob.burst().await;
+        assert!(!burst.is_empty(), "catch-up stalled");
+        assert!(
+            burst.len() <= window,
+            "{} unacked, window {window}",
+            burst.len()
+        );
+        got.extend(burst.iter().map(|m| m.message.decode().unwrap().message));
+        ack(&after, &bob, "bob", "phone", positions(&burst));
     }
     assert_eq!(got, bodies(10));
 }

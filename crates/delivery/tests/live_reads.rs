@@ -224,26 +224,12 @@ async fn overlapping_reads_stay_inside_the_window() {
 
     let mut got = Vec::new();
     while got.len() < 6 {
-        let mut unacked = Vec::new();
         // Everything the dispatcher sends before the device acks.
-        loop {
-            let wait = if unacked.is_empty() {
-                collector::WAIT
-            } else {
-                Duration::from_millis(150)
-            };
-            match bob.within(wait).await {
-                Some(collector::Event::Deliver(batch)) => {
-                    got.extend(batch.iter().map(|m| m.message.decode().unwrap().message));
-                    unacked.extend(collector::positions(&batch));
-                    assert!(unacked.len() <= WINDOW, "{} in flight", unacked.len());
-                }
-                Some(other) => panic!("unexpected {other:?}"),
-                None => break,
-            }
-        }
-        assert!(!unacked.is_empty(), "nothing delivered");
-        collector::ack(&d, &bob, "bob", "phone", unacked);
+        let burst = bob.burst().await;
+        assert!(!burst.is_empty(), "nothing delivered");
+        assert!(burst.len() <= WINDOW, "{} in flight", burst.len());
+        got.extend(burst.iter().map(|m| m.message.decode().unwrap().message));
+        collector::ack(&d, &bob, "bob", "phone", collector::positions(&burst));
     }
     assert_eq!(got, (0..6).map(|i| format!("m{i}")).collect::<Vec<_>>());
 }

@@ -19,6 +19,9 @@ use tokio::sync::mpsc;
 /// Upper bound for any single awaited event (never a synchronisation sleep).
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How long a burst of deliveries may pause before it counts as over ([`Probe::burst`]).
+pub const QUIET: Duration = Duration::from_millis(150);
+
 /// What the stand-in session was told.
 #[derive(Debug)]
 pub enum Event {
@@ -89,6 +92,21 @@ impl Probe {
         match self.next().await {
             Event::Deliver(messages) => messages,
             other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    /// Every message the dispatcher sends now: waits up to [`WAIT`] for a first delivery, then
+    /// takes deliveries until none comes for [`QUIET`] (it has sent what it will send until
+    /// something changes, an ack say). A kick fails the test.
+    pub async fn burst(&mut self) -> Vec<Delivered> {
+        let mut got = Vec::new();
+        loop {
+            let wait = if got.is_empty() { WAIT } else { QUIET };
+            match self.within(wait).await {
+                Some(Event::Deliver(batch)) => got.extend(batch),
+                Some(Event::Kick(code)) => panic!("unexpected kick {code:?}"),
+                None => return got,
+            }
         }
     }
 
