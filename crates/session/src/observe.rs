@@ -30,6 +30,11 @@ fn count(metrics: &Metrics, method: Option<usize>, response: Option<&Response>) 
     metrics.rpc_requests.with_label_values(&[label, code]).inc();
 }
 
+/// Counts a request of `method` answered with `response` (`None`: a notification).
+pub(crate) fn answered(metrics: &Metrics, method: &str, response: Option<&Response>) {
+    count(metrics, ClientCommand::method_index(method), response);
+}
+
 /// Counts the request once its answer is known (now, or when a deferred answer resolves).
 pub(crate) fn request(metrics: &Metrics, method: &str, outcome: Outcome) -> Outcome {
     let method = ClientCommand::method_index(method);

@@ -327,12 +327,12 @@ impl Actor for Session {
         });
     }
 
-    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
         let _span = self.span.clone().entered();
         // Requests read in the same read as the close (or the error that ends the session) are
         // queued but not submitted yet: they are stored all the same, though their answers can
         // no longer be written (an unanswered client may send them again: at least once).
-        self.flush_sends();
+        self.flush_sends(ctx);
         if let Some(me) = &self.identity {
             self.deps.router.do_send(Detach {
                 user: me.user.clone(),
@@ -406,22 +406,8 @@ impl Handler<titan_delivery::resume::Resume<Session>> for Session {
 impl Handler<FlushSends> for Session {
     type Result = ();
 
-    fn handle(&mut self, _: FlushSends, _: &mut Context<Self>) {
-        self.flush_sends();
-    }
-}
-
-impl Session {
-    /// Hands the queued `msg.send` requests to the dispatcher.
-    fn flush_sends(&mut self) {
-        let queued = std::mem::take(&mut self.queued_sends);
-        // Requests are queued only once authenticated, and the identity never changes after;
-        // without one the dropped requests answer that delivery stopped.
-        if let Some(me) = &self.identity
-            && !queued.is_empty()
-        {
-            command::submit(&self.deps.dispatcher, me.user.clone(), queued);
-        }
+    fn handle(&mut self, _: FlushSends, ctx: &mut Context<Self>) {
+        self.flush_sends(ctx);
     }
 }
 

@@ -6,6 +6,7 @@
 // The parent's imports (actix, protocol types, limits, errors): this is the same actor's code.
 use super::*;
 use titan_delivery::resume::run_then;
+use titan_protocol::OutgoingMessage;
 
 impl Session {
     pub(super) fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -24,11 +25,18 @@ impl Session {
             .as_ref()
             .and_then(|_| parse_send_request(text))
         {
-            let outcome = match self.admit() {
-                Err(error) => Outcome::Now(Some(Response::error(id, error))),
-                Ok(()) => self.execute(ClientCommand::MsgSend(messages), Some(id), ctx),
+            // Answered by `flush_sends`'s continuation once stored; only a refusal is now.
+            let refused = match self.admit() {
+                Err(error) => Some(Response::error(id, error)),
+                Ok(()) => self.send_alone(id, messages, ctx),
             };
-            take(observe::request(&self.deps.metrics, "msg.send", outcome));
+            if let Some(refused) = refused {
+                take(observe::request(
+                    &self.deps.metrics,
+                    "msg.send",
+                    Outcome::Now(Some(refused)),
+                ));
+            }
         } else {
             let items = match parse_frame(text, self.deps.config.max_batch) {
                 Err(error) => {
@@ -176,36 +184,83 @@ impl Session {
                 return self.push_tokens(PushAction::Unregister, p, id);
             }
             ClientCommand::MsgSend(messages) => {
-                let Some(me) = &self.identity else {
-                    return Outcome::Now(
-                        id.map(|id| Response::error(id, ErrorCode::NotAuthenticated.into())),
-                    );
-                };
-                if let Err(retry_after) = self.deps.connections.take_sends(&me.user, messages.len())
-                {
-                    let error = to_rpc(&SessionError::SendQuota { retry_after });
+                if let Err(error) = self.check_send(&messages) {
                     return Outcome::Now(id.map(|id| Response::error(id, error)));
                 }
-                let limit = self.deps.config.max_message_bytes;
-                if self.queued_sends.is_empty() && ctx.state().alive() {
-                    // Runs once this read's frames are handled (the stream yields first).
-                    ctx.notify(FlushSends);
-                }
-                match command::queue(&mut self.queued_sends, messages, limit) {
-                    Err(e) => Err(to_rpc(&e)),
-                    Ok(fut) => {
-                        return Outcome::Later(Box::pin(async move {
-                            let outcome = fut.await.map_err(|e| to_rpc(&e));
-                            id.map(|id| Response { id, outcome })
-                        }));
-                    }
-                }
+                self.flush_sends_later(ctx);
+                let fut = command::queue(&mut self.queued_sends, messages);
+                return Outcome::Later(Box::pin(async move {
+                    let outcome = fut.await.map_err(|e| to_rpc(&e));
+                    id.map(|id| Response { id, outcome })
+                }));
             }
         };
         Outcome::Now(id.map(|id| Response {
             id,
             outcome: result,
         }))
+    }
+
+    /// A `msg.send` that came alone in its frame (the common case): checked and queued, to be
+    /// answered by `flush_sends`'s continuation straight from the dispatcher's results (no
+    /// future of its own). Returns the response of a refusal.
+    fn send_alone(
+        &mut self,
+        id: Id,
+        messages: Vec<OutgoingMessage>,
+        ctx: &mut Context<Self>,
+    ) -> Option<Response> {
+        if let Err(error) = self.check_send(&messages) {
+            return Some(Response::error(id, error));
+        }
+        self.flush_sends_later(ctx);
+        command::queue_direct(&mut self.queued_sends, messages, id);
+        self.inflight_requests += 1;
+        None
+    }
+
+    /// What a `msg.send` must pass before it is queued: a signed-in connection, the user's
+    /// send quota, the message size limit.
+    fn check_send(&mut self, messages: &[OutgoingMessage]) -> Result<(), RpcError> {
+        let Some(me) = &self.identity else {
+            return Err(ErrorCode::NotAuthenticated.into());
+        };
+        if let Err(retry_after) = self.deps.connections.take_sends(&me.user, messages.len()) {
+            return Err(to_rpc(&SessionError::SendQuota { retry_after }));
+        }
+        command::check_sizes(messages, self.deps.config.max_message_bytes).map_err(|e| to_rpc(&e))
+    }
+
+    /// The first request queued in a read schedules the flush of them all.
+    fn flush_sends_later(&mut self, ctx: &mut Context<Self>) {
+        if self.queued_sends.is_empty() && ctx.state().alive() {
+            // Runs once this read's frames are handled (the stream yields first).
+            ctx.notify(FlushSends);
+        }
+    }
+
+    /// Hands the queued `msg.send` requests to the dispatcher; the answers of those that came
+    /// alone in their frames are written when it has stored them.
+    pub(super) fn flush_sends(&mut self, ctx: &mut Context<Self>) {
+        let queued = std::mem::take(&mut self.queued_sends);
+        // Requests are queued only once authenticated, and the identity never changes after;
+        // without one the dropped requests answer that delivery stopped.
+        let Some(me) = &self.identity else { return };
+        if queued.is_empty() {
+            return;
+        }
+        let submitted = command::submit(&self.deps.dispatcher, me.user.clone(), queued);
+        // Not run if the session stopped meanwhile: its answers can no longer be written.
+        run_then(ctx, submitted, |submitted, act, ctx| {
+            act.inflight_requests -= submitted.responses.len();
+            for response in submitted.responses {
+                observe::answered(&act.deps.metrics, "msg.send", Some(&response));
+                act.send_responses(vec![response], false, ctx);
+            }
+            if act.drain_pending && act.inflight_requests == 0 {
+                act.close(CloseCode::Draining, ctx);
+            }
+        });
     }
 
     /// `push.register` / `push.unregister` for this connection's (user, device).
