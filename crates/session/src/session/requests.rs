@@ -255,7 +255,9 @@ impl Session {
             act.inflight_requests -= submitted.responses.len();
             for response in submitted.responses {
                 observe::answered(&act.deps.metrics, "msg.send", Some(&response));
-                act.send_responses(vec![response], false, ctx);
+                // Each request came alone in its frame, so each answer is a frame of its own;
+                // written in one turn, they leave together.
+                act.push(outbound::Frame::Text(response.to_text()), ctx);
             }
             if act.drain_pending && act.inflight_requests == 0 {
                 act.close(CloseCode::Draining, ctx);
