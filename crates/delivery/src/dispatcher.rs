@@ -89,7 +89,8 @@ pub struct WakeUser {
     pub user: UserId,
 }
 
-/// Sent by the actor to itself when it first gathers something in a turn: handled once the
+/// Sent by the actor to itself when it first gathers something in a turn (nothing gathered is
+/// waiting: the `EndTurn` before took it all): handled once the
 /// mailbox is empty (actix runs its own notifications after the mailbox), it stores what the
 /// turn gathered.
 #[derive(Message)]
@@ -104,8 +105,12 @@ struct EndTurn;
 struct Gathered {
     submits: Vec<GatheredSubmit>,
     acks: Vec<DeviceAcks>,
-    /// An [`EndTurn`] is on its way.
-    ending: bool,
+}
+
+impl Gathered {
+    fn is_empty(&self) -> bool {
+        self.submits.is_empty() && self.acks.is_empty()
+    }
 }
 
 /// Tuning of delivery; see `config/titan.toml` for each value's meaning.
@@ -266,10 +271,10 @@ impl Dispatcher {
         }
     }
 
-    /// Makes sure what this turn gathers is stored when the turn ends.
+    /// Makes sure what this turn gathers is stored when the turn ends: called before the first
+    /// thing is gathered (an `EndTurn` is on its way whenever something is).
     fn end_turn_later(&mut self, ctx: &mut Context<Self>) {
-        if !self.gathered.ending {
-            self.gathered.ending = true;
+        if self.gathered.is_empty() {
             ctx.notify(EndTurn);
         }
     }
@@ -411,13 +416,13 @@ impl Handler<Acked> for Dispatcher {
             .messages_acked
             .inc_by(msg.positions.len() as u64);
         // A late ack from a replaced session still acks the device's messages.
+        self.end_turn_later(ctx);
         let (user, device) = key.clone();
         self.gathered.acks.push(DeviceAcks {
             user,
             device,
             positions: msg.positions,
         });
-        self.end_turn_later(ctx);
         // A running operation's end pumps the feed: messages that wait for window space have
         // marked it dirty already (`wake_user`, or a read that filled its limit).
         self.pump_when_idle(key, ctx);

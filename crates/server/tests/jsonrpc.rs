@@ -451,3 +451,44 @@ async fn sends_arriving_together_are_each_stored_or_refused_alone() {
     assert_eq!(got, ["b1", "b2"]);
     assert_eq!(texts(next(&carol).await), ["c1"]);
 }
+
+/// Lone `msg.send` frames (answered straight from the store's results) and a batch holding
+/// `msg.send` requests (answered through the batch's array) in one read go to the store
+/// together, and every answer finds its own request: with bob's inbox full after two, the
+/// refusal of the batch's second request lands in the batch's array and the refusal of the lone
+/// frame after it in that frame's answer, while the lone sends before and after are stored.
+#[tokio::test]
+async fn lone_and_batched_sends_in_one_read_get_their_own_answers() {
+    let server = TestServer::start_with(|c| c.delivery.max_pending = 2);
+    let mut raw = authed(&server, "alice").await;
+    let send = |id: u32, to: &str, text: &str| {
+        json!({"jsonrpc": "2.0", "method": "msg.send", "id": id,
+               "params": [{"to": to, "message": text}]})
+    };
+    let batch = json!([send(2, "bob", "b2"), send(3, "bob", "b3")]);
+    raw.send_texts_together(vec![
+        send(1, "bob", "b1").to_string(),
+        batch.to_string(),
+        send(4, "bob", "b4").to_string(),
+        send(5, "carol", "c1").to_string(),
+    ])
+    .await
+    .unwrap();
+    let mut lone = HashMap::new();
+    let mut batched = None;
+    while lone.len() < 3 || batched.is_none() {
+        let frame = recv(&mut raw).await;
+        if frame.is_array() {
+            batched = Some(by_id(&frame));
+        } else {
+            lone.insert(frame["id"].as_i64().unwrap(), frame);
+        }
+    }
+    let batched = batched.unwrap();
+    assert_eq!(lone[&1]["result"], json!("ACK"), "{}", lone[&1]);
+    assert_eq!(batched["2"][0]["result"], json!("ACK"), "{batched:?}");
+    assert_eq!(error_code(&batched["3"][0]), -32005, "{batched:?}");
+    assert_eq!(error_code(&lone[&4]), -32005, "{}", lone[&4]);
+    assert_eq!(lone[&5]["result"], json!("ACK"), "{}", lone[&5]);
+    assert_nothing_pending(&mut raw).await;
+}

@@ -35,14 +35,9 @@ pub struct QueuedSend {
 pub enum Answer {
     /// To the future [`queue`] returned.
     Reply(oneshot::Sender<Result<(), DeliveryError>>),
-    /// Into a response to request `id`, written by the session itself ([`Submitted`]).
+    /// Into a response to request `id`, which [`submit`]'s future returns for the session to
+    /// write.
     Direct { id: Id },
-}
-
-/// What [`submit`] hands back to the session: the responses of its [`Answer::Direct`]
-/// requests, in order (the others are answered through their futures).
-pub struct Submitted {
-    pub responses: Vec<Response>,
 }
 
 /// Refuses a `msg.send` with a message over `limit` bytes.
@@ -82,8 +77,8 @@ pub fn queue(
     }
 }
 
-/// Queues request `id`, whose sizes were checked, to be answered by the session itself
-/// ([`Submitted`]).
+/// Queues request `id`, whose sizes were checked, to be answered by the session itself with
+/// the response [`submit`]'s future returns.
 pub fn queue_direct(queue: &mut Vec<QueuedSend>, messages: Vec<OutgoingMessage>, id: Id) {
     queue.push(QueuedSend {
         messages,
@@ -98,7 +93,7 @@ pub fn submit(
     dispatcher: &Addr<Dispatcher>,
     from: UserId,
     queued: Vec<QueuedSend>,
-) -> impl Future<Output = Submitted> + 'static {
+) -> impl Future<Output = Vec<Response>> + 'static {
     let (requests, answers): (Vec<_>, Vec<_>) =
         queued.into_iter().map(|q| (q.messages, q.answer)).unzip();
     // `send` queues the message now, so requests reach the dispatcher in order.
@@ -122,6 +117,6 @@ pub fn submit(
                 }),
             }
         }
-        Submitted { responses }
+        responses
     }
 }

@@ -33,12 +33,12 @@ impl Dispatcher {
     /// others are woken after the append as usual.
     pub(super) fn live_reads(
         &mut self,
-        recipients: &[(UserId, usize)],
+        recipients: &[(&UserId, usize)],
     ) -> (Vec<FusedRead>, Vec<titan_store::LiveRead>) {
         let now = Instant::now();
         let mut fused = Vec::new();
         let mut reads = Vec::new();
-        for (user, stored) in recipients {
+        for &(user, stored) in recipients {
             let Some(devices) = self.devices.get(user) else {
                 continue;
             };

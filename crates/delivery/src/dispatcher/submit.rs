@@ -53,13 +53,13 @@ impl Dispatcher {
         requests: Vec<Vec<OutgoingMessage>>,
         ctx: &mut Context<Self>,
     ) -> tokio::sync::oneshot::Receiver<Vec<Result<(), DeliveryError>>> {
+        self.end_turn_later(ctx);
         let (reply, replied) = tokio::sync::oneshot::channel();
         self.gathered.submits.push(GatheredSubmit {
             from,
             requests,
             reply,
         });
-        self.end_turn_later(ctx);
         replied
     }
 
@@ -94,8 +94,8 @@ impl Dispatcher {
         for message in batches.iter().flatten() {
             *counts.entry(&message.message.to).or_default() += 1;
         }
-        let everyone: Vec<(UserId, usize)> =
-            counts.into_iter().map(|(u, n)| (u.clone(), n)).collect();
+        let everyone: Vec<(&UserId, usize)> = counts.into_iter().collect();
+        let (fused, reads) = self.live_reads(&everyone);
         let store = self.store.clone();
         let for_push: Option<Vec<Vec<_>>> = self.push.as_ref().map(|_| {
             batches
@@ -103,7 +103,6 @@ impl Dispatcher {
                 .map(|batch| batch.iter().map(|n| n.message.clone()).collect())
                 .collect()
         });
-        let (fused, reads) = self.live_reads(&everyone);
         run_then(
             ctx,
             async move { store.append_and_read(batches, reads).await },

@@ -251,9 +251,9 @@ impl Session {
         }
         let submitted = command::submit(&self.deps.dispatcher, me.user.clone(), queued);
         // Not run if the session stopped meanwhile: its answers can no longer be written.
-        run_then(ctx, submitted, |submitted, act, ctx| {
-            act.inflight_requests -= submitted.responses.len();
-            for response in submitted.responses {
+        run_then(ctx, submitted, |responses, act, ctx| {
+            act.inflight_requests -= responses.len();
+            for response in responses {
                 observe::answered(&act.deps.metrics, "msg.send", Some(&response));
                 // Each request came alone in its frame, so each answer is a frame of its own;
                 // written in one turn, they leave together.
