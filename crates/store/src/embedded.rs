@@ -67,6 +67,13 @@ use write_behind::{Flushes, WriteBehind};
 pub use writer::Checkpoints;
 use writer::{Counters, Op, Reply, Writer};
 
+/// The writer's maps keyed by user id (`states`, `fresh`), looked up several times per message:
+/// foldhash rather than std's SipHash, which took 2–3 % of the writer's CPU at 50,000 msg/s
+/// (nineteenth set of docs/benchmarks.md). Seeded per process; the keys are recipients of
+/// authenticated senders' messages, bounded by `max_pending` and the connection limits, as the
+/// Dispatcher's maps are (`titan_delivery`'s hashing module).
+type InboxMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The page cache of [`EmbeddedStore::open`] (`store.cache_mb` in the server's config): 64 MiB,
 /// not redb's 1 GiB. Recently written pages are the ones read again (inboxes are append-only),
 /// and the OS page cache still holds the rest of the file. Under a write load a cache grows to its

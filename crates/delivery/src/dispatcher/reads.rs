@@ -310,6 +310,20 @@ pub(super) enum Ended {
 
 /// Splits messages into `msg.recv`-sized batches for the session.
 fn send_in_batches(to: &Recipient<Deliver>, messages: Vec<Delivered>, config: &DispatcherConfig) {
+    // Nearly always one batch (a live device's read is a message or two): sent as it is, without
+    // a copy into a new Vec.
+    let fits = messages.len() <= config.recv_batch
+        && messages
+            .iter()
+            .map(|d| d.message.as_str().len() + 1)
+            .sum::<usize>()
+            <= config.recv_bytes;
+    if fits || messages.len() == 1 {
+        if !messages.is_empty() {
+            to.do_send(Deliver { messages });
+        }
+        return;
+    }
     let mut batch = Vec::new();
     let mut bytes = 0;
     for d in messages {

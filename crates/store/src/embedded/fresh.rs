@@ -9,10 +9,9 @@
 //! checkpoint) reads the table as before. The writer empties this at each checkpoint, so it
 //! holds about one checkpoint interval of messages (and never more than [`MAX_FRESH`]).
 
-use std::collections::HashMap;
-
 use titan_protocol::MessageJson;
 
+use super::InboxMap as HashMap;
 use crate::inbox::{Delivered, Position};
 
 /// Most messages kept: past it the next append starts over (reads take the table), so a

@@ -15,8 +15,7 @@
 //! consults this copy first; the one exception, trimming's walk over every head, writes the copy
 //! back before it starts.
 
-use std::collections::HashMap;
-
+use super::InboxMap as HashMap;
 use super::tables::{Device, Head};
 
 /// Inboxes kept after a checkpoint has written them back, of those used since the one before
@@ -146,7 +145,7 @@ impl InboxStates {
             keep
         });
         if self.dirty.is_empty() && self.inboxes.len() > MAX_CLEAN_INBOXES {
-            self.inboxes = HashMap::new();
+            self.inboxes = HashMap::default();
         } else if self.inboxes.capacity() > 4 * self.inboxes.len() + 64 {
             self.inboxes.shrink_to_fit();
         }
@@ -154,7 +153,7 @@ impl InboxStates {
 
     /// Forgets everything, changes included (the transaction they belonged to is lost).
     pub fn clear(&mut self) {
-        self.inboxes = HashMap::new();
+        self.inboxes = HashMap::default();
         self.dirty = Vec::new();
     }
 }
