@@ -112,7 +112,8 @@ pub trait Inbox: Send + Sync + 'static {
     ///
     /// The default runs the appends, then the reads, as separate calls; a backend that can do
     /// them in one transaction or round trip overrides it (the embedded store does all of them in
-    /// one write transaction, saving the writer a transaction per request and per delivery).
+    /// one write transaction, saving the writer a transaction per request and per delivery; the
+    /// Redis store runs the reads in the appending script's call, one round trip).
     async fn append_and_read(
         &self,
         batches: Vec<Vec<NewMessage>>,

@@ -13,7 +13,8 @@
 //! - append = one Lua script (`lua/append.lua`) per call: client-id lookups, the `max_pending`
 //!   check and every XADD run atomically, all or nothing across recipients. Client-id keys
 //!   `{prefix}:{<recipient>}:cid:<sender>:<client id>` hold the message id and expire after the
-//!   retention.
+//!   retention. append_and_read runs its reads (XREADGROUP, as read_new) in the same script
+//!   call, after the appends, when every key is in one slot and no `WAIT` follows writes.
 //! - read_new = XREADGROUP `>`; claim_pending = XPENDING IDLE + XCLAIM (see `lua/claim.lua` for
 //!   why not XAUTOCLAIM); ack = XACK; depth = max over groups of lag + pending (XINFO GROUPS), or
 //!   XLEN without groups; trim = XTRIM MINID on the inboxes listed in the registry sorted set
@@ -40,7 +41,7 @@
 //! - `keys`: the key layout and stream ids. `scripts`: the Lua scripts.
 //! - `users`: the [`crate::Users`] keys (sign-ins, revocations).
 //! - `push_tokens`: the [`crate::PushRegistry`] (push hash per user, token owner keys).
-//! - `append`: `append`. `cursor`: `read_new`, `claim_pending`, `ack`. `trim`: `trim`, `depth`.
+//! - `append`: `append`, `append_and_read`. `cursor`: `read_new`, `claim_pending`, `ack`. `trim`: `trim`, `depth`.
 
 mod append;
 mod bus;
@@ -373,6 +374,11 @@ impl Inbox for RedisStore {
     ) -> Result<AppendedAndRead, StoreError> {
         if batches.is_empty() {
             return Ok((Vec::new(), Vec::new()));
+        }
+        if !reads.is_empty()
+            && let Some(together) = self.append_and_read_together(&batches, &reads).await
+        {
+            return together;
         }
         let appended = match self.append_together(&batches).await {
             Some(appended) => appended?,

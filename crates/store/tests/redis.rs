@@ -166,6 +166,65 @@ async fn append_and_delivery_cost_one_round_trip_each() {
     assert_eq!(delivery.get("xack"), Some(&1), "{delivery:?}");
 }
 
+/// `append_and_read` is one script call, its reads included: a device with a group and one
+/// seen for the first time (whose group the script creates at the start of the stream, as
+/// `read_new` would) get what was just stored without a second round trip.
+#[tokio::test]
+async fn append_and_read_is_one_script_call() {
+    let server = RedisServer::start(ServerConfig::default());
+    let store = connect(&server.url(), &fresh_prefix()).await;
+    let (alice, bob, phone, laptop) = (
+        user("alice"),
+        user("bob"),
+        device("phone"),
+        device("laptop"),
+    );
+    // Warm-up: loads the scripts and gives the phone its group.
+    append_stored(&store, vec![message(&alice, &bob, "warm-up")]).await;
+    let read = store.read_new(&bob, &phone, 10).await.unwrap();
+    store.ack(&bob, &phone, &positions(&read)).await.unwrap();
+    let mut conn = raw(&server).await;
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let live = |device: &titan_protocol::DeviceId| titan_store::LiveRead {
+        user: bob.clone(),
+        device: device.clone(),
+        limit: 10,
+    };
+    let (appended, read) = store
+        .append_and_read(
+            vec![vec![message(&alice, &bob, "new")]],
+            vec![live(&phone), live(&laptop)],
+        )
+        .await
+        .unwrap();
+    assert!(appended[0].is_ok(), "{appended:?}");
+    let read: Vec<_> = read.into_iter().map(Result::unwrap).collect();
+    assert_eq!(texts(&read[0]), ["new"]);
+    assert_eq!(
+        texts(&read[1]),
+        ["warm-up", "new"],
+        "a new device starts at the beginning"
+    );
+    let calls = command_stats(&mut conn).await;
+    assert_eq!(calls.get("evalsha"), Some(&1), "{calls:?}");
+
+    // What was read is pending for each device, not read again.
+    assert!(store.read_new(&bob, &phone, 10).await.unwrap().is_empty());
+    assert!(store.read_new(&bob, &laptop, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .ack(&bob, &laptop, &positions(&read[1]))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
 /// An append to an inbox whose length leaves room under `max_pending` asks for no group state
 /// (`XINFO`) and does not register the inbox again (`ZADD`); one that leaves no room asks, and
 /// refuses what the slowest device has no room for. An inbox emptied by trimming is registered

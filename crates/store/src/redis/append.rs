@@ -1,15 +1,23 @@
 //! `append`: one call of `lua/append.lua` per batch (per hash slot on a Redis Cluster), so a
 //! `msg.send` costs one round trip whatever its size, and the client-id checks, the
-//! `max_pending` check and the XADDs are one atomic step.
+//! `max_pending` check and the XADDs are one atomic step. `append_and_read` adds the reads of
+//! the recipients' waiting devices to that call when it can (one slot, no `WAIT`).
 
 use std::collections::HashMap;
 
 use titan_protocol::{MessageId, UserId};
 
+use super::cursor::{CONSUMER, entries};
 use super::keys::position;
 use super::{RedisStore, Shared};
 use crate::error::StoreError;
-use crate::inbox::{Appended, NewMessage};
+use crate::inbox::{Appended, Delivered, LiveRead, NewMessage};
+
+/// Each batch's outcome, then each read's (see [`crate::Inbox::append_and_read`]).
+type Outcomes = (
+    Vec<Result<Vec<Appended>, StoreError>>,
+    Vec<Result<Vec<Delivered>, StoreError>>,
+);
 
 /// The longest client-id TTL Redis accepts with margin (it refuses expiry times past i64 ms).
 const MAX_TTL_MS: u64 = i64::MAX as u64 / 4;
@@ -84,17 +92,42 @@ impl RedisStore {
         &self,
         batches: &[Vec<NewMessage>],
     ) -> Option<Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError>> {
-        let mut shards = batches
-            .iter()
-            .flatten()
-            .map(|new| self.shard(new.message.to.as_str()));
-        let shard = shards.next().unwrap_or(0);
-        if shards.any(|other| other != shard) {
-            return None;
-        }
+        let shard = self.one_shard(batches.iter().flatten().map(|new| &new.message.to))?;
         let messages: Vec<Vec<&NewMessage>> =
             batches.iter().map(|batch| batch.iter().collect()).collect();
-        Some(self.append_call(&messages, shard, Pass::Write).await)
+        Some(
+            self.append_call(&messages, shard, Pass::Write, &[])
+                .await
+                .map(|(appended, _)| appended),
+        )
+    }
+
+    /// [`Self::append_together`] with `reads` in the same script call, after the appends (and
+    /// only when some batch was stored), so that a waiting device gets what was just stored
+    /// without a second round trip. `None` when that cannot be one call: the recipients and the
+    /// readers span several slots, or the store waits for replicas after a write (a message is
+    /// then handed out only once it is on them, so the reads wait for `WAIT` as before).
+    pub(super) async fn append_and_read_together(
+        &self,
+        batches: &[Vec<NewMessage>],
+        reads: &[LiveRead],
+    ) -> Option<Result<Outcomes, StoreError>> {
+        if self.shared.options.wait_replicas > 0 {
+            return None;
+        }
+        let users = batches.iter().flatten().map(|new| &new.message.to);
+        let shard = self.one_shard(users.chain(reads.iter().map(|read| &read.user)))?;
+        let messages: Vec<Vec<&NewMessage>> =
+            batches.iter().map(|batch| batch.iter().collect()).collect();
+        Some(self.append_call(&messages, shard, Pass::Write, reads).await)
+    }
+
+    /// The hash slot of every one of `users`' inboxes (slot 0 on a standalone Redis, and for no
+    /// users), or `None` when they span several.
+    fn one_shard<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) -> Option<u16> {
+        let mut shards = users.into_iter().map(|user| self.shard(user.as_str()));
+        let shard = shards.next().unwrap_or(0);
+        shards.all(|other| other == shard).then_some(shard)
     }
 
     /// One script call for the messages `members` of `batch`, whose recipients all hash to
@@ -107,7 +140,7 @@ impl RedisStore {
         pass: Pass,
     ) -> Result<Vec<Appended>, StoreError> {
         let messages = vec![members.iter().map(|&i| &batch[i]).collect()];
-        let mut outcomes = self.append_call(&messages, shard, pass).await?;
+        let (mut outcomes, _) = self.append_call(&messages, shard, pass, &[]).await?;
         outcomes.pop().unwrap_or_else(|| {
             Err(StoreError::Corrupt {
                 reason: "append script answered for no batch".to_owned(),
@@ -115,14 +148,16 @@ impl RedisStore {
         })
     }
 
-    /// One call of `lua/append.lua` for `batches`, whose recipients all hash to `shard`.
-    /// Returns each batch's outcome in order.
+    /// One call of `lua/append.lua` for `batches`, whose recipients (and the users of `reads`)
+    /// all hash to `shard`. Returns each batch's outcome in order, then each read's (none when
+    /// no batch was stored).
     async fn append_call(
         &self,
         batches: &[Vec<&NewMessage>],
         shard: u16,
         pass: Pass,
-    ) -> Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError> {
+        reads: &[LiveRead],
+    ) -> Result<Outcomes, StoreError> {
         let Shared {
             keys,
             scripts,
@@ -176,6 +211,9 @@ impl RedisStore {
         for key in &client_ids {
             call.key(key);
         }
+        for read in reads {
+            call.key(keys.inbox(read.user.as_str()));
+        }
         let retention_ms = u64::try_from(limits.retention.as_millis()).unwrap_or(u64::MAX);
         call.arg(limits.max_pending)
             .arg(retention_ms.clamp(1, MAX_TTL_MS))
@@ -191,6 +229,12 @@ impl RedisStore {
                 call.arg(inbox).arg(client_id).arg(*id).arg(json);
             }
         }
+        if !reads.is_empty() {
+            call.arg(reads.len()).arg(CONSUMER);
+            for read in reads {
+                call.arg(read.device.as_str()).arg(read.limit);
+            }
+        }
         let reply: Vec<String> = self
             .run("append", |mut conn| async move {
                 call.invoke_async(&mut conn).await
@@ -203,7 +247,15 @@ impl RedisStore {
             Pass::DryRun => 0,
             Pass::Write => per_message.len(),
         });
-        self.appended(reply, &inboxes, expected)
+        let mut words = reply.into_iter();
+        let appended = self.appended(&mut words, &inboxes, expected)?;
+        let read = read_outcomes(&mut words, reads.len())?;
+        if words.next().is_some() {
+            return Err(StoreError::Corrupt {
+                reason: "unexpected append script reply: more outcomes than asked for".to_owned(),
+            });
+        }
+        Ok((appended, read))
     }
 
     /// With [`super::RedisOptions::wait_replicas`]: waits until that many replicas of the node
@@ -234,14 +286,13 @@ impl RedisStore {
     /// it was stored, two words for each of its `expected` messages.
     fn appended(
         &self,
-        reply: Vec<String>,
+        words: &mut impl Iterator<Item = String>,
         inboxes: &[&UserId],
         expected: impl Iterator<Item = usize>,
     ) -> Result<Vec<Result<Vec<Appended>, StoreError>>, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt {
             reason: format!("unexpected append script reply: {what}"),
         };
-        let mut words = reply.into_iter();
         let mut outcomes = Vec::new();
         for expected in expected {
             let outcome = match words.next().as_deref() {
@@ -282,9 +333,40 @@ impl RedisStore {
             };
             outcomes.push(outcome);
         }
-        if words.next().is_some() {
-            return Err(corrupt("more outcomes than messages"));
-        }
         Ok(outcomes)
     }
+}
+
+/// The reads' part of the script's answer: per read, `r` and the number of words that follow
+/// (an id and a JSON per entry), or `e` and the error's text; nothing at all when the script ran
+/// no read (no batch was stored).
+fn read_outcomes(
+    words: &mut impl Iterator<Item = String>,
+    reads: usize,
+) -> Result<Vec<Result<Vec<Delivered>, StoreError>>, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt {
+        reason: format!("unexpected append script reply: {what}"),
+    };
+    let mut words = words.peekable();
+    if reads == 0 || words.peek().is_none() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        match (words.next().as_deref(), words.next()) {
+            (Some("r"), Some(count)) => {
+                let count: usize = count.parse().map_err(|_| corrupt("read count"))?;
+                let read: Vec<String> = words.by_ref().take(count).collect();
+                if read.len() != count {
+                    return Err(corrupt("fewer entries than announced"));
+                }
+                out.push(entries(read));
+            }
+            (Some("e"), Some(error)) => out.push(Err(StoreError::unavailable(format!(
+                "reading new messages failed: {error}"
+            )))),
+            _ => return Err(corrupt("read outcome of the wrong shape")),
+        }
+    }
+    Ok(out)
 }

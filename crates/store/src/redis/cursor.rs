@@ -14,7 +14,7 @@ use crate::inbox::{Delivered, Position};
 
 /// The one consumer of every device's group: a (user, device) has one live session, so there is
 /// nothing to share the group with.
-const CONSUMER: &str = "c";
+pub(super) const CONSUMER: &str = "c";
 
 impl RedisStore {
     /// See [`crate::Inbox::read_new`].
@@ -161,7 +161,7 @@ fn read_reply(reply: ::redis::Value) -> Result<Vec<Delivered>, StoreError> {
 }
 
 /// Decodes `[id1, json1, id2, json2, ...]` as returned by the read and claim scripts.
-fn entries(reply: Vec<String>) -> Result<Vec<Delivered>, StoreError> {
+pub(super) fn entries(reply: Vec<String>) -> Result<Vec<Delivered>, StoreError> {
     if !reply.len().is_multiple_of(2) {
         return Err(StoreError::Corrupt {
             reason: "odd-length entry list from redis".to_owned(),

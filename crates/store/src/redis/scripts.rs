@@ -26,7 +26,10 @@ impl Scripts {
         let with_depth = |body: &str| Script::new(&format!("{DEPTH_FUNCTION}\n{body}"));
         let with_entries = |body: &str| Script::new(&format!("{ENTRIES_FUNCTION}\n{body}"));
         Self {
-            append: with_depth(include_str!("lua/append.lua")),
+            append: Script::new(&format!(
+                "{DEPTH_FUNCTION}\n{ENTRIES_FUNCTION}\n{}",
+                include_str!("lua/append.lua")
+            )),
             read: with_entries(include_str!("lua/read.lua")),
             claim: with_entries(include_str!("lua/claim.lua")),
             depth: with_depth(include_str!("lua/inbox_depth.lua")),

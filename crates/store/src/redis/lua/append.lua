@@ -13,10 +13,15 @@
 -- ARGV[5 + i]        the user of inbox i (its registry member), for i = 1..R
 -- then per batch: N, its number of messages, then per message 4 arguments: inbox index,
 -- client-id key index (0 = none), message id, JSON
+-- then, optionally (append_and_read), the reads that follow the appends: ARGV[at] = M, the
+-- number of reads, ARGV[at + 1] the consumer name, then per read 2 arguments: the device (its
+-- group) and the most entries to read; read j reads KEYS[1 + R + C + j].
 --
 -- Returns, per batch in order: 'full', <inbox index> when an inbox would exceed max_pending
 -- (nothing of that batch written); 'ok' after a dry run that found room; or 'ok' followed by,
 -- per message, 's', <stream id> (stored) or 'd', <existing message id> (duplicate client id).
+-- With reads, and only when some batch was stored ('ok'; not in a dry run), then per read: 'r',
+-- <2 * entries>, then id, JSON for each entry read (entries.lua); or 'e', <the error's text>.
 local max_pending = tonumber(ARGV[1])
 local retention = ARGV[2]
 local inboxes = tonumber(ARGV[3])
@@ -141,14 +146,65 @@ local function append_one(first)
   out[#out + 1] = id
 end
 
+local stored_any = false
 local at = 6 + inboxes  -- ARGV index of the next batch's N
 for _ = 1, batches do
   local count = tonumber(ARGV[at])
+  local before = #out
   if count == 1 and ARGV[at + 2] == '0' then
     append_one(at + 1)
   else
     append_batch(at + 1, count)
   end
+  stored_any = stored_any or out[before + 1] == 'ok'
   at = at + 1 + 4 * count
+end
+
+-- The reads of append_and_read, in the same call: no second round trip (nor a second fsync of
+-- an `appendfsync always` server) between storing a message and handing it to a waiting
+-- device. As read.lua does it: a device without a group gets one at the start of the stream.
+local reads = tonumber(ARGV[at] or '0')
+if reads > 0 and stored_any and not dry_run then
+  local consumer = ARGV[at + 1]
+  local first_key = 1 + #KEYS - reads
+  for j = 0, reads - 1 do
+    local key, group, count = KEYS[first_key + j], ARGV[at + 2 + 2 * j], tonumber(ARGV[at + 3 + 2 * j])
+    local function read()
+      if count == 0 then
+        -- COUNT 0 would mean "no limit" to Redis: only make sure the group exists.
+        return redis.pcall('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
+      end
+      return redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
+    end
+    local reply = read()
+    if count == 0 then
+      if type(reply) == 'table' and reply.err and string.find(reply.err, '^BUSYGROUP') then
+        reply = false
+      elseif type(reply) ~= 'table' or not reply.err then
+        reply = false
+      end
+    elseif type(reply) == 'table' and reply.err and string.find(reply.err, '^NOGROUP') then
+      local created = redis.pcall('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
+      if type(created) == 'table' and created.err and not string.find(created.err, '^BUSYGROUP') then
+        reply = created
+      else
+        reply = read()
+      end
+    end
+    if type(reply) == 'table' and reply.err then
+      out[#out + 1] = 'e'
+      out[#out + 1] = reply.err
+    else
+      local entries = {}
+      if reply then
+        entries = entries_reply(reply[1][2])
+      end
+      out[#out + 1] = 'r'
+      out[#out + 1] = tostring(#entries)
+      for _, word in ipairs(entries) do
+        out[#out + 1] = word
+      end
+    end
+  end
 end
 return out
