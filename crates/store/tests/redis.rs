@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use redis_server::cluster::RedisCluster;
 use redis_server::{RedisServer, ServerConfig, fresh_prefix};
+use titan_protocol::{DeviceId, UserId};
 use titan_store::conformance::{
     self, append_stored, device, message, message_with_client_id, positions, texts, user,
 };
@@ -132,17 +133,10 @@ async fn append_and_delivery_cost_one_round_trip_each() {
     let server = RedisServer::start(ServerConfig::default());
     let store = connect(&server.url(), &fresh_prefix()).await;
     let (alice, bob, phone) = (user("alice"), user("bob"), device("phone"));
-    // Warm-up: loads the scripts (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA the first time).
-    append_stored(&store, vec![message(&alice, &bob, "warm-up")]).await;
-    let read = store.read_new(&bob, &phone, 10).await.unwrap();
-    store.ack(&bob, &phone, &positions(&read)).await.unwrap();
+    warm_up(&store, &alice, &bob, &phone).await;
     let mut conn = raw(&server).await;
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    reset_stats(&mut conn).await;
     let batch = vec![
         message_with_client_id(&alice, &bob, "one", "k1"),
         message(&alice, &user("carol"), "two"),
@@ -152,11 +146,7 @@ async fn append_and_delivery_cost_one_round_trip_each() {
     let append = command_stats(&mut conn).await;
     assert_eq!(append.get("evalsha"), Some(&1), "{append:?}");
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    reset_stats(&mut conn).await;
     let read = store.read_new(&bob, &phone, 10).await.unwrap();
     assert_eq!(texts(&read), ["one", "three"]);
     assert_eq!(store.ack(&bob, &phone, &positions(&read)).await.unwrap(), 2);
@@ -179,18 +169,11 @@ async fn append_and_read_is_one_script_call() {
         device("phone"),
         device("laptop"),
     );
-    // Warm-up: loads the scripts and gives the phone its group.
-    append_stored(&store, vec![message(&alice, &bob, "warm-up")]).await;
-    let read = store.read_new(&bob, &phone, 10).await.unwrap();
-    store.ack(&bob, &phone, &positions(&read)).await.unwrap();
+    warm_up(&store, &alice, &bob, &phone).await;
     let mut conn = raw(&server).await;
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let live = |device: &titan_protocol::DeviceId| titan_store::LiveRead {
+    reset_stats(&mut conn).await;
+    let live = |device: &DeviceId| titan_store::LiveRead {
         user: bob.clone(),
         device: device.clone(),
         limit: 10,
@@ -247,11 +230,7 @@ async fn appends_check_depth_and_registry_only_when_needed() {
     let read = store.read_new(&bob, &phone, 10).await.unwrap();
     store.ack(&bob, &phone, &positions(&read)).await.unwrap();
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    reset_stats(&mut conn).await;
     append_stored(&store, vec![message(&alice, &bob, "m1")]).await;
     let cheap = command_stats(&mut conn).await;
     assert_eq!(cheap.get("xinfo|groups"), None, "{cheap:?}");
@@ -294,6 +273,23 @@ async fn registered(
         .query_async(conn)
         .await
         .unwrap()
+}
+
+/// Loads the scripts (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA the first time) and gives
+/// `device` its group, with nothing left pending: what a later count of commands should not see.
+async fn warm_up(store: &RedisStore, from: &UserId, to: &UserId, device: &DeviceId) {
+    append_stored(store, vec![message(from, to, "warm-up")]).await;
+    let read = store.read_new(to, device, 10).await.unwrap();
+    store.ack(to, device, &positions(&read)).await.unwrap();
+}
+
+/// Starts a new count of commands (see [`command_stats`]).
+async fn reset_stats(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
 }
 
 /// Calls per command since the last CONFIG RESETSTAT (commands run by scripts included), less
