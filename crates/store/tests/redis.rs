@@ -208,6 +208,40 @@ async fn append_and_read_is_one_script_call() {
     );
 }
 
+/// A read that fails inside the appending call fails alone: the append is stored and the other
+/// device's read delivers, while the failed one is an error (here: a reader whose inbox key was
+/// overwritten with a string, so `XREADGROUP` answers WRONGTYPE).
+#[tokio::test]
+async fn a_read_failing_inside_the_appending_call_fails_alone() {
+    let server = RedisServer::start(ServerConfig::default());
+    let prefix = fresh_prefix();
+    let store = connect(&server.url(), &prefix).await;
+    let (alice, bob, carol, phone) = (user("alice"), user("bob"), user("carol"), device("phone"));
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:{{carol}}:inbox"))
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let live = |user: &UserId| titan_store::LiveRead {
+        user: user.clone(),
+        device: phone.clone(),
+        limit: 10,
+    };
+    let (appended, read) = store
+        .append_and_read(
+            vec![vec![message(&alice, &bob, "hi")]],
+            vec![live(&carol), live(&bob)],
+        )
+        .await
+        .unwrap();
+    assert!(appended[0].is_ok(), "{appended:?}");
+    assert_eq!(read.len(), 2, "one result per read");
+    assert!(read[0].is_err(), "{:?}", read[0]);
+    assert_eq!(texts(read[1].as_ref().unwrap()), ["hi"]);
+}
+
 /// An append to an inbox whose length leaves room under `max_pending` asks for no group state
 /// (`XINFO`) and does not register the inbox again (`ZADD`); one that leaves no room asks, and
 /// refuses what the slowest device has no room for. An inbox emptied by trimming is registered
