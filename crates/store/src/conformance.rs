@@ -135,6 +135,15 @@ pub fn device(name: &str) -> DeviceId {
     DeviceId::new(name).unwrap()
 }
 
+/// A read of `append_and_read` for `device` of `user`, of at most `limit` messages.
+pub fn live_read(user: &UserId, device: &DeviceId, limit: usize) -> crate::LiveRead {
+    crate::LiveRead {
+        user: user.clone(),
+        device: device.clone(),
+        limit,
+    }
+}
+
 /// A message as the server would build it: fresh time-ordered id, acceptance time set.
 pub fn message(from: &UserId, to: &UserId, text: &str) -> NewMessage {
     NewMessage {

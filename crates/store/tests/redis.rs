@@ -12,7 +12,7 @@ use redis_server::cluster::RedisCluster;
 use redis_server::{RedisServer, ServerConfig, fresh_prefix};
 use titan_protocol::{DeviceId, UserId};
 use titan_store::conformance::{
-    self, append_stored, device, message, message_with_client_id, positions, texts, user,
+    self, append_stored, device, live_read, message, message_with_client_id, positions, texts, user,
 };
 use titan_store::{Inbox, InboxLimits, PushRegistry, RedisStore};
 
@@ -173,11 +173,7 @@ async fn append_and_read_is_one_script_call() {
     let mut conn = raw(&server).await;
 
     reset_stats(&mut conn).await;
-    let live = |device: &DeviceId| titan_store::LiveRead {
-        user: bob.clone(),
-        device: device.clone(),
-        limit: 10,
-    };
+    let live = |device: &DeviceId| live_read(&bob, device, 10);
     let (appended, read) = store
         .append_and_read(
             vec![vec![message(&alice, &bob, "new")]],
@@ -224,11 +220,7 @@ async fn a_read_failing_inside_the_appending_call_fails_alone() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let live = |user: &UserId| titan_store::LiveRead {
-        user: user.clone(),
-        device: phone.clone(),
-        limit: 10,
-    };
+    let live = |user: &UserId| live_read(user, &phone, 10);
     let (appended, read) = store
         .append_and_read(
             vec![vec![message(&alice, &bob, "hi")]],

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    STORE_CLOCK_LAG, append_stored, assert_increasing, clock_past, device, message,
+    STORE_CLOCK_LAG, append_stored, assert_increasing, clock_past, device, live_read, message,
     message_with_client_id, positions, texts, user,
 };
 use titan_protocol::{DeviceId, UserId};
@@ -324,11 +324,7 @@ pub async fn append_and_read_delivers_what_was_stored(inbox: Arc<dyn Inbox>) {
     let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
     let (phone, laptop) = (device("phone"), device("laptop"));
     let earlier = append_stored(&*inbox, vec![message(&alice, &bob, "m0")]).await;
-    let live = |user: &UserId, device: &DeviceId, limit| crate::LiveRead {
-        user: user.clone(),
-        device: device.clone(),
-        limit,
-    };
+    let live = live_read;
     // Two requests that arrived together: each is its own batch, stored in order.
     let batches = vec![
         vec![message(&alice, &bob, "m1"), message(&alice, &carol, "c1")],
@@ -398,11 +394,7 @@ pub async fn append_and_read_refuses_each_batch_alone(inbox: Arc<dyn Inbox>) {
         .map(|i| message(&alice, &bob, &format!("m{i}")))
         .collect();
     append_stored(&*inbox, batch).await;
-    let live = |user: &UserId| crate::LiveRead {
-        user: user.clone(),
-        device: phone.clone(),
-        limit: 100,
-    };
+    let live = |user: &UserId| live_read(user, &phone, 100);
 
     let (appended, read) = inbox
         .append_and_read(vec![vec![message(&alice, &bob, "m3")]], vec![live(&bob)])

@@ -11,13 +11,7 @@ use super::cursor::{CONSUMER, entries};
 use super::keys::position;
 use super::{RedisStore, Shared};
 use crate::error::StoreError;
-use crate::inbox::{Appended, Delivered, LiveRead, NewMessage};
-
-/// Each batch's outcome, then each read's (see [`crate::Inbox::append_and_read`]).
-type Outcomes = (
-    Vec<Result<Vec<Appended>, StoreError>>,
-    Vec<Result<Vec<Delivered>, StoreError>>,
-);
+use crate::inbox::{Appended, AppendedAndRead, Delivered, LiveRead, NewMessage};
 
 /// The longest client-id TTL Redis accepts with margin (it refuses expiry times past i64 ms).
 const MAX_TTL_MS: u64 = i64::MAX as u64 / 4;
@@ -111,7 +105,7 @@ impl RedisStore {
         &self,
         batches: &[Vec<NewMessage>],
         reads: &[LiveRead],
-    ) -> Option<Result<Outcomes, StoreError>> {
+    ) -> Option<Result<AppendedAndRead, StoreError>> {
         if self.shared.options.wait_replicas > 0 {
             return None;
         }
@@ -157,7 +151,7 @@ impl RedisStore {
         shard: u16,
         pass: Pass,
         reads: &[LiveRead],
-    ) -> Result<Outcomes, StoreError> {
+    ) -> Result<AppendedAndRead, StoreError> {
         let Shared {
             keys,
             scripts,

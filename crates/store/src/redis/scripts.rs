@@ -12,6 +12,10 @@ const DEPTH_FUNCTION: &str = include_str!("lua/depth.lua");
 /// `entries_reply(entries)`, prepended to the scripts that return stream entries.
 const ENTRIES_FUNCTION: &str = include_str!("lua/entries.lua");
 
+/// `create_group(key, group)` and `read_group(key, group, consumer, count)`, prepended to the
+/// scripts that read new entries for a device.
+const GROUP_READ_FUNCTIONS: &str = include_str!("lua/group_read.lua");
+
 /// Every script a store runs.
 pub(super) struct Scripts {
     pub(super) append: Script,
@@ -27,10 +31,13 @@ impl Scripts {
         let with_entries = |body: &str| Script::new(&format!("{ENTRIES_FUNCTION}\n{body}"));
         Self {
             append: Script::new(&format!(
-                "{DEPTH_FUNCTION}\n{ENTRIES_FUNCTION}\n{}",
+                "{DEPTH_FUNCTION}\n{ENTRIES_FUNCTION}\n{GROUP_READ_FUNCTIONS}\n{}",
                 include_str!("lua/append.lua")
             )),
-            read: with_entries(include_str!("lua/read.lua")),
+            read: Script::new(&format!(
+                "{ENTRIES_FUNCTION}\n{GROUP_READ_FUNCTIONS}\n{}",
+                include_str!("lua/read.lua")
+            )),
             claim: with_entries(include_str!("lua/claim.lua")),
             depth: with_depth(include_str!("lua/inbox_depth.lua")),
             trim: Script::new(include_str!("lua/trim.lua")),

@@ -162,35 +162,15 @@ end
 
 -- The reads of append_and_read, in the same call: no second round trip (nor a second fsync of
 -- an `appendfsync always` server) between storing a message and handing it to a waiting
--- device. As read.lua does it: a device without a group gets one at the start of the stream.
+-- device. As read.lua does it (`read_group`): a device without a group gets one at the start of
+-- the stream.
 local reads = tonumber(ARGV[at] or '0')
+
 if reads > 0 and stored_any and not dry_run then
   local consumer = ARGV[at + 1]
   local first_key = 1 + #KEYS - reads
   for j = 0, reads - 1 do
-    local key, group, count = KEYS[first_key + j], ARGV[at + 2 + 2 * j], tonumber(ARGV[at + 3 + 2 * j])
-    local function read()
-      if count == 0 then
-        -- COUNT 0 would mean "no limit" to Redis: only make sure the group exists.
-        return redis.pcall('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
-      end
-      return redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
-    end
-    local reply = read()
-    if count == 0 then
-      if type(reply) == 'table' and reply.err and string.find(reply.err, '^BUSYGROUP') then
-        reply = false
-      elseif type(reply) ~= 'table' or not reply.err then
-        reply = false
-      end
-    elseif type(reply) == 'table' and reply.err and string.find(reply.err, '^NOGROUP') then
-      local created = redis.pcall('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
-      if type(created) == 'table' and created.err and not string.find(created.err, '^BUSYGROUP') then
-        reply = created
-      else
-        reply = read()
-      end
-    end
+    local reply = read_group(KEYS[first_key + j], ARGV[at + 2 + 2 * j], consumer, tonumber(ARGV[at + 3 + 2 * j]))
     if type(reply) == 'table' and reply.err then
       out[#out + 1] = 'e'
       out[#out + 1] = reply.err
