@@ -408,6 +408,12 @@ async fn send_before_auth_in_batch_is_refused() {
     assert_nothing_pending(&mut raw).await;
 }
 
+/// A `msg.send` request of one message.
+fn send_request(id: u32, to: &str, text: &str) -> Value {
+    json!({"jsonrpc": "2.0", "method": "msg.send", "id": id,
+           "params": [{"to": to, "message": text}]})
+}
+
 /// `msg.send` requests that arrive in one read are stored with one store call, yet each is
 /// still its own all-or-nothing append with its own answer: with bob's inbox full after two,
 /// the third request to him is refused (-32005) while the ones before it and the one to carol
@@ -416,11 +422,7 @@ async fn send_before_auth_in_batch_is_refused() {
 async fn sends_arriving_together_are_each_stored_or_refused_alone() {
     let server = TestServer::start_with(|c| c.delivery.max_pending = 2);
     let mut raw = authed(&server, "alice").await;
-    let send = |id: u32, to: &str, text: &str| {
-        json!({"jsonrpc": "2.0", "method": "msg.send", "id": id,
-               "params": [{"to": to, "message": text}]})
-        .to_string()
-    };
+    let send = |id: u32, to: &str, text: &str| send_request(id, to, text).to_string();
     raw.send_texts_together(vec![
         send(1, "bob", "b1"),
         send(2, "bob", "b2"),
@@ -461,16 +463,12 @@ async fn sends_arriving_together_are_each_stored_or_refused_alone() {
 async fn lone_and_batched_sends_in_one_read_get_their_own_answers() {
     let server = TestServer::start_with(|c| c.delivery.max_pending = 2);
     let mut raw = authed(&server, "alice").await;
-    let send = |id: u32, to: &str, text: &str| {
-        json!({"jsonrpc": "2.0", "method": "msg.send", "id": id,
-               "params": [{"to": to, "message": text}]})
-    };
-    let batch = json!([send(2, "bob", "b2"), send(3, "bob", "b3")]);
+    let batch = json!([send_request(2, "bob", "b2"), send_request(3, "bob", "b3")]);
     raw.send_texts_together(vec![
-        send(1, "bob", "b1").to_string(),
+        send_request(1, "bob", "b1").to_string(),
         batch.to_string(),
-        send(4, "bob", "b4").to_string(),
-        send(5, "carol", "c1").to_string(),
+        send_request(4, "bob", "b4").to_string(),
+        send_request(5, "carol", "c1").to_string(),
     ])
     .await
     .unwrap();
