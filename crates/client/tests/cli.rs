@@ -24,7 +24,7 @@ struct Server {
 impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = titan_server::Config::load(None).unwrap();
+        let mut config = titan_server::Config::defaults().unwrap();
         config.store.backend = titan_server::config::Backend::Memory;
         config.store.path = dir.path().to_owned();
         config.auth.jwt_secret = SECRET.to_owned();

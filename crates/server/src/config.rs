@@ -251,6 +251,17 @@ impl From<Box<figment::Error>> for ConfigError {
 }
 
 impl Config {
+    /// The embedded default alone: no file and no environment. Tests start from it, so a
+    /// `TITAN__` variable in the process (set by a developer, or by another test running
+    /// alongside) cannot change the server they start.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Loads the embedded default, then `file`, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));

@@ -19,6 +19,22 @@ fn default_is_valid() {
     });
 }
 
+/// `defaults` reads no environment: a bad `TITAN__` variable set while a test builds its
+/// config (another test in the same process may be setting one) changes nothing. It once did,
+/// and a push test failed in CI only when it ran beside the test of bad push variables.
+#[test]
+fn defaults_ignore_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TITAN__PUSH__FCM__API_BASE", "fcm.example");
+        jail.set_env("PORT", "4999");
+        assert!(Config::load(None).is_err());
+        let c = Config::defaults().unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:3000");
+        assert_eq!(c.store.backend, Backend::Embedded);
+        Ok(())
+    });
+}
+
 /// A file overrides the default, and the environment overrides the file.
 #[test]
 fn file_then_env() {

@@ -19,7 +19,7 @@ pub struct Server {
 impl Server {
     pub fn start(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::load(None).unwrap();
+        let mut config = Config::defaults().unwrap();
         config.store.backend = backend;
         config.store.path = dir.path().to_owned();
         config.auth.jwt_secret = SECRET.to_owned();

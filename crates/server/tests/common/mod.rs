@@ -33,7 +33,7 @@ pub struct TestServer {
 
 /// The config tests start from: memory store, a known secret, short timeouts.
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut c = Config::load(None).unwrap();
+    let mut c = Config::defaults().unwrap();
     c.store.backend = Backend::Memory;
     c.store.path = dir.to_owned();
     c.auth.jwt_secret = SECRET.to_owned();
