@@ -94,7 +94,8 @@ pub fn start(
 struct Authenticated {
     user: UserId,
     device: DeviceId,
-    expiry_timer: SpawnHandle,
+    /// When the token expires (the session then closes with 4004); a fresh token moves it.
+    expires: Instant,
 }
 
 /// See the module docs.
@@ -105,6 +106,12 @@ pub struct Session {
     out: Outbound,
     identity: Option<Authenticated>,
     last_heard: Instant,
+    /// The session's deadlines (see [`Session::arm`]): the next ping, and the end of the
+    /// authentication window (it matters only until the session authenticates).
+    next_ping: Instant,
+    auth_deadline: Instant,
+    /// The one timer, armed for the nearest deadline.
+    timer: Option<SpawnHandle>,
     next_request_id: u64,
     /// `msg.recv` request id -> the positions it carried.
     awaiting: BTreeMap<u64, Vec<Position>>,
@@ -143,12 +150,16 @@ impl Session {
         let burst = NonZeroU32::new(deps.config.request_burst).unwrap_or(rate);
         let conn = ConnId::next();
         let span = observe::span(conn, &peer);
+        let now = Instant::now();
         Self {
             conn,
             peer,
             out,
             identity: None,
-            last_heard: Instant::now(),
+            last_heard: now,
+            next_ping: now + deps.config.ping_interval,
+            auth_deadline: now + deps.config.auth_timeout,
+            timer: None,
             next_request_id: 1,
             awaiting: BTreeMap::new(),
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
@@ -161,6 +172,54 @@ impl Session {
             span,
             deps,
             queued_sends: Vec::new(),
+        }
+    }
+
+    /// Arms the session's one timer for its nearest deadline: the next ping, the end of the
+    /// authentication window until it authenticates, the token's expiry once it has. One timer
+    /// rather than one per deadline because actix polls every timer in an actor's context each
+    /// time the actor wakes: three of them were 3 % of the session workers' CPU at 50,000
+    /// msg/s, and each one a connection's memory (twenty-second set of docs/benchmarks.md).
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(armed) = self.timer.take() {
+            ctx.cancel_future(armed);
+        }
+        let due = match &self.identity {
+            None => self.next_ping.min(self.auth_deadline),
+            Some(me) => self.next_ping.min(me.expires),
+        };
+        let wait = due.saturating_duration_since(Instant::now());
+        self.timer = Some(ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            act.on_deadline(ctx);
+        }));
+    }
+
+    /// The timer fired: close on a passed authentication window, expiry or idle timeout, ping
+    /// when one is due, and arm the timer for the next deadline.
+    fn on_deadline(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        match &self.identity {
+            None if now >= self.auth_deadline => {
+                info!(conn = self.conn.0, peer = %self.peer, "authentication timeout");
+                return self.close(CloseCode::AuthTimeout, ctx);
+            }
+            Some(me) if now >= me.expires => {
+                info!(conn = self.conn.0, "token expired");
+                return self.close(CloseCode::TokenExpired, ctx);
+            }
+            _ => {}
+        }
+        if now >= self.next_ping {
+            if self.last_heard.elapsed() >= self.deps.config.idle_timeout {
+                info!(conn = self.conn.0, "idle timeout");
+                return self.close(CloseCode::IdleTimeout, ctx);
+            }
+            self.push(outbound::Frame::Ping, ctx);
+            self.next_ping = now + self.deps.config.ping_interval;
+        }
+        if self.closing.is_none() {
+            self.arm(ctx);
         }
     }
 
@@ -235,9 +294,7 @@ impl Session {
                     device: current.device.to_string(),
                 });
             }
-            // Same identity, fresh token: just move the expiry.
-            let old = current.expiry_timer;
-            ctx.cancel_future(old);
+            // Same identity, fresh token: the expiry moves below.
         } else {
             self.user_slot = Some(self.take_user_slot(&verified.user, ctx)?);
         }
@@ -245,17 +302,14 @@ impl Session {
             .expires_at
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        let expiry_timer = ctx.run_later(remaining, |act, ctx| {
-            info!(conn = act.conn.0, "token expired");
-            act.close(CloseCode::TokenExpired, ctx);
-        });
         let fresh = self.identity.is_none();
         let expires_at = verified.expires_at;
         self.identity = Some(Authenticated {
             user: verified.user.clone(),
             device: device.clone(),
-            expiry_timer,
+            expires: Instant::now() + remaining,
         });
+        self.arm(ctx);
         if fresh {
             self.span.record("user", verified.user.as_str());
             self.span.record("device", device.as_str());
@@ -310,21 +364,7 @@ impl Actor for Session {
                 act.drain_pending = true;
             }
         }));
-        let config = self.deps.config.clone();
-        ctx.run_later(config.auth_timeout, |act, ctx| {
-            if act.identity.is_none() {
-                info!(conn = act.conn.0, peer = %act.peer, "authentication timeout");
-                act.close(CloseCode::AuthTimeout, ctx);
-            }
-        });
-        ctx.run_interval(config.ping_interval, move |act, ctx| {
-            if act.last_heard.elapsed() >= config.idle_timeout {
-                info!(conn = act.conn.0, "idle timeout");
-                act.close(CloseCode::IdleTimeout, ctx);
-            } else {
-                act.push(outbound::Frame::Ping, ctx);
-            }
-        });
+        self.arm(ctx);
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
