@@ -4,8 +4,10 @@
 //!
 //! Each session holds a [`Live`] guard for its whole life and an [`UserSlot`] once
 //! authenticated; dropping them is what frees the capacity, so a session that ends in any way
-//! (even a panic in its actor) is never counted forever.
+//! (even a panic in its actor) is never counted forever. Through its [`Live`] guard a session
+//! is also reachable by the drain, which sends it its [`DrainTurn`].
 
+use actix::{Message, Recipient};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
@@ -120,6 +122,10 @@ struct Inner {
     per_user: Mutex<HashMap<UserId, usize>>,
     /// `Some(window)` once draining started: each session closes at a random point within it.
     drain: watch::Sender<Option<Duration>>,
+    /// The sessions the drain reaches, and whether it has started (under one lock, so that a
+    /// session registering as the drain starts is either sent its turn by the drain or sees the
+    /// drain and takes its turn itself).
+    sessions: Mutex<Sessions>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     sends: Option<DefaultKeyedRateLimiter<UserId>>,
     checks: AtomicU64,
@@ -128,6 +134,42 @@ struct Inner {
 /// Held by a session for its whole life: one open connection.
 pub struct Live {
     inner: Arc<Inner>,
+    /// Its session's entry in [`Sessions`], once registered (see [`Live::register`]).
+    session: Option<u64>,
+}
+
+/// The drain's word to one session: close with 4006 once `after` has passed and the requests
+/// in flight are answered. Each session is given its own random point in the drain window, so
+/// that clients do not all reconnect elsewhere at once.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct DrainTurn {
+    pub after: Duration,
+}
+
+/// The sessions the drain will reach. A session's address here rather than a future in each
+/// session waiting for the drain: actix polls every future in an actor's context each time the
+/// actor wakes, and that one was 168 bytes of every idle connection (twenty-second set of
+/// docs/benchmarks.md).
+#[derive(Default)]
+struct Sessions {
+    next: u64,
+    by_key: HashMap<u64, Recipient<DrainTurn>>,
+    /// The drain window, once the drain has started.
+    window: Option<Duration>,
+}
+
+/// A random point within the drain window.
+fn turn_in(window: Duration) -> DrainTurn {
+    let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    let at = if millis == 0 {
+        0
+    } else {
+        rand::random_range(0..millis)
+    };
+    DrainTurn {
+        after: Duration::from_millis(at),
+    }
 }
 
 /// Held by an authenticated session: one of its user's connections.
@@ -151,6 +193,7 @@ impl Connections {
                 live: watch::Sender::new(0),
                 per_user: Mutex::new(HashMap::new()),
                 drain: watch::Sender::new(None),
+                sessions: Mutex::new(Sessions::default()),
                 per_ip,
                 sends,
                 checks: AtomicU64::new(0),
@@ -208,6 +251,7 @@ impl Connections {
         inner.metrics.connections_total.inc();
         Ok(Live {
             inner: inner.clone(),
+            session: None,
         })
     }
 
@@ -278,32 +322,18 @@ impl Connections {
         self.inner.drain.borrow().is_some()
     }
 
-    /// Starts the drain: new connections are refused, and every session closes with 4006 at a
-    /// random point within `window` (after its in-flight requests are answered).
+    /// Starts the drain: new connections are refused, and every session is sent its
+    /// [`DrainTurn`], a random point within `window` at which it closes with 4006 (after its
+    /// in-flight requests are answered). Starting it again changes nothing.
     pub fn start_drain(&self, window: Duration) {
+        let mut sessions = self.inner.sessions();
+        if sessions.window.is_some() {
+            return;
+        }
+        sessions.window = Some(window);
         self.inner.drain.send_replace(Some(window));
-    }
-
-    /// Resolves at this session's (random) turn once the drain has started.
-    pub fn drain_turn(&self) -> impl Future<Output = ()> + 'static {
-        let mut rx = self.inner.drain.subscribe();
-        async move {
-            // The guard of the watched value must not live across the awaits below.
-            let window = rx
-                .wait_for(Option::is_some)
-                .await
-                .map(|w| w.unwrap_or_default());
-            let Ok(window) = window else {
-                // The registry is gone, and with it the server: never a turn.
-                return std::future::pending().await;
-            };
-            let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-            let at = if millis == 0 {
-                0
-            } else {
-                rand::random_range(0..millis)
-            };
-            tokio::time::sleep(Duration::from_millis(at)).await;
+        for session in std::mem::take(&mut sessions.by_key).into_values() {
+            session.do_send(turn_in(window));
         }
     }
 
@@ -317,8 +347,35 @@ impl Connections {
     }
 }
 
+impl Inner {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        // The map stays consistent whatever panicked while holding the lock.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Live {
+    /// Lets the drain reach this connection's session: `session` is sent its [`DrainTurn`]
+    /// when the drain starts, or now if it has started already. Until the guard is dropped.
+    pub fn register(&mut self, session: Recipient<DrainTurn>) {
+        let mut sessions = self.inner.sessions();
+        if let Some(window) = sessions.window {
+            drop(sessions);
+            session.do_send(turn_in(window));
+            return;
+        }
+        let key = sessions.next;
+        sessions.next += 1;
+        sessions.by_key.insert(key, session);
+        self.session = Some(key);
+    }
+}
+
 impl Drop for Live {
     fn drop(&mut self) {
+        if let Some(key) = self.session {
+            self.inner.sessions().by_key.remove(&key);
+        }
         self.inner.live.send_modify(|n| *n = n.saturating_sub(1));
         self.inner.metrics.connections_open.dec();
     }

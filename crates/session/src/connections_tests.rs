@@ -78,21 +78,72 @@ fn send_quota_counts_messages() {
     assert!(c.take_sends(&alice, 1).unwrap_err() > Duration::ZERO);
 }
 
-/// Once the drain starts, new connections are refused and each session's turn comes within
-/// the window; `idle` resolves when the last connection is gone.
+/// Hears what the drain sends a session.
+struct Probe(tokio::sync::mpsc::UnboundedSender<Duration>);
+
+impl actix::Actor for Probe {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<DrainTurn> for Probe {
+    type Result = ();
+    fn handle(&mut self, turn: DrainTurn, _: &mut actix::Context<Self>) {
+        let _ = self.0.send(turn.after);
+    }
+}
+
+/// Answered once the probe has handled everything sent to it before.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Settle;
+
+impl actix::Handler<Settle> for Probe {
+    type Result = ();
+    fn handle(&mut self, _: Settle, _: &mut actix::Context<Self>) {}
+}
+
+/// Once the drain starts, new connections are refused and each registered session is sent its
+/// turn within the window, once (a second start sends nothing); a session that registers after
+/// the drain started is sent its turn at once, and one whose guard is gone is sent nothing.
+/// `idle` resolves when the last connection is gone.
 #[actix_rt::test]
 async fn drain() {
+    use actix::Actor;
     let c = registry(ConnectionLimits::default());
-    let live = c.admit(&request(None)).unwrap();
-    let turn = tokio::spawn(c.drain_turn());
-    c.start_drain(Duration::from_millis(50));
+    let window = Duration::from_millis(50);
+    let (tx, mut turns) = tokio::sync::mpsc::unbounded_channel();
+    let probes: Vec<_> = (0..3).map(|_| Probe(tx.clone()).start()).collect();
+    let mut early = c.admit(&request(None)).unwrap();
+    early.register(probes[0].clone().recipient());
+    let mut gone = c.admit(&request(None)).unwrap();
+    gone.register(probes[1].clone().recipient());
+    drop(gone);
+    let mut late = c.admit(&request(None)).unwrap();
+
+    c.start_drain(window);
+    c.start_drain(window);
     assert!(c.is_draining());
     assert_eq!(c.admit(&request(None)).err(), Some(Refusal::Draining));
-    tokio::time::timeout(Duration::from_secs(10), turn)
+    let first = tokio::time::timeout(Duration::from_secs(10), turns.recv())
         .await
         .unwrap()
         .unwrap();
-    drop(live);
+    assert!(first < window, "{first:?}");
+
+    late.register(probes[2].clone().recipient());
+    let second = tokio::time::timeout(Duration::from_secs(10), turns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second < window, "{second:?}");
+    for probe in &probes {
+        probe.send(Settle).await.unwrap();
+    }
+    assert!(
+        turns.try_recv().is_err(),
+        "one turn per registered session, and none for `gone`"
+    );
+    drop((early, late));
     tokio::time::timeout(Duration::from_secs(10), c.idle())
         .await
         .unwrap();

@@ -13,10 +13,13 @@
 //! - [`google`]: [`GoogleVerifier`]: verifying Google ID tokens for `auth.google` (openidconnect).
 //! - [`accounts`]: [`Accounts`]: the verifier, the users store and the revocation list.
 //! - `session/signin`: the session's `auth.google` and `auth.refresh`.
+//! - `session/deadlines`: the session's one timer (pings, authentication window, token
+//!   expiry, drain turn).
 //! - [`limits`]: [`SessionConfig`], the per-connection limits and timings.
 //! - [`error`]: [`SessionError`] and the one function that turns internal errors into client codes.
 //! - [`connections`]: [`Connections`], the instance-wide side: admission before the upgrade
-//!   (origin, per-IP rate, capacity), per-user counts and `msg.send` quota, and the drain.
+//!   (origin, per-IP rate, capacity), per-user counts and `msg.send` quota, and the drain
+//!   (which sends each session its [`connections::DrainTurn`]).
 //! - `observe`: what a session records into the server's metrics.
 //!
 //! [`start`] upgrades an HTTP request and starts the actor.

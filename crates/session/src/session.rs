@@ -11,7 +11,8 @@
 //! to one becomes [`Acked`].
 //!
 //! Child modules hold the rest of the same actor: `requests` (parse, admit, gate, execute,
-//! answer) and `signin` (`auth.jwt`, `auth.google`, `auth.refresh`).
+//! answer), `signin` (`auth.jwt`, `auth.google`, `auth.refresh`) and `deadlines` (the one timer
+//! for pings, the authentication window, the token's expiry and the drain turn).
 
 use actix::prelude::*;
 use actix_web::body::BoxBody;
@@ -33,6 +34,7 @@ use titan_protocol::{
 use titan_store::Position;
 use tracing::{Span, debug, info};
 
+mod deadlines;
 mod requests;
 mod signin;
 
@@ -110,6 +112,8 @@ pub struct Session {
     /// authentication window (it matters only until the session authenticates).
     next_ping: Instant,
     auth_deadline: Instant,
+    /// This session's turn in a drain, once the drain has sent it ([`DrainTurn`]).
+    drain_at: Option<Instant>,
     /// The one timer, armed for the nearest deadline.
     timer: Option<SpawnHandle>,
     next_request_id: u64,
@@ -119,7 +123,7 @@ pub struct Session {
     inflight_requests: usize,
     auth_failures: u32,
     closing: Option<CloseCode>,
-    _live: Live,
+    live: Live,
     /// Counts this connection towards its user's limit once authenticated.
     user_slot: Option<UserSlot>,
     /// The drain reached this session while requests were executing: close once they are
@@ -159,6 +163,7 @@ impl Session {
             last_heard: now,
             next_ping: now + deps.config.ping_interval,
             auth_deadline: now + deps.config.auth_timeout,
+            drain_at: None,
             timer: None,
             next_request_id: 1,
             awaiting: BTreeMap::new(),
@@ -166,60 +171,12 @@ impl Session {
             inflight_requests: 0,
             auth_failures: 0,
             closing: None,
-            _live: live,
+            live,
             user_slot: None,
             drain_pending: false,
             span,
             deps,
             queued_sends: Vec::new(),
-        }
-    }
-
-    /// Arms the session's one timer for its nearest deadline: the next ping, the end of the
-    /// authentication window until it authenticates, the token's expiry once it has. One timer
-    /// rather than one per deadline because actix polls every timer in an actor's context each
-    /// time the actor wakes: three of them were 3 % of the session workers' CPU at 50,000
-    /// msg/s, and each one a connection's memory (twenty-second set of docs/benchmarks.md).
-    fn arm(&mut self, ctx: &mut Context<Self>) {
-        if let Some(armed) = self.timer.take() {
-            ctx.cancel_future(armed);
-        }
-        let due = match &self.identity {
-            None => self.next_ping.min(self.auth_deadline),
-            Some(me) => self.next_ping.min(me.expires),
-        };
-        let wait = due.saturating_duration_since(Instant::now());
-        self.timer = Some(ctx.run_later(wait, |act, ctx| {
-            act.timer = None;
-            act.on_deadline(ctx);
-        }));
-    }
-
-    /// The timer fired: close on a passed authentication window, expiry or idle timeout, ping
-    /// when one is due, and arm the timer for the next deadline.
-    fn on_deadline(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        match &self.identity {
-            None if now >= self.auth_deadline => {
-                info!(conn = self.conn.0, peer = %self.peer, "authentication timeout");
-                return self.close(CloseCode::AuthTimeout, ctx);
-            }
-            Some(me) if now >= me.expires => {
-                info!(conn = self.conn.0, "token expired");
-                return self.close(CloseCode::TokenExpired, ctx);
-            }
-            _ => {}
-        }
-        if now >= self.next_ping {
-            if self.last_heard.elapsed() >= self.deps.config.idle_timeout {
-                info!(conn = self.conn.0, "idle timeout");
-                return self.close(CloseCode::IdleTimeout, ctx);
-            }
-            self.push(outbound::Frame::Ping, ctx);
-            self.next_ping = now + self.deps.config.ping_interval;
-        }
-        if self.closing.is_none() {
-            self.arm(ctx);
         }
     }
 
@@ -356,14 +313,7 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let _span = self.span.clone().entered();
         info!(conn = self.conn.0, peer = %self.peer, "connection opened");
-        let turn = self.deps.connections.drain_turn();
-        ctx.spawn(turn.into_actor(self).map(|(), act, ctx| {
-            if act.inflight_requests == 0 {
-                act.close(CloseCode::Draining, ctx);
-            } else {
-                act.drain_pending = true;
-            }
-        }));
+        self.live.register(ctx.address().recipient());
         self.arm(ctx);
     }
 
