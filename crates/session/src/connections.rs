@@ -120,8 +120,6 @@ struct Inner {
     metrics: Metrics,
     live: watch::Sender<usize>,
     per_user: Mutex<HashMap<UserId, usize>>,
-    /// `Some(window)` once draining started: each session closes at a random point within it.
-    drain: watch::Sender<Option<Duration>>,
     /// The sessions the drain reaches, and whether it has started (under one lock, so that a
     /// session registering as the drain starts is either sent its turn by the drain or sees the
     /// drain and takes its turn itself).
@@ -155,7 +153,8 @@ pub struct DrainTurn {
 struct Sessions {
     next: u64,
     by_key: HashMap<u64, Recipient<DrainTurn>>,
-    /// The drain window, once the drain has started.
+    /// `Some(window)` once the drain has started: each session closes at a random point within
+    /// it.
     window: Option<Duration>,
 }
 
@@ -192,7 +191,6 @@ impl Connections {
                 metrics,
                 live: watch::Sender::new(0),
                 per_user: Mutex::new(HashMap::new()),
-                drain: watch::Sender::new(None),
                 sessions: Mutex::new(Sessions::default()),
                 per_ip,
                 sends,
@@ -319,7 +317,7 @@ impl Connections {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.inner.drain.borrow().is_some()
+        self.inner.sessions().window.is_some()
     }
 
     /// Starts the drain: new connections are refused, and every session is sent its
@@ -331,7 +329,6 @@ impl Connections {
             return;
         }
         sessions.window = Some(window);
-        self.inner.drain.send_replace(Some(window));
         for session in std::mem::take(&mut sessions.by_key).into_values() {
             session.do_send(turn_in(window));
         }
