@@ -330,11 +330,16 @@ impl Authenticator {
         Ok(Identity {
             user,
             device,
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp.min(MAX_EXP)),
             issued_at: claims.iat,
         })
     }
 }
+
+/// The latest `exp` honoured (9999-12-31T23:59:59Z): a signed token may carry any `u64`, and
+/// adding one that large to the epoch overflows `SystemTime` (a panic); later expiries count
+/// as this one, which no session outlives.
+const MAX_EXP: u64 = 253_402_300_799;
 
 fn algorithm_name(algorithm: Algorithm) -> &'static str {
     match algorithm {
@@ -466,6 +471,28 @@ mod tests {
             assert_eq!(header_alg(&token).as_deref(), header["alg"].as_str());
         }
         assert_eq!(header_alg("not base64!.x.y"), None);
+    }
+
+    /// A validly signed token whose `exp` is beyond what a time can hold (up to `u64::MAX`)
+    /// verifies, expiring at the latest time Titan represents, rather than panicking the
+    /// session that checks it.
+    #[test]
+    fn far_future_expiry_is_capped() {
+        let a = auth();
+        for exp in [u64::MAX, i64::MAX as u64, MAX_EXP + 1] {
+            let claims = json!({"sub": "alice", "exp": exp});
+            let t = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"test-secret").unwrap(),
+            )
+            .unwrap();
+            let id = a.verify(&t).unwrap();
+            assert_eq!(id.expires_at, UNIX_EPOCH + Duration::from_secs(MAX_EXP));
+            // What the session does with it: an instant that far ahead must exist too.
+            let remaining = id.expires_at.duration_since(SystemTime::now()).unwrap();
+            assert!(std::time::Instant::now().checked_add(remaining).is_some());
+        }
     }
 
     /// Old tokens that carry only `userid` still work.
