@@ -229,6 +229,36 @@ fn fast_path_agrees_with_the_general_path() {
     }
 }
 
+/// Every frame one edit away from an ordinary one (a request, a notification, a response, an
+/// error response) that the fast path of `parse_frame` takes is parsed as the general path
+/// parses it. The count makes sure the edits do reach the fast path.
+#[test]
+fn frames_one_edit_away_agree_with_the_general_path() {
+    let seeds = [
+        r#"{"jsonrpc":"2.0","id":7,"method":"msg.send","params":[{"to":"bob","message":"hi"}]}"#,
+        r#"{"id":"a","method":"echo","params":{"x":null}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"result":"ACK"}"#,
+        r#"{"jsonrpc":"2.0","id":-3,"error":{"code":-32601,"message":"no","data":[1.5]}}"#,
+    ];
+    let mut taken = 0;
+    for seed in seeds {
+        for text in crate::one_edit::one_edit_away(seed) {
+            if text.trim_start().starts_with('[') || serde_json::from_str::<Members>(&text).is_err()
+            {
+                continue;
+            }
+            taken += 1;
+            let value: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("the fast path took what is not JSON ({e}): {text}"));
+            assert_eq!(single(&text), classify(value), "{text}");
+        }
+    }
+    assert!(
+        taken > 1_000,
+        "only {taken} edited frames took the fast path"
+    );
+}
+
 /// What the fast path refuses still gets its answer from the general path.
 #[test]
 fn fast_path_leaves_non_objects_to_the_general_path() {

@@ -11,6 +11,7 @@
 //! - [`error`]: the client-visible error code table ([`ErrorCode`], [`RpcError`]).
 //! - [`push`]: `push.register` / `push.unregister` params, [`PushPlatform`] and [`PushToken`].
 //! - [`close`]: the WebSocket close codes Titan uses and what a client should do on each.
+//! - `one_edit` (tests only): the texts one edit away from a frame, for the fast paths' tests.
 //!
 //! The protocol is documented for humans in `docs/protocol.md`; the golden tests in this crate
 //! pin the exact JSON.
@@ -23,6 +24,9 @@ pub mod jsonrpc;
 pub mod message;
 pub mod push;
 pub mod send_request;
+
+#[cfg(test)]
+mod one_edit;
 
 pub use close::CloseCode;
 pub use command::{AuthGoogleParams, AuthJwtParams, ClientCommand, MAX_SEND_BATCH};

@@ -156,6 +156,34 @@ mod tests {
         assert_eq!(parse_send_request(&most), general(&most));
     }
 
+    /// Every frame one edit away from an ordinary request (a character deleted, replaced or
+    /// inserted anywhere: a member renamed, a string cut open, a number made a float, a
+    /// duplicate introduced...) is either left to the general path or read exactly as the
+    /// general path reads it. The count makes sure the edits do reach the fast path.
+    #[test]
+    fn frames_one_edit_away_agree_with_the_general_path() {
+        let seeds = [
+            r#"{"jsonrpc":"2.0","method":"msg.send","params":[{"to":"bob","message":"hi"}],"id":7}"#,
+            r#"{"id":"a","method":"msg.send","params":{"to":"bob","message":"h\"i","id":"c1"}}"#,
+            r#"{"method":"msg.send","id":1,"params":[{"to":"b","message":"x"},{"to":"c","message":"\u00e9","id":null}],"x":[1]}"#,
+            r#"{"method":"msg.send","id":-1.5e3,"params":[{"message":"m","to":"bob","from":"z"}]}"#,
+        ];
+        let mut taken = 0;
+        for seed in seeds {
+            assert!(parse_send_request(seed).is_some(), "{seed}");
+            for text in crate::one_edit::one_edit_away(seed) {
+                if let Some(fast) = parse_send_request(&text) {
+                    taken += 1;
+                    assert_eq!(Some(fast), general(&text), "{text}");
+                }
+            }
+        }
+        assert!(
+            taken > 1_000,
+            "only {taken} edited frames took the fast path"
+        );
+    }
+
     /// Anything unusual is left to the general path (`None`), whatever that path then decides.
     #[test]
     fn anything_unusual_is_left_to_the_general_path() {

@@ -42,6 +42,45 @@ fn frames_after_the_checkpoint_are_pending_and_a_torn_tail_is_ignored() {
     assert_eq!(pending_frames(&bad, 0).payloads.len(), 0);
 }
 
+/// Whatever a crash or a bad disk did to the file, a scan gives back exactly the frames before
+/// the first damaged one, whole and unchanged: cut at every byte, and every byte flipped in
+/// three ways (header, checksum, lsn, payload alike).
+#[test]
+fn any_cut_or_flipped_byte_keeps_exactly_the_frames_before_it() {
+    let mut file = Vec::new();
+    let mut ends = Vec::new();
+    for (lsn, to) in [(1, "bob"), (2, "carol"), (3, "dave")] {
+        let mut redo = Redo::default();
+        redo.stored(to, lsn, 1000 + lsn, br#"{"m":"x"}"#, None);
+        file.extend_from_slice(&frame_of(lsn, &redo));
+        ends.push(file.len());
+    }
+    let whole = pending_frames(&file, 0);
+    assert_eq!(whole.payloads.len(), 3);
+    let before = |at: usize| ends.iter().filter(|&&end| end <= at).count();
+    for cut in 0..=file.len() {
+        let scan = pending_frames(&file[..cut], 0);
+        let kept = before(cut);
+        assert_eq!(scan.payloads, whole.payloads[..kept], "cut at {cut}");
+        assert_eq!(scan.last_lsn, kept as u64, "cut at {cut}");
+    }
+    for at in 0..file.len() {
+        // The frames that end at or before `at` are intact; the one holding `at` is not.
+        let kept = before(at);
+        for flip in [0x01, 0x80, 0xff] {
+            let mut bad = file.clone();
+            bad[at] ^= flip;
+            let scan = pending_frames(&bad, 0);
+            assert_eq!(
+                scan.payloads,
+                whole.payloads[..kept],
+                "byte {at} ^ {flip:#x}"
+            );
+            assert_eq!(scan.valid_len, if kept == 0 { 0 } else { ends[kept - 1] });
+        }
+    }
+}
+
 #[test]
 fn a_gap_in_the_lsns_ends_the_journal() {
     let redo = one_message();
