@@ -45,6 +45,10 @@ pub struct Config {
 pub struct ServerSection {
     pub listen: String,
     pub workers: usize,
+    /// The listening socket's accept queue (listen(2) backlog), set by `run` on the listener it
+    /// is given: the standard library listens with 128, which a reconnect storm overflows, and
+    /// each connection the kernel then drops waits a second or more for TCP's retransmission.
+    pub backlog: u32,
     /// PEM certificate chain and private key: both set serves `wss://`/`https://`; both empty
     /// serves plain `ws://` (behind a TLS-terminating proxy).
     pub tls_cert: PathBuf,
@@ -412,6 +416,9 @@ impl Config {
                 "server.tls_cert",
                 "server.tls_cert and server.tls_key must be set together",
             ));
+        }
+        if s.backlog == 0 || i32::try_from(s.backlog).is_err() {
+            return Err(invalid("server.backlog", "must be from 1 to 2147483647"));
         }
         if s.drain_timeout.is_zero() || s.drain_window > s.drain_timeout {
             return Err(invalid(

@@ -176,13 +176,16 @@ fn redis_password_is_hidden() {
     });
 }
 
-/// The operations keys (TLS pair, drain bounds, connection limits) are checked with their names.
+/// The operations keys (TLS pair, drain bounds, backlog, connection limits) are checked with
+/// their names.
 #[test]
 fn operations_values_are_rejected() {
     for (key, value, expect) in [
         ("TITAN__SERVER__TLS_CERT", "cert.pem", "server.tls_cert"),
         ("TITAN__SERVER__DRAIN_WINDOW", "1m", "server.drain_timeout"),
         ("TITAN__SERVER__DRAIN_TIMEOUT", "0s", "server.drain_timeout"),
+        ("TITAN__SERVER__BACKLOG", "0", "server.backlog"),
+        ("TITAN__SERVER__BACKLOG", "2147483648", "server.backlog"),
         (
             "TITAN__LIMITS__MAX_CONNECTIONS",
             "0",

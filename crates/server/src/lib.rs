@@ -187,6 +187,10 @@ fn connection_limits(config: &Config) -> ConnectionLimits {
 /// sessions are gone (close handshakes finishing).
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Connections a worker may hold beyond `limits.max_connections`: those being refused with 503
+/// (each closes once its answer is written).
+const REFUSALS_IN_FLIGHT: usize = 1024;
+
 fn dispatcher_config(config: &Config) -> DispatcherConfig {
     DispatcherConfig {
         ack_timeout: config.delivery.ack_timeout,
@@ -289,6 +293,10 @@ pub async fn run(
     // inherit the setting from the listener. The idle timeout is the right bound: a peer that
     // reads nothing for that long would have been closed as idle (4000) anyway.
     socket2::SockRef::from(&listener).set_tcp_user_timeout(Some(config.limits.idle_timeout))?;
+    // The accept queue: Linux takes a second `listen` on a listening socket as its new backlog
+    // (the standard library's `bind` listened with 128; see `server.backlog`, validated to fit).
+    let backlog = i32::try_from(config.server.backlog).unwrap_or(i32::MAX);
+    socket2::SockRef::from(&listener).listen(backlog)?;
     let reload_metrics = metrics.clone();
     // Listened for before the server accepts anything, so a SIGHUP never finds the default
     // action (ending the process) in place once the server is up.
@@ -306,6 +314,15 @@ pub async fn run(
     // a frame written while an earlier one is unacknowledged waits for the peer's delayed ACK,
     // which added ~10 ms to send-to-ACK latency in the benchmark (docs/benchmarks.md).
     .tcp_nodelay(true)
+    // actix stops accepting at 25,000 connections per worker by default, below Titan's own limit
+    // (`limits.max_connections`), which refuses cleanly (503 with Retry-After). Any one worker
+    // may hold all of them, plus the connections being refused.
+    .max_connections(
+        config
+            .limits
+            .max_connections
+            .saturating_add(REFUSALS_IN_FLIGHT),
+    )
     .shutdown_timeout(STOP_GRACE.as_secs());
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);

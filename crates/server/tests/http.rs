@@ -26,6 +26,36 @@ async fn probes_and_plain_root() {
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
 
+/// The listening socket's accept queue is `server.backlog` long, not the 128 the standard
+/// library listens with, which a reconnect storm overflows (each client the kernel then drops
+/// waits a second or more for TCP's retransmission). Read with `ss` (iproute2, installed by
+/// scripts/install-test-deps): its Send-Q column is a listening socket's backlog.
+#[tokio::test]
+async fn listener_takes_the_configured_backlog() {
+    // Below the kernel's cap (net.core.somaxconn), and other than 128 wherever that cap is.
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let backlog = somaxconn.min(1000) - 1;
+    let server = TestServer::start_with(|c| c.server.backlog = backlog);
+    // Served: `run` sets the backlog before it serves anything.
+    let ready = http_get(server.addr, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let ss = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", server.addr.port())])
+        .output()
+        .expect("ss (iproute2) runs");
+    assert!(ss.status.success(), "{ss:?}");
+    let text = String::from_utf8_lossy(&ss.stdout);
+    let queues: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(queues, [backlog.to_string()], "{text}");
+}
+
 /// A server that cannot start (its store path is a file, not a directory) reports why through
 /// `BackgroundServer::stop` instead of vanishing with its thread.
 #[test]
