@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use titan_session::TrustedProxies;
 
 /// The default configuration, complete and commented.
 /// Bound on `store.cache_mb` (1 TiB), so that the size in bytes cannot overflow.
@@ -55,6 +56,9 @@ pub struct ServerSection {
     pub tls_key: PathBuf,
     /// Browser origins (`Origin` header) allowed to connect; empty allows all.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client;
+    /// empty: every connection counts as coming from its TCP peer.
+    pub trusted_proxies: Vec<String>,
     /// On SIGTERM/SIGINT, sessions are closed (4006) at random points within this window.
     #[serde(with = "humantime_serde")]
     pub drain_window: Duration,
@@ -295,6 +299,7 @@ impl Config {
             reason: reason.to_owned(),
         };
         self.listen_addr()?;
+        self.trusted_proxies()?;
         if self.auth.token_ttl.is_zero() {
             return Err(invalid("auth.token_ttl", "must be more than 0s"));
         }
@@ -494,6 +499,14 @@ impl Config {
             return Err(invalid("auth.google.http_timeout", "must be more than 0s"));
         }
         Ok(())
+    }
+
+    /// `server.trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::parse(&self.server.trusted_proxies).map_err(|entry| ConfigError::Invalid {
+            key: "server.trusted_proxies",
+            reason: format!("{entry:?} is not an IP address or a CIDR network"),
+        })
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {

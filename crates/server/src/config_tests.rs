@@ -53,6 +53,33 @@ fn file_then_env() {
     });
 }
 
+/// `server.trusted_proxies` takes addresses and CIDR networks, from a file or the environment
+/// (a TOML list); anything else is refused naming the key and the entry.
+#[test]
+fn trusted_proxies_are_checked() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "t.toml",
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        )?;
+        let c = Config::load(Some(Path::new("t.toml"))).unwrap();
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        assert!(c.trusted_proxies().is_ok());
+        jail.set_env(
+            "TITAN__SERVER__TRUSTED_PROXIES",
+            r#"["127.0.0.1", "lb.internal"]"#,
+        );
+        let err = Config::load(Some(Path::new("t.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.trusted_proxies") && err.contains("lb.internal"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
 /// PORT sets 0.0.0.0:PORT unless TITAN__SERVER__LISTEN is given.
 #[test]
 fn port_variable() {

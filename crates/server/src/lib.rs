@@ -171,16 +171,17 @@ fn session_config(config: &Config) -> SessionConfig {
     }
 }
 
-fn connection_limits(config: &Config) -> ConnectionLimits {
+fn connection_limits(config: &Config) -> Result<ConnectionLimits, config::ConfigError> {
     let l = &config.limits;
-    ConnectionLimits {
+    Ok(ConnectionLimits {
         max_connections: l.max_connections,
         max_connections_per_user: l.max_connections_per_user,
         connections_per_ip_per_second: l.connections_per_ip_per_second,
         connection_burst: l.connection_burst,
         messages_per_minute: l.messages_per_minute,
         allowed_origins: config.server.allowed_origins.clone(),
-    }
+        trusted_proxies: config.trusted_proxies()?,
+    })
 }
 
 /// The part of the drain timeout kept for the HTTP server's own graceful stop, after the
@@ -223,7 +224,7 @@ pub async fn run(
     let inbox: Arc<dyn Inbox> = Arc::new(InstrumentedInbox::new(backends.inbox, metrics.clone()));
     let auth = Arc::new(authenticator(&config)?);
     let accounts = accounts::accounts(&config, backends.users.clone()).await?;
-    let connections = Connections::new(connection_limits(&config), metrics.clone());
+    let connections = Connections::new(connection_limits(&config)?, metrics.clone());
     let readiness = http::Readiness {
         inbox: inbox.clone(),
         timeout: config.store.redis_timeout,
@@ -260,6 +261,7 @@ pub async fn run(
     let dev_tokens = page::DevTokens {
         enabled: config.auth.dev_tokens,
         auth: auth.clone(),
+        proxies: config.trusted_proxies()?,
     };
     if dev_tokens.enabled {
         tracing::warn!("auth.dev_tokens is on: loopback clients can get a token for any user");

@@ -9,10 +9,10 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use titan_protocol::UserId;
-use titan_session::Authenticator;
+use titan_session::{Authenticator, TrustedProxies};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const TITAN_JS: &str = include_str!("../static/titan.js");
@@ -25,6 +25,9 @@ pub struct DevTokens {
     /// `auth.dev_tokens`.
     pub enabled: bool,
     pub auth: Arc<Authenticator>,
+    /// `server.trusted_proxies`: a request through a trusted proxy counts as coming from the
+    /// client it names, so a proxy on this machine does not make every client local.
+    pub proxies: TrustedProxies,
 }
 
 /// Body of `POST /dev/token`.
@@ -76,12 +79,13 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
 }
 
 /// `POST /dev/token` with `{"user":"alice"}`: a token for that user, minted with the server's
-/// secret. Exists only when `auth.dev_tokens` is on AND the TCP peer is a loopback address;
+/// secret. Exists only when `auth.dev_tokens` is on AND the client is a loopback address (the
+/// TCP peer, or the client a trusted proxy names: `server.trusted_proxies`);
 /// otherwise it answers 404 whatever the body, as if the route did not exist. A JSON content type
 /// is required, so a foreign web page cannot mint a token with a "simple" cross-origin request
 /// (and, without CORS headers, could not read the answer anyway).
 async fn dev_token(req: HttpRequest, dev: web::Data<DevTokens>, body: web::Bytes) -> HttpResponse {
-    if !dev_tokens_served(dev.enabled, req.peer_addr()) {
+    if !dev_tokens_served(dev.enabled, dev.proxies.client_ip(&req)) {
         return HttpResponse::NotFound()
             .content_type("text/plain")
             .body("not found\n");
@@ -122,8 +126,8 @@ async fn dev_token(req: HttpRequest, dev: web::Data<DevTokens>, body: web::Bytes
 
 /// Whether `POST /dev/token` exists for this peer: only when enabled, and only for a loopback
 /// TCP peer (an unknown peer, such as a Unix socket, gets nothing).
-fn dev_tokens_served(enabled: bool, peer: Option<SocketAddr>) -> bool {
-    enabled && peer.is_some_and(|a| a.ip().is_loopback())
+fn dev_tokens_served(enabled: bool, client: Option<IpAddr>) -> bool {
+    enabled && client.is_some_and(|ip| ip.is_loopback())
 }
 
 /// The body of every error answer of `POST /dev/token`.
@@ -140,15 +144,15 @@ fn json_error(mut builder: actix_web::HttpResponseBuilder, message: &str) -> Htt
 mod tests {
     use super::dev_tokens_served;
 
-    /// Dev tokens are served only when enabled and only to loopback peers (v4 and v6).
+    /// Dev tokens are served only when enabled and only to loopback clients (v4 and v6).
     #[test]
     fn dev_tokens_only_for_loopback_when_enabled() {
-        let peer = |s: &str| Some(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")));
-        assert!(dev_tokens_served(true, peer("127.0.0.1:5000")));
-        assert!(dev_tokens_served(true, peer("[::1]:5000")));
-        assert!(!dev_tokens_served(false, peer("127.0.0.1:5000")));
-        assert!(!dev_tokens_served(true, peer("192.0.2.7:5000")));
-        assert!(!dev_tokens_served(true, peer("[2001:db8::1]:5000")));
+        let client = |s: &str| Some(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")));
+        assert!(dev_tokens_served(true, client("127.0.0.1")));
+        assert!(dev_tokens_served(true, client("::1")));
+        assert!(!dev_tokens_served(false, client("127.0.0.1")));
+        assert!(!dev_tokens_served(true, client("192.0.2.7")));
+        assert!(!dev_tokens_served(true, client("2001:db8::1")));
         assert!(!dev_tokens_served(true, None));
     }
 }

@@ -100,6 +100,69 @@ async fn connection_rate_per_ip_is_429() {
     assert!(retry_after(&response).is_some_and(|s| s >= 1), "{response}");
 }
 
+/// Behind a trusted proxy (`server.trusted_proxies`) the per-IP connection rate counts each
+/// client the proxy names in X-Forwarded-For, not the proxy; from a peer that is not a trusted
+/// proxy the header is ignored, so a client cannot choose the address it is counted as.
+#[tokio::test]
+async fn connection_rate_counts_the_client_behind_a_trusted_proxy() {
+    let limited = |trusted: &str| {
+        let trusted = trusted.to_owned();
+        TestServer::start_with(move |c| {
+            c.limits.connections_per_ip_per_second = 1;
+            c.limits.connection_burst = 1;
+            c.server.trusted_proxies = vec![trusted];
+        })
+    };
+    let clients: Vec<String> = (1..=40).map(|i| format!("203.0.113.{i}")).collect();
+
+    // Trusted: each client has its own bucket (one connection each, however slow the machine),
+    // and one client's repeated attempts run dry.
+    let server = limited("127.0.0.0/8");
+    for client in &clients {
+        let (status, response) = request(server.addr, "/ws", &upgrade_for(client)).await;
+        assert_eq!(status, 101, "{client}: {response}");
+    }
+    let mut refused = false;
+    for _ in 0..40 {
+        let (status, response) = request(server.addr, "/ws", &upgrade_for(&clients[0])).await;
+        match status {
+            101 => continue,
+            429 => {
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected {other}: {response}"),
+        }
+    }
+    assert!(
+        refused,
+        "one client behind the proxy was never rate limited"
+    );
+
+    // Not trusted: every attempt is the peer's, whatever the header names.
+    let server = limited("10.0.0.1");
+    let mut refused = false;
+    for client in &clients {
+        let (status, response) = request(server.addr, "/ws", &upgrade_for(client)).await;
+        match status {
+            101 => continue,
+            429 => {
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected {other}: {response}"),
+        }
+    }
+    assert!(refused, "a spoofed X-Forwarded-For escaped the per-IP rate");
+}
+
+/// The upgrade headers of a request a proxy forwards for `client`.
+fn upgrade_for(client: &str) -> Vec<(&str, &str)> {
+    let mut headers = UPGRADE.to_vec();
+    headers.push(("X-Forwarded-For", client));
+    headers
+}
+
 /// Past `limits.messages_per_minute`, msg.send gets -32004 with data.retry_after_ms and stores
 /// nothing; the quota is the user's across connections; other users are unaffected.
 #[tokio::test]

@@ -16,9 +16,20 @@ async fn http_post(
     content_type: &str,
     body: &str,
 ) -> (String, String) {
+    http_post_with(addr, path, "", content_type, body).await
+}
+
+/// [`http_post`] with `extra` header lines (each ending in CRLF).
+async fn http_post_with(
+    addr: SocketAddr,
+    path: &str,
+    extra: &str,
+    content_type: &str,
+    body: &str,
+) -> (String, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
@@ -130,4 +141,36 @@ async fn dev_token_authenticates_as_the_named_user() {
             "{answer}"
         );
     }
+}
+
+/// Behind a proxy on this machine that is listed in `server.trusted_proxies`, a request the
+/// proxy forwards for a remote client is that client's, so it gets no dev token; a request the
+/// proxy makes for itself (no X-Forwarded-For) or for a loopback client still does. An
+/// X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
+#[tokio::test]
+async fn dev_tokens_see_the_client_behind_a_trusted_proxy() {
+    let user = r#"{"user":"carol"}"#;
+    let json = "application/json";
+    let remote = "X-Forwarded-For: 203.0.113.9\r\n";
+    let server = TestServer::start_with(|c| {
+        c.auth.dev_tokens = true;
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+    });
+    let (status, _) = http_post_with(server.addr, "/dev/token", remote, json, user).await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let local = "X-Forwarded-For: 127.0.0.1\r\n";
+    for extra in ["", local] {
+        let (status, body) = http_post_with(server.addr, "/dev/token", extra, json, user).await;
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "{extra:?}: {status} {body}"
+        );
+    }
+
+    let untrusted = TestServer::start_with(|c| {
+        c.auth.dev_tokens = true;
+        c.server.trusted_proxies = vec!["10.0.0.1".into()];
+    });
+    let (status, body) = http_post_with(untrusted.addr, "/dev/token", remote, json, user).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status} {body}");
 }

@@ -23,6 +23,8 @@ use titan_delivery::Metrics;
 use titan_protocol::UserId;
 use tokio::sync::watch;
 
+use crate::proxies::TrustedProxies;
+
 /// Checks between two sweeps of the keyed rate limiters' idle entries (bounding their memory).
 const SWEEP_EVERY: u64 = 4096;
 
@@ -44,6 +46,8 @@ pub struct ConnectionLimits {
     /// Browser origins allowed to connect; empty allows every origin (and requests without an
     /// `Origin` header, from non-browser clients, are always allowed).
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the per-IP rate).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ConnectionLimits {
@@ -55,6 +59,7 @@ impl Default for ConnectionLimits {
             connection_burst: 1,
             messages_per_minute: 0,
             allowed_origins: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -213,6 +218,12 @@ impl Connections {
         result
     }
 
+    /// The address `req` counts as coming from: its TCP peer, or the client behind a trusted
+    /// proxy (`server.trusted_proxies`).
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.inner.limits.trusted_proxies.client_ip(req)
+    }
+
     fn check(&self, req: &HttpRequest) -> Result<Live, Refusal> {
         let inner = &self.inner;
         if !inner.limits.allowed_origins.is_empty()
@@ -228,9 +239,9 @@ impl Connections {
         if self.is_draining() {
             return Err(Refusal::Draining);
         }
-        if let (Some(limiter), Some(peer)) = (&inner.per_ip, req.peer_addr()) {
+        if let (Some(limiter), Some(client)) = (&inner.per_ip, self.client_ip(req)) {
             self.sweep();
-            if let Err(not_until) = limiter.check_key(&peer.ip()) {
+            if let Err(not_until) = limiter.check_key(&client) {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
                 return Err(Refusal::RateLimited { retry_after });
             }

@@ -20,6 +20,8 @@
 //! - [`connections`]: [`Connections`], the instance-wide side: admission before the upgrade
 //!   (origin, per-IP rate, capacity), per-user counts and `msg.send` quota, and the drain
 //!   (which sends each session its [`connections::DrainTurn`]).
+//! - [`proxies`]: [`TrustedProxies`]: the client's address behind trusted reverse proxies
+//!   (`X-Forwarded-For`), for the per-IP limit, the logs and the dev-token check.
 //! - `observe`: what a session records into the server's metrics.
 //!
 //! [`start`] upgrades an HTTP request and starts the actor.
@@ -35,6 +37,7 @@ pub mod jwks;
 pub mod limits;
 mod observe;
 pub mod outbound;
+pub mod proxies;
 pub mod push;
 pub mod session;
 
@@ -44,5 +47,6 @@ pub use connections::{ConnectionLimits, Connections, Refusal};
 pub use error::SessionError;
 pub use google::{GoogleConfig, GoogleVerifier, SignInError};
 pub use limits::SessionConfig;
+pub use proxies::TrustedProxies;
 pub use push::PushDeps;
 pub use session::{Session, SessionDeps, start};

@@ -85,7 +85,14 @@ pub fn start(
     let response = handshake.message_body(BoxBody::new(response_body))?;
     let max = deps.config.max_frame_bytes;
     let stream = Inbound::new(body.into_inner(), outbound.connection(), max, max);
-    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    // The client, and the proxy it came through when there is one.
+    let peer = match (deps.connections.client_ip(req), req.peer_addr()) {
+        (Some(client), Some(tcp)) if client != tcp.ip().to_canonical() => {
+            format!("{client} via {tcp}")
+        }
+        (_, Some(tcp)) => tcp.to_string(),
+        _ => String::new(),
+    };
     Session::create(move |ctx| {
         ctx.add_stream(stream);
         Session::new(deps, outbound, peer, live)
