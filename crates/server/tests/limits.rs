@@ -84,19 +84,9 @@ async fn connection_rate_per_ip_is_429() {
     });
     // The bucket refills one per second: a few dozen immediate attempts must run dry even on a
     // slow machine.
-    let mut refused = None;
-    for _ in 0..40 {
-        let (status, response) = request(server.addr, "/ws", UPGRADE).await;
-        match status {
-            101 => continue,
-            429 => {
-                refused = Some(response);
-                break;
-            }
-            other => panic!("unexpected {other}: {response}"),
-        }
-    }
-    let response = refused.expect("never rate limited");
+    let response = first_429(&server, (0..40).map(|_| UPGRADE.to_vec()))
+        .await
+        .expect("never rate limited");
     assert!(retry_after(&response).is_some_and(|s| s >= 1), "{response}");
 }
 
@@ -122,38 +112,35 @@ async fn connection_rate_counts_the_client_behind_a_trusted_proxy() {
         let (status, response) = request(server.addr, "/ws", &upgrade_for(client)).await;
         assert_eq!(status, 101, "{client}: {response}");
     }
-    let mut refused = false;
-    for _ in 0..40 {
-        let (status, response) = request(server.addr, "/ws", &upgrade_for(&clients[0])).await;
-        match status {
-            101 => continue,
-            429 => {
-                refused = true;
-                break;
-            }
-            other => panic!("unexpected {other}: {response}"),
-        }
-    }
+    let again = (0..40).map(|_| upgrade_for(&clients[0]));
     assert!(
-        refused,
+        first_429(&server, again).await.is_some(),
         "one client behind the proxy was never rate limited"
     );
 
     // Not trusted: every attempt is the peer's, whatever the header names.
     let server = limited("10.0.0.1");
-    let mut refused = false;
-    for client in &clients {
-        let (status, response) = request(server.addr, "/ws", &upgrade_for(client)).await;
-        match status {
-            101 => continue,
-            429 => {
-                refused = true;
-                break;
-            }
-            other => panic!("unexpected {other}: {response}"),
+    let spoofed = clients.iter().map(|client| upgrade_for(client));
+    assert!(
+        first_429(&server, spoofed).await.is_some(),
+        "a spoofed X-Forwarded-For escaped the per-IP rate"
+    );
+}
+
+/// Sends one upgrade request with each set of headers in turn until one is refused with 429:
+/// that response; `None` when every one was accepted (101).
+async fn first_429<'a>(
+    server: &TestServer,
+    attempts: impl IntoIterator<Item = Vec<(&'a str, &'a str)>>,
+) -> Option<String> {
+    for headers in attempts {
+        match request(server.addr, "/ws", &headers).await {
+            (101, _) => continue,
+            (429, response) => return Some(response),
+            (other, response) => panic!("unexpected {other}: {response}"),
         }
     }
-    assert!(refused, "a spoofed X-Forwarded-For escaped the per-IP rate");
+    None
 }
 
 /// The upgrade headers of a request a proxy forwards for `client`.

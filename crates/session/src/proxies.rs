@@ -123,56 +123,37 @@ mod tests {
     #[test]
     fn the_first_untrusted_address_from_the_right_is_the_client() {
         let p = proxies(&["127.0.0.1", "10.0.0.0/8"]);
-        let resolve = |peer: &str, lines: &[&str]| p.resolve(ip(peer), lines.iter().copied());
-        // Through one proxy; through two (the load balancer's address appended by nginx).
-        assert_eq!(resolve("127.0.0.1", &["203.0.113.5"]), ip("203.0.113.5"));
+        let proxy = "127.0.0.1";
+        let cases: &[(&str, &[&str], &str)] = &[
+            // Through one proxy; through two (the load balancer's address appended by nginx).
+            (proxy, &["203.0.113.5"], "203.0.113.5"),
+            (proxy, &["203.0.113.5, 10.1.2.3"], "203.0.113.5"),
+            // What the client wrote itself lies left of its real address and is never reached.
+            (proxy, &["6.6.6.6, 203.0.113.5"], "203.0.113.5"),
+            (proxy, &["6.6.6.6", "203.0.113.5,10.0.0.9"], "203.0.113.5"),
+            // Ports and IPv6 as some proxies write them; IPv4 mapped into IPv6.
+            (proxy, &["203.0.113.5:40000"], "203.0.113.5"),
+            (proxy, &["[2001:db8::5]:40000"], "2001:db8::5"),
+            ("::ffff:127.0.0.1", &["::ffff:203.0.113.5"], "203.0.113.5"),
+            // No header, an empty one, or only proxies: the nearest address known.
+            (proxy, &[], proxy),
+            (proxy, &[""], proxy),
+            (proxy, &["10.0.0.2, 10.0.0.3"], "10.0.0.2"),
+            // Garbage written by a trusted proxy stops the walk at the last real address.
+            (proxy, &["203.0.113.5, unknown"], proxy),
+            (proxy, &["unknown, 10.0.0.2"], "10.0.0.2"),
+            // A peer that is not a trusted proxy is the client, whatever it claims.
+            ("198.51.100.1", &["203.0.113.5"], "198.51.100.1"),
+            ("::ffff:198.51.100.1", &[], "198.51.100.1"),
+        ];
+        for &(peer, lines, client) in cases {
+            let got = p.resolve(ip(peer), lines.iter().copied());
+            assert_eq!(got, ip(client), "{peer} {lines:?}");
+        }
+        let nobody = TrustedProxies::default();
         assert_eq!(
-            resolve("127.0.0.1", &["203.0.113.5, 10.1.2.3"]),
-            ip("203.0.113.5")
-        );
-        // What the client wrote itself lies left of its real address and is never reached.
-        assert_eq!(
-            resolve("127.0.0.1", &["6.6.6.6, 203.0.113.5"]),
-            ip("203.0.113.5")
-        );
-        assert_eq!(
-            resolve("127.0.0.1", &["6.6.6.6", "203.0.113.5,10.0.0.9"]),
-            ip("203.0.113.5")
-        );
-        // Ports and IPv6 as some proxies write them; IPv4 mapped into IPv6.
-        assert_eq!(
-            resolve("127.0.0.1", &["203.0.113.5:40000"]),
-            ip("203.0.113.5")
-        );
-        assert_eq!(
-            resolve("127.0.0.1", &["[2001:db8::5]:40000"]),
-            ip("2001:db8::5")
-        );
-        assert_eq!(
-            resolve("::ffff:127.0.0.1", &["::ffff:203.0.113.5"]),
-            ip("203.0.113.5")
-        );
-        // No header, an empty one, or only proxies: the nearest address known.
-        assert_eq!(resolve("127.0.0.1", &[]), ip("127.0.0.1"));
-        assert_eq!(
-            resolve("127.0.0.1", &["10.0.0.2, 10.0.0.3"]),
-            ip("10.0.0.2")
-        );
-        // Garbage written by a trusted proxy stops the walk at the last real address.
-        assert_eq!(
-            resolve("127.0.0.1", &["203.0.113.5, unknown"]),
-            ip("127.0.0.1")
-        );
-        assert_eq!(resolve("127.0.0.1", &["unknown, 10.0.0.2"]), ip("10.0.0.2"));
-        assert_eq!(resolve("127.0.0.1", &[""]), ip("127.0.0.1"));
-        // A peer that is not a trusted proxy is the client, whatever it claims.
-        assert_eq!(
-            resolve("198.51.100.1", &["203.0.113.5"]),
-            ip("198.51.100.1")
-        );
-        assert_eq!(
-            TrustedProxies::default().resolve(ip("127.0.0.1"), ["203.0.113.5"].into_iter()),
-            ip("127.0.0.1")
+            nobody.resolve(ip(proxy), ["203.0.113.5"].into_iter()),
+            ip(proxy)
         );
     }
 }
