@@ -1,7 +1,8 @@
 //! The `titan-server` binary's library: configuration, wiring and the HTTP server.
 //!
 //! - [`background`]: [`BackgroundServer`], [`run`] on a thread of its own (tests, embedding).
-//! - [`config`]: the typed configuration tree and its loading rules.
+//! - [`config`]: the typed configuration tree and its loading rules (`config/validation`: the
+//!   checks that refuse a value the server cannot run with, naming its key).
 //! - [`secret`]: the JWT secret, configured or generated and kept under `store.path`.
 //! - [`push_config`]: the `[push]` section and the push providers it enables.
 //! - [`http`]: the HTTP routes (WebSocket upgrade, health).
