@@ -14,7 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,16 @@ use crate::proxies::TrustedProxies;
 /// Checks between two sweeps of the keyed rate limiters' idle entries (bounding their memory).
 const SWEEP_EVERY: u64 = 4096;
 
+/// What the per-IP connection rate counts as one address: an IPv4 address, or the /64 network of
+/// an IPv6 one, the least a provider assigns one customer (whose every device may pick any
+/// address in it, so per address a client could take a fresh bucket for each connection).
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        v4 => v4,
+    }
+}
+
 /// Instance-wide connection limits (the `limits` and `server` config sections).
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
@@ -36,8 +46,8 @@ pub struct ConnectionLimits {
     /// Most authenticated connections of one user on this instance; over it, `-32004` then
     /// close 4008.
     pub max_connections_per_user: usize,
-    /// New connections per second from one IP address (token bucket, `connection_burst`);
-    /// over it, HTTP 429. 0 disables the check.
+    /// New connections per second from one IP address (an IPv6 /64 counting as one; token
+    /// bucket, `connection_burst`); over it, HTTP 429. 0 disables the check.
     pub connections_per_ip_per_second: u32,
     pub connection_burst: u32,
     /// Messages (not calls) one user may send per minute, over all of the user's connections
@@ -241,7 +251,7 @@ impl Connections {
         }
         if let (Some(limiter), Some(client)) = (&inner.per_ip, self.client_ip(req)) {
             self.sweep();
-            if let Err(not_until) = limiter.check_key(&client) {
+            if let Err(not_until) = limiter.check_key(&rate_key(client)) {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
                 return Err(Refusal::RateLimited { retry_after });
             }

@@ -49,6 +49,39 @@ fn origins() {
     assert!(open.admit(&request(Some("https://b.example"))).is_ok());
 }
 
+/// The per-IP connection rate counts an IPv6 client's /64 as one address (rotating addresses
+/// within it runs the one bucket dry), while distinct /64s and distinct IPv4 addresses each
+/// have their own (every first connection of one is admitted, however slow the machine).
+#[test]
+fn per_ip_rate_counts_an_ipv6_64_as_one_address() {
+    let c = registry(ConnectionLimits {
+        connections_per_ip_per_second: 1,
+        connection_burst: 1,
+        ..ConnectionLimits::default()
+    });
+    let from = |peer: String| {
+        TestRequest::default()
+            .peer_addr(peer.parse().unwrap())
+            .to_http_request()
+    };
+    let mut live = Vec::new();
+    for i in 1..=40 {
+        live.push(
+            c.admit(&from(format!("[2001:db8:0:{i:x}::1]:5000")))
+                .unwrap(),
+        );
+        live.push(c.admit(&from(format!("192.0.2.{i}:5000"))).unwrap());
+    }
+    // Other addresses of the first /64 (whose one connection took its bucket).
+    let same_64 = (2..=41).map(|i| c.admit(&from(format!("[2001:db8:0:1::{i:x}]:5000"))));
+    assert!(
+        same_64
+            .map(|r| r.map(|guard| live.push(guard)))
+            .any(|r| matches!(r, Err(Refusal::RateLimited { .. }))),
+        "addresses of one /64 each had a bucket of their own"
+    );
+}
+
 /// A user's slots are limited and returned when the slot is dropped.
 #[test]
 fn user_slots() {
