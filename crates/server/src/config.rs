@@ -53,6 +53,9 @@ pub struct ServerSection {
     pub tls_key: PathBuf,
     /// Browser origins (`Origin` header) allowed to connect; empty allows all.
     pub allowed_origins: Vec<String>,
+    /// Where `/metrics` and `/debug/vars` are served: empty, on `listen` with everything else;
+    /// an address (`127.0.0.1:9090`, an internal interface), there only, off the public port.
+    pub metrics_listen: String,
     /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client;
     /// empty: every connection counts as coming from its TCP peer.
     pub trusted_proxies: Vec<String>,
@@ -296,6 +299,27 @@ impl Config {
             key: "server.trusted_proxies",
             reason: format!("{entry:?} is not an IP address or a CIDR network"),
         })
+    }
+
+    /// `server.metrics_listen`, parsed: `None` when the metrics are served on `listen`.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.server.metrics_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "server.metrics_listen",
+            reason,
+        };
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|e| invalid(format!("{text:?} is not host:port ({e})")))?;
+        if addr == self.listen_addr()? {
+            return Err(invalid(
+                "must differ from server.listen (leave it empty to serve the metrics there)".into(),
+            ));
+        }
+        Ok(Some(addr))
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {

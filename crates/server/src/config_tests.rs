@@ -203,8 +203,8 @@ fn redis_password_is_hidden() {
     });
 }
 
-/// The operations keys (TLS pair, drain bounds, backlog, connection limits) are checked with
-/// their names.
+/// The operations keys (TLS pair, drain bounds, backlog, metrics listener, connection limits)
+/// are checked with their names.
 #[test]
 fn operations_values_are_rejected() {
     for (key, value, expect) in [
@@ -212,6 +212,16 @@ fn operations_values_are_rejected() {
         ("TITAN__SERVER__DRAIN_WINDOW", "1m", "server.drain_timeout"),
         ("TITAN__SERVER__DRAIN_TIMEOUT", "0s", "server.drain_timeout"),
         ("TITAN__SERVER__BACKLOG", "0", "server.backlog"),
+        (
+            "TITAN__SERVER__METRICS_LISTEN",
+            "metrics",
+            "server.metrics_listen",
+        ),
+        (
+            "TITAN__SERVER__METRICS_LISTEN",
+            "127.0.0.1:3000",
+            "server.metrics_listen",
+        ),
         ("TITAN__SERVER__BACKLOG", "2147483648", "server.backlog"),
         (
             "TITAN__LIMITS__MAX_CONNECTIONS",

@@ -1,5 +1,7 @@
 //! HTTP routes: the WebSocket endpoint (`GET /` and `GET /ws`), the chat page on a plain `GET /`
 //! (its assets and the dev token endpoint are in [`crate::page`]), liveness and readiness probes.
+//! The metrics routes ([`crate::metrics_http`]) join them unless `server.metrics_listen` serves
+//! them elsewhere.
 
 use actix_web::{HttpRequest, HttpResponse, Responder, http::header, web};
 use std::sync::Arc;
@@ -23,8 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(websocket))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .configure(crate::page::routes)
-        .configure(crate::metrics_http::routes);
+        .configure(crate::page::routes);
 }
 
 fn wants_websocket(req: &HttpRequest) -> bool {

@@ -300,6 +300,12 @@ pub async fn run(
     // (the standard library's `bind` listened with 128; see `server.backlog`, validated to fit).
     let backlog = i32::try_from(config.server.backlog).unwrap_or(i32::MAX);
     socket2::SockRef::from(&listener).listen(backlog)?;
+    // Bound before the main listener serves, so that an address in use stops the start.
+    let metrics_server = match config.metrics_addr()? {
+        Some(addr) => Some(metrics_http::MetricsServer::start(addr, metrics.clone())?),
+        None => None,
+    };
+    let metrics_on_main = metrics_server.is_none();
     let reload_metrics = metrics.clone();
     // Listened for before the server accepts anything, so a SIGHUP never finds the default
     // action (ending the process) in place once the server is up.
@@ -311,6 +317,11 @@ pub async fn run(
             .app_data(web::Data::new(dev_tokens.clone()))
             .app_data(web::Data::new(metrics.clone()))
             .configure(http::routes)
+            .configure(|cfg| {
+                if metrics_on_main {
+                    metrics_http::routes(cfg);
+                }
+            })
     })
     .disable_signals()
     // Nagle off: responses and msg.recv are small frames; with Nagle on (actix-web's default)
@@ -357,6 +368,9 @@ pub async fn run(
         handle.stop(true).await;
         if let Some(admin) = admin {
             admin.stop().await;
+        }
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.stop().await;
         }
     });
     let served = server.await;

@@ -1,11 +1,40 @@
 //! `GET /metrics` (Prometheus text format) and `GET /debug/vars` (the same figures as one JSON
-//! object, plus the old Go server's counter names for anyone who scraped them).
+//! object, plus the old Go server's counter names for anyone who scraped them): on the main
+//! listener, or, with `server.metrics_listen`, on a [`MetricsServer`] of their own.
 
-use actix_web::{HttpResponse, Responder, web};
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpResponse, HttpServer, Responder, web};
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use serde_json::{Map, Value, json};
+use std::net::SocketAddr;
 use titan_delivery::Metrics;
+
+/// The two routes on a listener of their own (`server.metrics_listen`), one worker.
+pub struct MetricsServer {
+    handle: ServerHandle,
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves; an address that cannot be bound stops the server's start.
+    pub fn start(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Self> {
+        let metrics = web::Data::new(metrics);
+        let server =
+            HttpServer::new(move || App::new().app_data(metrics.clone()).configure(routes))
+                .workers(1)
+                .disable_signals()
+                .bind(addr)?
+                .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        tracing::info!(%addr, "metrics listening");
+        Ok(Self { handle })
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
 
 /// Registers the two routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {

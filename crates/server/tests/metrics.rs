@@ -16,6 +16,38 @@ const MESSAGES: usize = 5;
 /// bounded by [`WAIT`]).
 const POLL: Duration = Duration::from_millis(20);
 
+/// With `server.metrics_listen` set, `/metrics` and `/debug/vars` are served on that address
+/// only: the public listener answers 404 for them, and the metrics listener serves nothing else.
+#[tokio::test]
+async fn metrics_listen_moves_the_metrics_off_the_public_port() {
+    // A free port, given back for the server to bind.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = TestServer::start_with(|c| c.server.metrics_listen = format!("127.0.0.1:{port}"));
+    // Once the public listener serves, the metrics listener (bound before it) does too.
+    let (status, _) = request(server.addr, "/readyz", &[]).await;
+    assert_eq!(status, 200);
+    let internal: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    for path in ["/metrics", "/debug/vars"] {
+        let (status, response) = request(server.addr, path, &[]).await;
+        assert_eq!(status, 404, "{path} on the public port: {response}");
+        let (status, response) = request(internal, path, &[]).await;
+        assert_eq!(status, 200, "{path} on the metrics port: {response}");
+    }
+    let (_, exposition) = request(internal, "/metrics", &[]).await;
+    assert!(
+        exposition.contains("titan_connections_open"),
+        "{exposition}"
+    );
+    for path in ["/ws", "/", "/healthz"] {
+        let (status, _) = request(internal, path, &[]).await;
+        assert_eq!(status, 404, "{path} on the metrics port");
+    }
+}
+
 /// Counters and gauges follow a real message flow: connections, authenticated sessions, online
 /// users, accepted / delivered / acked messages, msg.send requests, store latency, latency
 /// histograms, and a refused token by reason.

@@ -17,6 +17,7 @@ impl Config {
         };
         self.listen_addr()?;
         self.trusted_proxies()?;
+        self.metrics_addr()?;
         if self.auth.token_ttl.is_zero() {
             return Err(invalid("auth.token_ttl", "must be more than 0s"));
         }
