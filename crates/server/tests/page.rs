@@ -58,6 +58,20 @@ async fn page_and_assets_are_served() {
         "{page}"
     );
     assert!(page.contains("src=\"/chat.js\""), "{page}");
+    // The page's own scripts, styles and connections only, and no framing (a browser test,
+    // tests/browser, runs the page under this policy).
+    let policy = page
+        .lines()
+        .find_map(|l| l.strip_prefix("content-security-policy: "))
+        .unwrap_or_else(|| panic!("no content-security-policy: {page}"));
+    for directive in [
+        "default-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(page.contains("x-frame-options: DENY"), "{page}");
     for (path, content_type, marker) in [
         ("/titan.js", "text/javascript", "export class TitanClient"),
         ("/chat.js", "text/javascript", "from \"/titan.js\""),
