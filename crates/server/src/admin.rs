@@ -8,7 +8,7 @@
 //! nothing is configured. The file is removed at a clean shutdown.
 
 use actix::Addr;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::ServerHandle, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, dev::ServerHandle, http::header, web};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,17 +54,10 @@ impl Admin {
         });
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .route("/admin/revoke/{user}", web::post().to(revoke))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)?
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let handle = crate::aside::serve(listener, move |cfg| {
+            cfg.app_data(state.clone())
+                .route("/admin/revoke/{user}", web::post().to(revoke));
+        })?;
         let file = dir.join(ADMIN_FILE);
         let endpoint = AdminEndpoint {
             url: format!("http://{addr}"),

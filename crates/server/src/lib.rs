@@ -11,12 +11,14 @@
 //! - [`tls`]: the rustls configuration for serving `wss://` directly.
 //! - [`accounts`]: token key mode, Google sign-in, the revocation list and `revoke`.
 //! - [`admin`]: the loopback admin endpoint of an embedded-store server (`titan-server revoke`).
+//! - `aside`: a one-worker HTTP server beside the main one (the admin and metrics listeners).
 //! - [`revoke`]: the `titan-server revoke` command.
 //! - [`run`]: builds the store and actors and serves until `shutdown` resolves; shared by `main`
 //!   and the integration tests.
 
 pub mod accounts;
 pub mod admin;
+mod aside;
 pub mod background;
 pub mod config;
 pub mod http;
@@ -33,7 +35,9 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 use titan_delivery::{Dispatcher, DispatcherConfig, InstrumentedInbox, Metrics, Pusher, Router};
-use titan_session::{ConnectionLimits, Connections, PushDeps, SessionConfig, SessionDeps};
+use titan_session::{
+    ConnectionLimits, Connections, PushDeps, SessionConfig, SessionDeps, TrustedProxies,
+};
 use titan_store::{
     Bus, CheckpointObserver, Checkpoints, EmbeddedOptions, EmbeddedStore, Inbox, InboxLimits,
     PushRegistry, RedisOptions, RedisStore, StoreError, Users,
@@ -172,17 +176,17 @@ fn session_config(config: &Config) -> SessionConfig {
     }
 }
 
-fn connection_limits(config: &Config) -> Result<ConnectionLimits, config::ConfigError> {
+fn connection_limits(config: &Config, trusted_proxies: TrustedProxies) -> ConnectionLimits {
     let l = &config.limits;
-    Ok(ConnectionLimits {
+    ConnectionLimits {
         max_connections: l.max_connections,
         max_connections_per_user: l.max_connections_per_user,
         connections_per_ip_per_second: l.connections_per_ip_per_second,
         connection_burst: l.connection_burst,
         messages_per_minute: l.messages_per_minute,
         allowed_origins: config.server.allowed_origins.clone(),
-        trusted_proxies: config.trusted_proxies()?,
-    })
+        trusted_proxies,
+    }
 }
 
 /// The part of the drain timeout kept for the HTTP server's own graceful stop, after the
@@ -225,7 +229,9 @@ pub async fn run(
     let inbox: Arc<dyn Inbox> = Arc::new(InstrumentedInbox::new(backends.inbox, metrics.clone()));
     let auth = Arc::new(authenticator(&config)?);
     let accounts = accounts::accounts(&config, backends.users.clone()).await?;
-    let connections = Connections::new(connection_limits(&config)?, metrics.clone());
+    let proxies = config.trusted_proxies()?;
+    let connections =
+        Connections::new(connection_limits(&config, proxies.clone()), metrics.clone());
     let readiness = http::Readiness {
         inbox: inbox.clone(),
         timeout: config.store.redis_timeout,
@@ -262,7 +268,7 @@ pub async fn run(
     let dev_tokens = page::DevTokens {
         enabled: config.auth.dev_tokens,
         auth: auth.clone(),
-        proxies: config.trusted_proxies()?,
+        proxies,
     };
     if dev_tokens.enabled {
         tracing::warn!("auth.dev_tokens is on: loopback clients can get a token for any user");

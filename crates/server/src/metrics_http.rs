@@ -3,7 +3,7 @@
 //! listener, or, with `server.metrics_listen`, on a [`MetricsServer`] of their own.
 
 use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpResponse, HttpServer, Responder, web};
+use actix_web::{HttpResponse, Responder, web};
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use serde_json::{Map, Value, json};
@@ -19,14 +19,11 @@ impl MetricsServer {
     /// Binds `addr` and serves; an address that cannot be bound stops the server's start.
     pub fn start(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Self> {
         let metrics = web::Data::new(metrics);
-        let server =
-            HttpServer::new(move || App::new().app_data(metrics.clone()).configure(routes))
-                .workers(1)
-                .disable_signals()
-                .bind(addr)?
-                .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let listener = std::net::TcpListener::bind(addr)?;
+        let handle = crate::aside::serve(listener, move |cfg| {
+            cfg.app_data(metrics.clone());
+            routes(cfg);
+        })?;
         tracing::info!(%addr, "metrics listening");
         Ok(Self { handle })
     }

@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::process::ServerProcess;
-use titan_client::{Client, Outgoing};
+use common::client_at;
+use common::process::{ServerProcess, embedded_config};
+use titan_client::Outgoing;
 
 /// Every message ACKed before a SIGKILL is delivered after a restart on the same data directory.
 /// Checkpoints are an hour apart, so when the server dies the messages are only in the journal:
@@ -14,23 +15,15 @@ use titan_client::{Client, Outgoing};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acked_message() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("titan.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[auth]\njwt_secret = \"{}\"\n[store]\npath = \"{}\"\ncheckpoint_interval = \"1h\"\n",
-            common::SECRET,
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = embedded_config(
+        dir.path(),
+        "workers = 1",
+        "checkpoint_interval = \"1h\"",
+        "",
+    );
 
     let server = ServerProcess::start(&config);
-    let alice = Client::connect(&server.url).await.unwrap();
-    alice
-        .authenticate(&common::token("alice", None), None)
-        .await
-        .unwrap();
+    let alice = client_at(&server.url, "alice").await;
     let mut sent = Vec::new();
     for i in 0..50 {
         let body = format!("durable {i}");
@@ -48,10 +41,7 @@ async fn kill_9_loses_no_acked_message() {
     drop(alice);
 
     let server = ServerProcess::start(&config);
-    let bob = Client::connect(&server.url).await.unwrap();
-    bob.authenticate(&common::token("bob", None), None)
-        .await
-        .unwrap();
+    let bob = client_at(&server.url, "bob").await;
     let mut got = Vec::new();
     while got.len() < sent.len() {
         let d = common::next(&bob).await;
@@ -77,16 +67,12 @@ async fn kill_9_under_load_loses_no_acked_message() {
     const KILL_AFTER: usize = 2_000;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("titan.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\njwt_secret = \"{}\"\n[store]\npath = \"{}\"\ncheckpoint_interval = \"5ms\"\n[limits]\nrequests_per_second = 1000000\nrequest_burst = 1000000\nmessages_per_minute = 0\n",
-            common::SECRET,
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = embedded_config(
+        dir.path(),
+        "",
+        "checkpoint_interval = \"5ms\"",
+        "[limits]\nrequests_per_second = 1000000\nrequest_burst = 1000000\nmessages_per_minute = 0",
+    );
     let server = ServerProcess::start(&config);
 
     let acked: Arc<Vec<Mutex<Vec<String>>>> =
@@ -95,11 +81,7 @@ async fn kill_9_under_load_loses_no_acked_message() {
     let enough = Arc::new(tokio::sync::Notify::new());
     let mut senders = Vec::new();
     for s in 0..SENDERS {
-        let sender = Client::connect(&server.url).await.unwrap();
-        sender
-            .authenticate(&common::token(&format!("sender{s}"), None), None)
-            .await
-            .unwrap();
+        let sender = client_at(&server.url, &format!("sender{s}")).await;
         let (acked, total, enough) = (acked.clone(), total.clone(), enough.clone());
         senders.push(tokio::spawn(async move {
             // Until the server is gone (a send fails); bounded in case it never is.
@@ -137,11 +119,7 @@ async fn kill_9_under_load_loses_no_acked_message() {
     for s in 0..SENDERS {
         let expected = acked[s].lock().unwrap().clone();
         assert!(!expected.is_empty(), "sender {s} had nothing ACKed");
-        let recipient = Client::connect(&server.url).await.unwrap();
-        recipient
-            .authenticate(&common::token(&format!("recipient{s}"), None), None)
-            .await
-            .unwrap();
+        let recipient = client_at(&server.url, &format!("recipient{s}")).await;
         let mut got = Vec::new();
         while got.len() < expected.len() {
             let d = common::next(&recipient).await;

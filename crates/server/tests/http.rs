@@ -56,6 +56,20 @@ async fn listener_takes_the_configured_backlog() {
     assert_eq!(queues, [backlog.to_string()], "{text}");
 }
 
+/// A `server.metrics_listen` address that is taken stops the start, naming the failure, rather
+/// than leaving a server whose metrics nobody can scrape.
+#[test]
+fn a_taken_metrics_address_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.server.metrics_listen = taken.local_addr().unwrap().to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = titan_server::BackgroundServer::start(listener, config).unwrap();
+    let err = server.stop().expect_err("the metrics address is in use");
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
 /// A server that cannot start (its store path is a file, not a directory) reports why through
 /// `BackgroundServer::stop` instead of vanishing with its thread.
 #[test]

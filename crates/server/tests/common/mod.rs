@@ -129,6 +129,13 @@ where
     assert!(poll_until(check).await, "condition not reached in time");
 }
 
+/// A client of the server at `url`, authenticated as `user` (default device).
+pub async fn client_at(url: &str, user: &str) -> Client {
+    let client = Client::connect(url).await.unwrap();
+    client.authenticate(&token(user, None), None).await.unwrap();
+    client
+}
+
 /// Waits for the next delivery, failing the test after [`WAIT`].
 pub async fn next(c: &Client) -> titan_client::Delivery {
     tokio::time::timeout(WAIT, c.next_delivery())

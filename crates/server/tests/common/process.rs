@@ -111,6 +111,20 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Writes `<dir>/titan.toml`: an instance on `127.0.0.1:0` with the test secret and the embedded
+/// store in `<dir>/data`; `server` and `store` are more lines for those sections, `rest` more
+/// sections. Returns the file's path.
+pub fn embedded_config(dir: &Path, server: &str, store: &str, rest: &str) -> PathBuf {
+    let path = dir.join("titan.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[auth]\njwt_secret = \"{secret}\"\n[store]\npath = \"{data}\"\n{store}\n{rest}\n",
+        secret = super::SECRET,
+        data = dir.join("data").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// Writes `<dir>/<name>.toml`: an instance on `127.0.0.1:0` (one worker) using the Redis store at
 /// `redis_url` under `prefix`, its local files in `<dir>/<name>-data`, and `delivery` (TOML
 /// lines) as its `[delivery]` section. Returns the file's path.
