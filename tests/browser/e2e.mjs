@@ -6,7 +6,7 @@
 // The server must run with auth.dev_tokens = true. Two pages sign in as two users, exchange
 // messages both ways, one page leaves, messages arrive while it is away, it comes back (same tab,
 // so the same device) and shows them, and no message is ever shown twice. Exits non-zero on any
-// failure; every wait is bounded. With TITAN_E2E_CONTROL=1 (as crates/server/tests/browser.rs
+// failure; every wait is bounded. With TITAN_E2E_CONTROL=1 (as crates/server/tests/suite/browser.rs
 // runs it) it also has the server killed and restarted under both pages.
 
 import { chromium } from "playwright-core";

@@ -1,0 +1,80 @@
+//! The load generator against a real Titan server started in this process (memory store and
+//! embedded store), and against a real Mosquitto (the MQTT baseline): a short p2p run loses and
+//! duplicates nothing.
+
+use crate::common;
+use crate::mosquitto;
+
+use common::{SECRET, Server};
+use std::time::Duration;
+use titan_bench::p2p::{self, P2pOptions, P2pReport, Rate};
+use titan_bench::peer::Protocol;
+use titan_bench::resources::Watched;
+use titan_bench::tokens::TokenSource;
+use titan_server::config::Backend;
+
+fn options(url: &str) -> P2pOptions {
+    P2pOptions {
+        urls: vec![url.to_owned()],
+        protocol: Protocol::Titan,
+        pairs: 4,
+        size: 100,
+        // Well under the default per-connection request rate (500/s), so no call is refused.
+        rate: Rate::PerSecond(400.0),
+        window: 8,
+        duration: Duration::from_millis(1500),
+        warmup: Duration::from_millis(500),
+        drain: Duration::from_secs(20),
+        processes: Watched {
+            server: Some(std::process::id()),
+            store: None,
+        },
+        connect_concurrency: 8,
+    }
+}
+
+async fn run_and_check(backend: Backend) {
+    let server = Server::start(backend);
+    let tokens = TokenSource::secret(SECRET).unwrap();
+    let report = p2p::run(&options(&server.url), &tokens).await.unwrap();
+    check(&report);
+}
+
+fn check(report: &P2pReport) {
+    assert!(report.sent > 0, "{report}");
+    assert!(report.send_errors.is_empty(), "{report}");
+    assert_eq!(report.acked, report.sent, "{report}");
+    assert_eq!(report.delivered, report.sent, "{report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.duplicates, 0, "{report}");
+    assert_eq!(report.foreign, 0, "{report}");
+    assert_eq!(
+        report.end_to_end.count, report.send_to_ack.count,
+        "{report}"
+    );
+}
+
+/// Every message of a short p2p run on the memory store is delivered once: none lost, none doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_memory_store_delivers_everything_once() {
+    run_and_check(Backend::Memory).await;
+}
+
+/// Every message of a short p2p run on the embedded (redb) store is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_embedded_store_delivers_everything_once() {
+    run_and_check(Backend::Embedded).await;
+}
+
+/// The same run as MQTT QoS 1 through a real Mosquitto (the baseline of issue 7): every
+/// message PUBACKed is delivered once, and no token is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_over_mqtt_through_mosquitto_delivers_everything_once() {
+    let broker = mosquitto::Mosquitto::start();
+    let mut options = options(&broker.url);
+    options.protocol = Protocol::Mqtt;
+    options.processes.server = None;
+    let report = p2p::run(&options, &TokenSource::Missing).await.unwrap();
+    assert_eq!(report.protocol, "mqtt");
+    check(&report);
+}

@@ -1,0 +1,15 @@
+//! This crate's integration tests, one binary: each module was a test binary of its own, and
+//! linking one per file was most of the test build on a 2-core machine (see
+//! crates/server/tests/suite/main.rs). Run one module with a filter, e.g.
+//! `cargo test -p titan-client --test suite cli::`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../script/mod.rs"]
+mod script;
+
+mod cli;
+mod client;
+mod closing;
+mod raw;
+mod reconnecting;

@@ -1,0 +1,16 @@
+//! This crate's integration tests, one binary: each module was a test binary of its own, and
+//! linking one per file was most of the test build on a 2-core machine (see
+//! crates/server/tests/suite/main.rs). Run one module with a filter, e.g.
+//! `cargo test -p titan-delivery --test suite dispatcher::`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../collector/mod.rs"]
+mod collector;
+
+mod dispatcher;
+mod gathering;
+mod live_reads;
+mod push;
+mod router;
+mod store_faults;
