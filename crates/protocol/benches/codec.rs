@@ -1,13 +1,15 @@
 //! Micro-benchmarks of the codec on the hot path: parsing a `msg.send` frame into a typed
-//! command (the general path, and the fast path a signed-in session takes), and writing a
-//! `msg.recv` request. `cargo bench -p titan-protocol`.
+//! command (the general path, and the fast path a signed-in session takes), encoding a message
+//! as the stores keep it, and writing a `msg.recv` request. `cargo bench -p titan-protocol`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use titan_protocol::jsonrpc::{Frame, Incoming, ServerRequest, parse_frame};
-use titan_protocol::{ClientCommand, Id, Message, MessageId, UserId, parse_send_request};
+use titan_protocol::{
+    ClientCommand, Id, Message, MessageId, MessageJson, UserId, parse_send_request,
+};
 
 /// A 100-byte body, the size the load benchmarks use.
 fn body() -> String {
@@ -61,6 +63,9 @@ fn codec(c: &mut Criterion) {
         b.iter(|| parse_send_request(black_box(&hundred)).unwrap())
     });
     let recv_one = messages(1);
+    c.bench_function("encode a message for the store", |b| {
+        b.iter(|| MessageJson::encode(black_box(&recv_one[0])).unwrap())
+    });
     c.bench_function("write msg.recv (1 message)", |b| {
         b.iter(|| {
             ServerRequest::new(Some(Id::from(7u64)), "msg.recv", black_box(&recv_one)).to_text()
