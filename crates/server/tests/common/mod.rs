@@ -146,9 +146,18 @@ pub async fn next(c: &Client) -> titan_client::Delivery {
 
 /// Sends one HTTP/1.1 GET to `addr` and returns the whole response text.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Writes `request` (whole, asking for `Connection: close`) to a new connection to `addr` and
+/// returns everything the server answers until it closes.
+pub async fn http_exchange(addr: SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))

@@ -2,10 +2,9 @@
 
 use crate::common;
 
-use common::{TestServer, WAIT, http_get};
+use common::{TestServer, http_exchange, http_get};
 use serde_json::Value;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends one HTTP/1.1 POST and returns (status line, body).
 async fn http_post(
@@ -25,17 +24,11 @@ async fn http_post_with(
     content_type: &str,
     body: &str,
 ) -> (String, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))
-        .await
-        .expect("no HTTP response in time")
-        .unwrap();
+    let response = http_exchange(addr, &request).await;
     let status = response.lines().next().unwrap_or_default().to_owned();
     let body = response
         .split_once("\r\n\r\n")
