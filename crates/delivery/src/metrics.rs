@@ -26,8 +26,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Buckets of `titan_store_checkpoint_seconds`: pauses of a tenth of a millisecond to a few
-/// milliseconds are the useful range (docs/benchmarks.md), finer than request latencies.
+/// Buckets of `titan_store_checkpoint_seconds` and `titan_store_journal_sync_seconds`: a tenth
+/// of a millisecond to a few milliseconds is the useful range (docs/benchmarks.md), finer than
+/// request latencies.
 const PAUSE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
@@ -77,6 +78,9 @@ pub struct Families {
     /// `titan_store_checkpoint_seconds`: how long each checkpoint of the embedded store stopped
     /// its writer (no store call is answered meanwhile: the store's latency tail).
     pub store_checkpoint: Histogram,
+    /// `titan_store_journal_sync_seconds`: how long each `fdatasync` of the embedded store's
+    /// journal took (every `msg.send` is answered after one: the disk's share of its latency).
+    pub store_journal_sync: Histogram,
     /// `titan_push_sends_total{provider,outcome}`: push notifications attempted.
     pub push_sends: IntCounterVec,
     /// `titan_auth_failures_total{reason}`: refused authentications.
@@ -213,6 +217,12 @@ impl Metrics {
                 &registry,
                 "titan_store_checkpoint_seconds",
                 "Time each embedded-store checkpoint stopped the store's writer",
+                PAUSE_BUCKETS,
+            ),
+            store_journal_sync: histogram_with(
+                &registry,
+                "titan_store_journal_sync_seconds",
+                "Time each fdatasync of the embedded store's journal took",
                 PAUSE_BUCKETS,
             ),
             tls_reloads: counter_vec(

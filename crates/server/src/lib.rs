@@ -40,7 +40,7 @@ use titan_session::{
 };
 use titan_store::{
     Bus, CheckpointObserver, Checkpoints, EmbeddedOptions, EmbeddedStore, Inbox, InboxLimits,
-    PushRegistry, RedisOptions, RedisStore, StoreError, Users,
+    PushRegistry, RedisOptions, RedisStore, StoreError, SyncObserver, Users,
 };
 use tracing::{error, info, warn};
 
@@ -84,7 +84,8 @@ pub struct Backends {
 }
 
 /// Opens the configured store backend (and, for Redis, this instance's cluster bus). With
-/// `metrics`, the embedded store's checkpoints are timed into `titan_store_checkpoint_seconds`.
+/// `metrics`, the embedded store's checkpoints are timed into `titan_store_checkpoint_seconds`
+/// and its journal syncs into `titan_store_journal_sync_seconds`.
 pub async fn open_store(
     config: &Config,
     metrics: Option<&Metrics>,
@@ -105,6 +106,13 @@ pub async fn open_store(
                     let pauses = m.store_checkpoint.clone();
                     let observe: CheckpointObserver = Arc::new(move |took: std::time::Duration| {
                         pauses.observe(took.as_secs_f64())
+                    });
+                    observe
+                }),
+                on_journal_sync: metrics.map(|m| {
+                    let syncs = m.store_journal_sync.clone();
+                    let observe: SyncObserver = Arc::new(move |took: std::time::Duration| {
+                        syncs.observe(took.as_secs_f64())
                     });
                     observe
                 }),

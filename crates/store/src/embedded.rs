@@ -116,6 +116,12 @@ pub struct StoreStats {
 /// (docs/benchmarks.md). The server turns them into `titan_store_checkpoint_seconds`.
 pub type CheckpointObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
+/// Told, on the journal's sync thread, how long each `fdatasync` of the journal took. Every
+/// `msg.send` is answered only after one, so this is the disk's share of a send's latency (and
+/// of its tail: a batch can wait for the sync in flight and then its own). The server turns
+/// them into `titan_store_journal_sync_seconds`.
+pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// How [`EmbeddedStore::open_with`] opens the store.
 #[derive(Clone)]
 pub struct EmbeddedOptions {
@@ -124,6 +130,8 @@ pub struct EmbeddedOptions {
     pub checkpoints: Checkpoints,
     /// Called after each checkpoint with the time it took; none by default.
     pub on_checkpoint: Option<CheckpointObserver>,
+    /// Called after each journal sync with the time it took; none by default.
+    pub on_journal_sync: Option<SyncObserver>,
 }
 
 impl Default for EmbeddedOptions {
@@ -132,6 +140,7 @@ impl Default for EmbeddedOptions {
             cache_bytes: DEFAULT_CACHE_BYTES,
             checkpoints: Checkpoints::default(),
             on_checkpoint: None,
+            on_journal_sync: None,
         }
     }
 }
@@ -142,6 +151,7 @@ impl std::fmt::Debug for EmbeddedOptions {
             .field("cache_bytes", &self.cache_bytes)
             .field("checkpoints", &self.checkpoints)
             .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .field("on_journal_sync", &self.on_journal_sync.is_some())
             .finish()
     }
 }
@@ -197,6 +207,7 @@ impl EmbeddedStore {
         tracing::info!(path = %file.display(), "embedded store opened");
         let counters = Counters {
             on_checkpoint: options.on_checkpoint,
+            on_journal_sync: options.on_journal_sync,
             ..Counters::default()
         };
         Self::start(

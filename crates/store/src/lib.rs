@@ -29,7 +29,7 @@ pub use self::redis::{RedisBus, RedisOptions, RedisStore};
 pub use bus::{Bus, BusEvent};
 pub use embedded::{
     CheckpointObserver, Checkpoints, DATABASE_FILE, EmbeddedOptions, EmbeddedStore, JOURNAL_FILES,
-    StoreStats, journal_frames_len,
+    StoreStats, SyncObserver, journal_frames_len,
 };
 pub use error::StoreError;
 pub use inbox::{

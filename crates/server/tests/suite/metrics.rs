@@ -196,6 +196,35 @@ async fn embedded_store_checkpoints_are_timed() {
     );
 }
 
+/// Every journal sync of the embedded store is timed into `titan_store_journal_sync_seconds`,
+/// before the sends it covers are answered: none before the first send, at least one once a
+/// send is acknowledged. Fails if the server does not hand the store its observer.
+#[tokio::test]
+async fn embedded_store_journal_syncs_are_timed() {
+    let server = TestServer::start_with(|c| {
+        c.store.backend = titan_server::config::Backend::Embedded;
+    });
+    let alice = server.client("alice", None).await;
+    let before = scrape(server.addr).await;
+    assert_eq!(
+        value(&before, "titan_store_journal_sync_seconds_count", &[]),
+        0.0
+    );
+    alice.send("bob", "to be synced").await.unwrap();
+    let after = scrape(server.addr).await;
+    let count = value(&after, "titan_store_journal_sync_seconds_count", &[]);
+    assert!(count >= 1.0, "no sync timed: {after:?}");
+    assert!(value(&after, "titan_store_journal_sync_seconds_sum", &[]) > 0.0);
+    assert_eq!(
+        value(
+            &after,
+            "titan_store_journal_sync_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        count
+    );
+}
+
 /// A message delivered but not acked is sent again to the device's next session, and
 /// `titan_messages_redelivered_total` counts it; a server-side close is counted by its code.
 #[tokio::test]

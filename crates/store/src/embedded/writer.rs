@@ -31,8 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use redb::{Database, StorageError, WriteTransaction};
-use titan_protocol::{DeviceId, UserId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::fresh::FreshAppends;
 use super::journal::{Journal, Redo};
@@ -43,78 +42,22 @@ use super::users::{self, UserOp};
 use super::write_behind::Flushes;
 use super::{append, cursor};
 use crate::error::StoreError;
-use crate::inbox::{
-    Appended, AppendedAndRead, Delivered, DeviceAcks, InboxLimits, LiveRead, NewMessage, Position,
-};
+use crate::inbox::{AppendedAndRead, InboxLimits, LiveRead, NewMessage};
 
 mod checkpoint;
+mod op;
 mod sync;
 pub use checkpoint::Checkpoints;
+pub(super) use op::{Op, Reply};
 pub(super) use sync::Syncer;
 
 /// Upper bound on the operations of one batch, so one batch stays short even under a flood and
 /// replies keep flowing.
 const MAX_OPS_PER_BATCH: usize = 512;
 
-/// Where an operation's answer goes.
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// One request to the writer.
-pub(super) enum Op {
-    Append {
-        batch: Vec<NewMessage>,
-        reply: Reply<Vec<Appended>>,
-    },
-    /// The appends of `batches` (each on its own, in order) and, when one succeeds, `read_new`
-    /// for each of `reads`, in one transaction.
-    AppendRead {
-        batches: Vec<Vec<NewMessage>>,
-        reads: Vec<LiveRead>,
-        reply: Reply<AppendedAndRead>,
-    },
-    ReadNew {
-        user: UserId,
-        device: DeviceId,
-        limit: usize,
-        reply: Reply<Vec<Delivered>>,
-    },
-    ClaimPending {
-        user: UserId,
-        device: DeviceId,
-        before_ms: u64,
-        after_seq: u64,
-        limit: usize,
-        reply: Reply<Vec<Delivered>>,
-    },
-    Ack {
-        user: UserId,
-        device: DeviceId,
-        positions: Vec<Position>,
-        reply: Reply<u64>,
-    },
-    /// Several devices' acks (`Inbox::ack_many`).
-    AckMany {
-        acks: Vec<DeviceAcks>,
-        reply: Reply<u64>,
-    },
-    Depth {
-        user: UserId,
-        reply: Reply<u64>,
-    },
-    Trim {
-        reply: Reply<u64>,
-    },
-    Ping {
-        reply: Reply<()>,
-    },
-    /// Users and revocations (`users`).
-    Users(UserOp),
-    /// A push registry operation (`push_tokens`).
-    Push(PushOp),
-}
-
 /// What the writer reports while it runs: counters read through
-/// [`super::EmbeddedStore::stats`], and the observer told of each checkpoint's pause.
+/// [`super::EmbeddedStore::stats`], and the observers told of each checkpoint's pause and each
+/// journal sync.
 #[derive(Default)]
 pub(super) struct Counters {
     pub batches: AtomicU64,
@@ -122,6 +65,8 @@ pub(super) struct Counters {
     pub checkpoints: AtomicU64,
     /// Told how long each checkpoint stopped the writer ([`super::EmbeddedOptions`]).
     pub on_checkpoint: Option<super::CheckpointObserver>,
+    /// Told how long each journal sync took ([`super::EmbeddedOptions`]).
+    pub on_journal_sync: Option<super::SyncObserver>,
 }
 
 /// An operation that ran and waits for its batch to be journaled (or committed) before answering.
@@ -191,7 +136,10 @@ impl Writer {
         checkpoints: Checkpoints,
         flushes: Option<Flushes>,
     ) -> Result<Self, StoreError> {
-        let syncer = journal.is_some().then(Syncer::start).transpose()?;
+        let syncer = journal
+            .is_some()
+            .then(|| Syncer::start(counters.on_journal_sync.clone()))
+            .transpose()?;
         Ok(Self {
             db,
             limits,
@@ -496,34 +444,5 @@ fn fail_all(pending: Vec<Op>, answers: Vec<Box<dyn Answer>>, reason: &str) {
     }
     for op in pending {
         op.fail(reason);
-    }
-}
-
-impl Op {
-    /// Answers an operation that never ran. A caller that stopped waiting needs no answer.
-    fn fail(self, reason: &str) {
-        let err = StoreError::unavailable(reason);
-        match self {
-            Op::Append { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Op::AppendRead { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Op::ReadNew { reply, .. } | Op::ClaimPending { reply, .. } => {
-                let _ = reply.send(Err(err));
-            }
-            Op::Ack { reply, .. }
-            | Op::AckMany { reply, .. }
-            | Op::Depth { reply, .. }
-            | Op::Trim { reply } => {
-                let _ = reply.send(Err(err));
-            }
-            Op::Ping { reply } => {
-                let _ = reply.send(Err(err));
-            }
-            Op::Users(op) => op.fail(err),
-            Op::Push(op) => op.fail(err),
-        }
     }
 }

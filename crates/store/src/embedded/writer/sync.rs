@@ -23,8 +23,10 @@ use std::fs::File;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::Answer;
+use crate::embedded::SyncObserver;
 use crate::error::StoreError;
 
 /// Batches handed to the sync thread, answered after the journal is synced.
@@ -43,6 +45,8 @@ struct Shared {
     /// The newest generation a failed sync covered; 0 when none failed (generations start at
     /// 1). Batches of this generation or older are not trusted.
     failed_generation: AtomicU64,
+    /// Told how long each successful sync took.
+    observe: Option<SyncObserver>,
     /// Test hook: the next sync fails.
     #[cfg(test)]
     fail_next: std::sync::atomic::AtomicBool,
@@ -65,8 +69,12 @@ pub(in crate::embedded) struct Syncer {
 }
 
 impl Syncer {
-    pub fn start() -> Result<Self, StoreError> {
-        let shared = Arc::new(Shared::default());
+    /// Starts the thread; `observe` is told how long each successful sync took.
+    pub fn start(observe: Option<SyncObserver>) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared {
+            observe,
+            ..Shared::default()
+        });
         let (handover, batches) = mpsc::channel();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -192,8 +200,12 @@ fn sync(journal: &File, shared: &Shared) -> std::io::Result<()> {
             synced.push(journal.as_raw_fd());
         }
     }
-    let _ = shared;
-    journal.sync_data()
+    let started = Instant::now();
+    journal.sync_data()?;
+    if let Some(observe) = &shared.observe {
+        observe(started.elapsed());
+    }
+    Ok(())
 }
 
 fn fail(answers: Vec<Box<dyn Answer>>, reason: &str) {
@@ -229,7 +241,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let [earlier, first, second] = ["earlier", "first", "second"]
             .map(|name| Arc::new(File::create(dir.path().join(name)).unwrap()));
-        let syncer = Syncer::start().unwrap();
+        let syncer = Syncer::start(None).unwrap();
         let gate = syncer.gate();
         let held = gate.lock().unwrap();
         // The thread takes the first batch and waits at the gate; the two handed over
@@ -250,5 +262,27 @@ mod tests {
             synced, expected,
             "each file synced once, all before any answer"
         );
+    }
+
+    /// Each successful sync is timed to the observer, before the answers it covers go out; a
+    /// failed one is not.
+    #[test]
+    fn each_successful_sync_is_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(File::create(dir.path().join("journal")).unwrap());
+        let (timings, timed) = channel();
+        let observe: SyncObserver = Arc::new(move |took| {
+            let _ = timings.send(took);
+        });
+        let syncer = Syncer::start(Some(observe)).unwrap();
+        let (tx, answers) = channel();
+        syncer.hand_over(Some(file.clone()), vec![Box::new(Reported(tx.clone()))]);
+        assert!(answers.recv().unwrap(), "answered as synced");
+        assert!(timed.try_recv().is_ok(), "timed before it was answered");
+        syncer.fail_next_sync();
+        syncer.hand_over(Some(file.clone()), vec![Box::new(Reported(tx.clone()))]);
+        assert!(!answers.recv().unwrap(), "answered as failed");
+        drop(syncer);
+        assert!(timed.try_recv().is_err(), "a failed sync is not timed");
     }
 }
