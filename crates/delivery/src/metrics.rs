@@ -76,7 +76,7 @@ pub struct Families {
     /// `titan_store_errors_total{op}`: failed store calls.
     pub store_errors: IntCounterVec,
     /// `titan_store_checkpoint_seconds`: how long each checkpoint of the embedded store stopped
-    /// its writer (no store call is answered meanwhile: the store's latency tail).
+    /// its writer (no store call is answered meanwhile; the commit itself runs beside it).
     pub store_checkpoint: Histogram,
     /// `titan_store_journal_sync_seconds`: how long each `fdatasync` of the embedded store's
     /// journal took (every `msg.send` is answered after one: the disk's share of its latency).

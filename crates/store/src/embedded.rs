@@ -111,9 +111,11 @@ pub struct StoreStats {
     pub checkpoints: u64,
 }
 
-/// Told, on the writer's thread, how long a checkpoint stopped the writer: while it commits,
-/// no operation is answered, so these pauses are where the store's latency tail comes from
-/// (docs/benchmarks.md). The server turns them into `titan_store_checkpoint_seconds`.
+/// Told, on the writer's thread, how long a checkpoint stopped the writer: taking the changed
+/// inbox states, switching journal files and handing the commit to the committer thread (or, at
+/// shutdown and in the memory store, the commit itself). No operation is answered meanwhile, so
+/// these pauses show in the store's latency tail (docs/benchmarks.md). The server turns them
+/// into `titan_store_checkpoint_seconds`.
 pub type CheckpointObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Told, on the journal's sync thread, how long each `fdatasync` of the journal took. Every
@@ -251,7 +253,15 @@ impl EmbeddedStore {
     ) -> Result<Self, StoreError> {
         let counters = Arc::new(counters);
         let (ops, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer::new(db, limits, counters.clone(), journal, checkpoints, flushes)?;
+        let writer = Writer::new(
+            db,
+            limits,
+            counters.clone(),
+            journal,
+            checkpoints,
+            flushes,
+            ops.downgrade(),
+        )?;
         let handle = std::thread::Builder::new()
             .name("titan-store-writer".to_owned())
             .spawn(move || writer.run(receiver))

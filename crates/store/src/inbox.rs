@@ -107,8 +107,12 @@ pub trait Inbox: Send + Sync + 'static {
     /// one sender that arrived together: each is appended in order, exactly as atomic and durable
     /// as `append` alone, and refused on its own (a full inbox fails that batch and leaves the
     /// others stored). The reads run only when some batch succeeded; a read that fails fails
-    /// alone, and its messages stay in the inbox for the next read. `Err` means the backend
-    /// failed the whole call and nothing is known to be stored.
+    /// alone, and its messages stay in the inbox for the next read. The answer holds the results
+    /// of a prefix of `reads`, in order: all of them, none when no batch succeeded, or those
+    /// before the first that a backend leaves for later (the embedded store, while a checkpoint
+    /// commits, leaves every read from the first that needs its tables); a device whose read is
+    /// not answered is read again by the caller. `Err` means the backend failed the whole call
+    /// and nothing is known to be stored.
     ///
     /// The default runs the appends, then the reads, as separate calls; a backend that can do
     /// them in one transaction or round trip overrides it (the embedded store does all of them in

@@ -111,9 +111,7 @@ pub(super) fn append(
                     ms: now_ms.max(head.last_ms),
                     seq: head.next_seq,
                 };
-                t.inbox
-                    .table()?
-                    .insert((to, position.seq), (position.ms, body))?;
+                t.insert_message(to, position.seq, position.ms, body)?;
                 *head = Head {
                     next_seq: position.seq + 1,
                     last_ms: position.ms,

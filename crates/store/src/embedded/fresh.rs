@@ -65,6 +65,21 @@ impl FreshAppends {
         Some(run[from..].iter().take(limit).cloned().collect())
     }
 
+    /// Whether [`Self::after`] would answer (every message of the inbox after `cursor` is kept
+    /// here), without copying anything.
+    pub fn covers(&self, user: &str, cursor: u64, next_seq: u64) -> bool {
+        let Some(run) = self.by_user.get(user) else {
+            return false;
+        };
+        match (run.first(), run.last()) {
+            (Some(first), Some(last)) => {
+                last.position.seq.checked_add(1) == Some(next_seq)
+                    && cursor.saturating_add(1) >= first.position.seq
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets everything (a checkpoint, a lost transaction, or an operation that removes
     /// messages, such as a trim).
     pub fn clear(&mut self) {

@@ -123,9 +123,10 @@ impl InboxStates {
         Ok(())
     }
 
-    /// Test helper: the changed inboxes' states, as a write-back would write them.
-    #[cfg(test)]
-    fn take_dirty(&mut self) -> Vec<(String, InboxState)> {
+    /// The changed inboxes' states, as a write-back would write them, marked clean here: for a
+    /// checkpoint whose commit writes them on another thread (`writer::commit`) while this copy
+    /// goes on changing.
+    pub fn take_dirty(&mut self) -> Vec<(String, InboxState)> {
         let mut out = Vec::new();
         let _ = self.write_back(|user, state| {
             out.push((user.to_owned(), state.clone()));

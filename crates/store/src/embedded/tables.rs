@@ -65,6 +65,18 @@ pub(super) struct Tables<'t> {
     /// The messages appended since the last checkpoint, for the reads that follow (see
     /// `fresh`); the writer's, lent to each group like `states`.
     pub fresh: FreshAppends,
+    /// While a checkpoint commits on another thread (`writer::commit`): the inbox rows appended
+    /// meanwhile, inserted into the next transaction once the commit is done. `None` otherwise:
+    /// appends insert into the inbox table.
+    pub held: Option<Vec<HeldRow>>,
+}
+
+/// An inbox row appended while a checkpoint commits, waiting for the next transaction.
+pub(super) struct HeldRow {
+    pub user: String,
+    pub seq: u64,
+    pub ms: u64,
+    pub body: Vec<u8>,
 }
 
 /// Where an inbox's next message goes.
@@ -159,7 +171,47 @@ impl<'t> Tables<'t> {
             push_owners: Lazy::new(txn, super::push_tokens::PUSH_OWNERS),
             states: InboxStates::default(),
             fresh: FreshAppends::default(),
+            held: None,
         }
+    }
+
+    /// Tables of no transaction, for the operations that run while a checkpoint commits: they
+    /// work on the inbox states and `fresh` alone, and their inbox rows go to `held`.
+    pub fn without_transaction(held: Vec<HeldRow>) -> Self {
+        Self {
+            inbox: Lazy::absent(INBOX),
+            heads: Lazy::absent(HEADS),
+            devices: Lazy::absent(DEVICE_STATE),
+            client_ids: Lazy::absent(CLIENT_IDS),
+            push_devices: Lazy::absent(super::push_tokens::PUSH_DEVICES),
+            push_owners: Lazy::absent(super::push_tokens::PUSH_OWNERS),
+            states: InboxStates::default(),
+            fresh: FreshAppends::default(),
+            held: Some(held),
+        }
+    }
+
+    /// Stores a message's inbox row: in the table, or held for the next transaction while a
+    /// checkpoint commits.
+    pub fn insert_message(
+        &mut self,
+        user: &str,
+        seq: u64,
+        ms: u64,
+        body: &[u8],
+    ) -> Result<(), StorageError> {
+        match &mut self.held {
+            Some(held) => held.push(HeldRow {
+                user: user.to_owned(),
+                seq,
+                ms,
+                body: body.to_vec(),
+            }),
+            None => {
+                self.inbox.table()?.insert((user, seq), (ms, body))?;
+            }
+        }
+        Ok(())
     }
 
     /// Creates every table in `txn` (a new file), so the file holds them all from the start.

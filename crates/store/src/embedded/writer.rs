@@ -16,9 +16,10 @@
 //! transaction by each checkpoint. A checkpoint commits the transaction durably (every page
 //! changed since the last one, written at once) when [`Checkpoints::every`] has passed or the
 //! journal has grown past [`Checkpoints::journal_bytes`], and at shutdown. The durable store's
-//! file is written behind (`super::write_behind`): the commit returns once its writes are
-//! queued to the flush thread, the journal switches to its other file, and the file it left is
-//! released (written over from its start later) once the checkpoint is on disk (`checkpoint`).
+//! file is written behind (`super::write_behind`), and the commit itself runs on the committer
+//! thread (`commit`), the writer answering what it can from memory meanwhile: the journal
+//! switches to its other file, and the file it left is released (written over from its start
+//! later) once the checkpoint is on disk (`checkpoint`).
 //! Users' durable writes (sign-ins, revocations) commit durably at once and wait for the disk,
 //! which is a checkpoint too. A redb error, a failed journal write or sync, or a failed
 //! checkpoint loses the open transaction: the batch at hand fails with
@@ -45,9 +46,11 @@ use crate::error::StoreError;
 use crate::inbox::{AppendedAndRead, InboxLimits, LiveRead, NewMessage};
 
 mod checkpoint;
+mod commit;
 mod op;
 mod sync;
 pub use checkpoint::Checkpoints;
+use commit::{Committer, Committing};
 pub(super) use op::{Op, Reply};
 pub(super) use sync::Syncer;
 
@@ -67,6 +70,9 @@ pub(super) struct Counters {
     pub on_checkpoint: Option<super::CheckpointObserver>,
     /// Told how long each journal sync took ([`super::EmbeddedOptions`]).
     pub on_journal_sync: Option<super::SyncObserver>,
+    /// Test hooks of the committer thread (`commit`).
+    #[cfg(test)]
+    pub commit_hooks: commit::Hooks,
 }
 
 /// An operation that ran and waits for its batch to be journaled (or committed) before answering.
@@ -124,6 +130,14 @@ pub(super) struct Writer {
     /// The flush batch that puts the last checkpoint on disk, while the journal file that
     /// checkpoint left is not released yet.
     pub retired: Option<u64>,
+    /// Commits checkpoints beside the writer (`commit`); `None` without a journal or a file
+    /// written behind (the memory store), where the writer commits them itself.
+    pub committer: Option<Committer>,
+    /// While the committer runs a checkpoint's commit: what waits for its end.
+    pub committing: Option<Committing>,
+    /// The writer's own queue, for the committer to say a commit ended; weak, so that it does
+    /// not keep the queue open once the store's handles are gone.
+    pub queue: Option<mpsc::WeakSender<Op>>,
 }
 
 impl Writer {
@@ -135,10 +149,14 @@ impl Writer {
         journal: Option<Journal>,
         checkpoints: Checkpoints,
         flushes: Option<Flushes>,
+        queue: mpsc::WeakSender<Op>,
     ) -> Result<Self, StoreError> {
         let syncer = journal
             .is_some()
             .then(|| Syncer::start(counters.on_journal_sync.clone()))
+            .transpose()?;
+        let committer = (journal.is_some() && flushes.is_some())
+            .then(|| Committer::start(counters.clone()))
             .transpose()?;
         Ok(Self {
             db,
@@ -156,6 +174,9 @@ impl Writer {
             syncer,
             flushes,
             retired: None,
+            committer,
+            committing: None,
+            queue: Some(queue),
         })
     }
 
@@ -170,8 +191,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.execute(batch);
-            if self.dirty && self.checkpoint_due() {
+            self.serve(batch);
+            if self.committing.is_some() {
+                // The commit in flight ends first.
+            } else if self.dirty && self.checkpoint_due() {
                 self.checkpoint();
             } else if let Err(e) = self.settle_retired(false)
                 && !self.needs_restore
@@ -208,7 +231,7 @@ impl Writer {
 
     /// Runs `batch` in the open write transaction (a group commit) and answers every operation
     /// once what it stored is in the journal.
-    fn execute(&mut self, batch: Vec<Op>) {
+    pub(super) fn execute(&mut self, batch: Vec<Op>) {
         if self.syncer.as_ref().is_some_and(Syncer::failed) {
             // What the journal holds can no longer be trusted to be on disk (see `sync`).
             self.needs_restore = true;
@@ -371,6 +394,10 @@ impl Writer {
             Op::Ping { reply } => ready(reply, Ok(Ok(()))),
             Op::Users(op) => apply_users(txn, op),
             Op::Push(op) => op.apply(t),
+            // `serve` takes these out of every batch.
+            Op::Committed { .. } => Err(StorageError::Corrupted(
+                "a commit's end was run as an operation".to_owned(),
+            )),
         }
     }
 }
@@ -433,7 +460,7 @@ pub(super) fn ready<T: Send + 'static>(
 
 /// Fails the operations that did not run (`pending`) and those waiting for the commit
 /// (`answers`): the transaction is lost.
-fn fail_all(pending: Vec<Op>, answers: Vec<Box<dyn Answer>>, reason: &str) {
+pub(super) fn fail_all(pending: Vec<Op>, answers: Vec<Box<dyn Answer>>, reason: &str) {
     tracing::error!(
         reason,
         operations = pending.len() + answers.len(),

@@ -9,7 +9,9 @@ use redb::{
 /// is a message or two and touches the inbox alone (heads and device records are in the inbox
 /// states, client ids only come with client-chosen ids, push tokens with their own requests).
 pub(in crate::embedded) struct Lazy<'t, K: Key + 'static, V: Value + 'static> {
-    txn: &'t WriteTransaction,
+    /// `None` while a checkpoint commits the transaction on another thread (`writer::commit`):
+    /// then the table cannot be opened, and the operations that would need it wait.
+    txn: Option<&'t WriteTransaction>,
     definition: TableDefinition<'static, K, V>,
     table: Option<Table<'t, K, V>>,
 }
@@ -20,7 +22,17 @@ impl<'t, K: Key + 'static, V: Value + 'static> Lazy<'t, K, V> {
         definition: TableDefinition<'static, K, V>,
     ) -> Self {
         Self {
-            txn,
+            txn: Some(txn),
+            definition,
+            table: None,
+        }
+    }
+
+    /// A table of no transaction: using it is an error (see `writer::commit`, whose checks keep
+    /// the operations it runs meanwhile from needing one).
+    pub(in crate::embedded) fn absent(definition: TableDefinition<'static, K, V>) -> Self {
+        Self {
+            txn: None,
             definition,
             table: None,
         }
@@ -29,7 +41,13 @@ impl<'t, K: Key + 'static, V: Value + 'static> Lazy<'t, K, V> {
     /// The table, opened (and created, in a new file) the first time.
     pub fn table(&mut self) -> Result<&mut Table<'t, K, V>, StorageError> {
         if self.table.is_none() {
-            let table = self.txn.open_table(self.definition).map_err(table_error)?;
+            let Some(txn) = self.txn else {
+                return Err(StorageError::Corrupted(format!(
+                    "table {} used while a checkpoint commits",
+                    self.definition.name()
+                )));
+            };
+            let table = txn.open_table(self.definition).map_err(table_error)?;
             self.table = Some(table);
         }
         self.table.as_mut().ok_or_else(|| {

@@ -8,7 +8,8 @@ use redb::{Durability, WriteTransaction};
 
 use super::Writer;
 use crate::embedded::journal;
-use crate::embedded::tables::Tables;
+use crate::embedded::states::InboxState;
+use crate::embedded::tables::{DEVICE_STATE, HEADS};
 
 /// When the writer checkpoints (see the module doc of `writer`).
 #[derive(Debug, Clone, Copy)]
@@ -24,14 +25,12 @@ pub struct Checkpoints {
 }
 
 impl Default for Checkpoints {
-    /// Twenty a second. A checkpoint stalls the writer for its commit's own work (the file is
-    /// written behind, `write_behind`), which grows with the pages changed since the last one,
-    /// so shorter intervals mean shorter stalls, up to a point: in the p2p benchmark at a fixed
-    /// 50,000 msg/s, 50 ms gave a p99 of 24–26 ms where 100 ms gave 33–34 ms (and 1 s, on an
-    /// earlier machine, nearly twice the 100 ms figure), for the same CPU per message; 25 ms cut
-    /// the p99 at 10,000 msg/s further but cost 3 % of the maximum throughput (docs/benchmarks.md,
-    /// seventh set, when the writer also wrote the file). A restart after a crash replays at
-    /// most that much journal.
+    /// Twenty a second. Chosen when a checkpoint stalled the writer for its commit (seventh and
+    /// tenth sets of docs/benchmarks.md: at a fixed 50,000 msg/s, 50 ms gave a p99 of 24–26 ms
+    /// where 100 ms gave 33–34 ms, for the same CPU per message); the commit now runs beside the
+    /// writer (`commit`), and a commit costs about 1 ms of CPU whatever it holds (twenty-sixth
+    /// set), so shorter intervals cost more CPU in all. A restart after a crash replays at most
+    /// that much journal.
     fn default() -> Self {
         Self {
             every: Duration::from_millis(50),
@@ -84,15 +83,21 @@ impl Writer {
             self.restore();
             return;
         }
-        let (committed, batch) = flushes.deferred(|| self.commit_durably(txn));
+        let ready = self.take_for_commit();
+        // Frames written from here on are the next checkpoint's: they go to the other file
+        // whether this commit runs beside the writer or here.
+        if let Some(journal) = &mut self.journal {
+            journal.rotate();
+        }
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+        let Some((txn, ready)) = self.commit_beside(txn, ready) else {
+            return;
+        };
+        let (committed, batch) = flushes.deferred(|| ready.commit(txn));
         match committed {
             Ok(()) => {
-                if let Some(journal) = &mut self.journal {
-                    journal.rotate();
-                }
                 self.retired = Some(batch);
-                self.dirty = false;
-                self.last_checkpoint = Instant::now();
                 self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -131,23 +136,22 @@ impl Writer {
 
     /// Commits `txn` durably, with the inbox states written back, recording that it includes
     /// every journal frame so far.
-    pub(super) fn commit_durably(&mut self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
-        {
-            let mut tables = Tables::open(&txn);
-            tables.states = std::mem::take(&mut self.states);
-            let written = tables.write_back();
-            self.states = std::mem::take(&mut tables.states);
-            written?;
-        }
+    pub(super) fn commit_durably(&mut self, txn: WriteTransaction) -> Result<(), redb::Error> {
+        self.take_for_commit().commit(txn)
+    }
+
+    /// What a checkpoint's commit writes besides the open transaction's changes: the inbox
+    /// states changed since the last one (marked clean here) and the journal's last lsn. Taken
+    /// on the writer, so that the commit can run on another thread while the writer goes on.
+    pub(super) fn take_for_commit(&mut self) -> ReadyCommit {
+        let states = self.states.take_dirty();
         self.states.bound();
         // Bounds its memory to a checkpoint interval of messages; later reads take the table.
         self.fresh.clear();
-        if let Some(journal) = &self.journal {
-            journal::set_checkpoint_lsn(&txn, journal.last_lsn())?;
+        ReadyCommit {
+            states,
+            lsn: self.journal.as_ref().map(|j| j.last_lsn()),
         }
-        txn.set_durability(Durability::Immediate)?;
-        txn.commit()?;
-        Ok(())
     }
 
     /// A durable commit, on disk when it returned, included every journal frame (those of a
@@ -200,6 +204,35 @@ impl Writer {
                 false
             }
         }
+    }
+}
+
+/// A checkpoint's commit, taken from the writer ([`Writer::take_for_commit`]).
+pub(super) struct ReadyCommit {
+    states: Vec<(String, InboxState)>,
+    /// The journal's last frame when the commit was taken (`None`: no journal).
+    lsn: Option<u64>,
+}
+
+impl ReadyCommit {
+    /// Writes the states and the checkpoint lsn into `txn` and commits it durably.
+    pub fn commit(self, mut txn: WriteTransaction) -> Result<(), redb::Error> {
+        {
+            let mut heads = txn.open_table(HEADS)?;
+            let mut devices = txn.open_table(DEVICE_STATE)?;
+            for (user, state) in &self.states {
+                heads.insert(user.as_str(), (state.head.next_seq, state.head.last_ms))?;
+                for (device, record) in &state.devices {
+                    devices.insert((user.as_str(), device.as_str()), record.encode().as_slice())?;
+                }
+            }
+        }
+        if let Some(lsn) = self.lsn {
+            journal::set_checkpoint_lsn(&txn, lsn)?;
+        }
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
     }
 }
 

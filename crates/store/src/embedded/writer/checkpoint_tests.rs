@@ -52,6 +52,13 @@ fn read_new(w: &mut Writer) -> Vec<String> {
         .collect()
 }
 
+/// A queue whose sender is gone: these tests drive the writer by hand, so its checkpoints
+/// commit on its own thread (there is no loop to hear of a commit run beside it).
+fn no_queue() -> tokio::sync::mpsc::WeakSender<Op> {
+    let (queue, _) = tokio::sync::mpsc::channel(1);
+    queue.downgrade()
+}
+
 /// A writer with a journal in `dir`, over `db` (whose file `flushes` writes, if given).
 fn writer_over(db: Database, dir: &std::path::Path, flushes: Option<Flushes>) -> Writer {
     create_tables(&db).unwrap();
@@ -63,6 +70,7 @@ fn writer_over(db: Database, dir: &std::path::Path, flushes: Option<Flushes>) ->
         Some(journal),
         Checkpoints::default(),
         flushes,
+        no_queue(),
     );
     writer.unwrap()
 }

@@ -65,6 +65,12 @@ pub(in crate::embedded) enum Op {
     Users(UserOp),
     /// A push registry operation (`push_tokens`).
     Push(PushOp),
+    /// Sent by the committer thread, not by callers: the checkpoint's commit it ran ended
+    /// (`commit`); `batch` is the flush batch that puts it on disk.
+    Committed {
+        result: Result<(), String>,
+        batch: u64,
+    },
 }
 
 impl Op {
@@ -92,6 +98,8 @@ impl Op {
             }
             Op::Users(op) => op.fail(err),
             Op::Push(op) => op.fail(err),
+            // Nobody waits for an answer to it.
+            Op::Committed { .. } => {}
         }
     }
 }

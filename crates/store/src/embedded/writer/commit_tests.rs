@@ -1,0 +1,217 @@
+//! Tests of `commit.rs`: what runs while a checkpoint commits beside the writer, what waits, and
+//! what a failed commit keeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use titan_protocol::{DeviceId, Message, MessageId, UserId};
+use tokio::sync::oneshot;
+
+use crate::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::inbox::{Appended, Inbox, InboxLimits, LiveRead, NewMessage};
+
+use crate::embedded::writer::{Checkpoints, Op};
+
+/// Bound on any wait of these tests; they pass in milliseconds.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A store that checkpoints after every batch that changed something.
+fn store(dir: &std::path::Path) -> EmbeddedStore {
+    let options = EmbeddedOptions {
+        checkpoints: Checkpoints {
+            every: Duration::ZERO,
+            journal_bytes: u64::MAX,
+        },
+        ..EmbeddedOptions::default()
+    };
+    EmbeddedStore::open_with(dir, InboxLimits::default(), options).unwrap()
+}
+
+fn to_bob(text: &str) -> NewMessage {
+    NewMessage {
+        message: Message {
+            id: MessageId::new(uuid::Uuid::now_v7().to_string()).unwrap(),
+            from: UserId::new("alice").unwrap(),
+            to: UserId::new("bob").unwrap(),
+            time: "2025-01-01T00:00:00Z".to_owned(),
+            message: text.to_owned(),
+        },
+        client_id: None,
+    }
+}
+
+fn bob() -> UserId {
+    UserId::new("bob").unwrap()
+}
+
+fn device(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap()
+}
+
+async fn append(store: &EmbeddedStore, text: &str) {
+    let stored = store.append(vec![to_bob(text)]).await.unwrap();
+    assert!(
+        matches!(stored[..], [Appended::Stored { .. }]),
+        "{stored:?}"
+    );
+}
+
+/// The texts `device` of bob reads.
+async fn read(store: &EmbeddedStore, id: &str) -> Vec<String> {
+    let read = store.read_new(&bob(), &device(id), 100).await.unwrap();
+    read.into_iter()
+        .map(|d| d.message.decode().unwrap().message)
+        .collect()
+}
+
+/// Waits until the writer has handed `n` commits to the committer in all.
+async fn handed_over(store: &EmbeddedStore, n: u64) {
+    let hooks = &store.inner.counters.commit_hooks;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hooks.handed_over.load(Ordering::Acquire) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no commit handed over"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// While a checkpoint's commit is held, appends to an inbox whose state is loaded, and the reads
+/// of a caught-up device that follow them, are answered; a read that needs the inbox table (a
+/// device seen for the first time) waits, and so does everything after it, until the commit
+/// ends; then all of it runs in order and every message is in the table. Fails if the writer
+/// waits for every commit (the appends would not be answered) or lets a later operation
+/// overtake one that waits.
+// The gate is held across awaits on purpose: only the committer thread (no task) waits for it.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_answered_while_a_checkpoint_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let gate = store.inner.counters.commit_hooks.gate.clone();
+    let held = gate.lock().unwrap();
+    // A device, caught up: its record is new, so the checkpoint after this read is handed to
+    // the committer, which the gate holds.
+    assert!(read(&store, "phone").await.is_empty());
+    handed_over(&store, 1).await;
+
+    tokio::time::timeout(WAIT, append(&store, "one"))
+        .await
+        .expect("an append answered while the commit is held");
+    tokio::time::timeout(WAIT, append(&store, "two"))
+        .await
+        .expect("another append answered while the commit is held");
+    let (appended, reads) = tokio::time::timeout(
+        WAIT,
+        store.append_and_read(
+            vec![vec![to_bob("three")]],
+            vec![LiveRead {
+                user: bob(),
+                device: device("phone"),
+                limit: 100,
+            }],
+        ),
+    )
+    .await
+    .expect("an append with its read answered while the commit is held")
+    .unwrap();
+    assert!(appended[0].is_ok(), "{appended:?}");
+    let phone: Vec<String> = match &reads[..] {
+        [Ok(read)] => read
+            .iter()
+            .map(|d| d.message.decode().unwrap().message)
+            .collect(),
+        other => panic!("the caught-up device's read, from memory: {other:?}"),
+    };
+    assert_eq!(phone, ["one", "two", "three"]);
+
+    // A device seen for the first time reads the inbox table: it waits, and the append queued
+    // after it waits behind it. Both queued straight onto the writer's queue, in this order.
+    let (read_reply, mut tablet) = oneshot::channel();
+    let (append_reply, mut four) = oneshot::channel();
+    let queue = &store.inner.ops;
+    queue
+        .send(Op::ReadNew {
+            user: bob(),
+            device: device("tablet"),
+            limit: 100,
+            reply: read_reply,
+        })
+        .await
+        .unwrap();
+    queue
+        .send(Op::Append {
+            batch: vec![to_bob("four")],
+            reply: append_reply,
+        })
+        .await
+        .unwrap();
+    // Time for a writer that ran them during the commit to answer them (one that waits, as it
+    // must, passes however long this is).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tablet.try_recv().is_err(),
+        "a read of the table ran during the commit"
+    );
+    assert!(
+        four.try_recv().is_err(),
+        "an append overtook a waiting read"
+    );
+
+    drop(held);
+    let tablet: Vec<String> = tokio::time::timeout(WAIT, tablet)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.message.decode().unwrap().message)
+        .collect();
+    assert_eq!(
+        tablet,
+        ["one", "two", "three"],
+        "the read ran before the append after it"
+    );
+    let stored = tokio::time::timeout(WAIT, four).await.unwrap().unwrap();
+    assert!(stored.is_ok(), "{stored:?}");
+    assert_eq!(read(&store, "phone").await, ["four"]);
+    drop(store);
+
+    // Everything is on disk, in order.
+    let reopened = self::store(dir.path());
+    assert_eq!(
+        read(&reopened, "laptop").await,
+        ["one", "two", "three", "four"]
+    );
+}
+
+/// A commit that fails after appends were answered beside it loses none of them, nor what it was
+/// to commit: the writer rebuilds its state from the journal, which holds all their frames.
+/// Fails if the failure is taken for a success (the commit's own message would be gone).
+// As above, the gate held across awaits holds the committer thread alone.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_keeps_what_was_answered_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let hooks = &store.inner.counters.commit_hooks;
+    let held = hooks.gate.lock().unwrap();
+    hooks.fail_next.store(true, Ordering::Release);
+    // Lost with the failed commit unless the journal's replay puts it back.
+    append(&store, "zero").await;
+    handed_over(&store, 1).await;
+    tokio::time::timeout(WAIT, append(&store, "one"))
+        .await
+        .expect("an append answered while the commit is held");
+    tokio::time::timeout(WAIT, append(&store, "two"))
+        .await
+        .expect("another append answered while the commit is held");
+    drop(held);
+    assert_eq!(read(&store, "tablet").await, ["zero", "one", "two"]);
+    drop(store);
+    let reopened = self::store(dir.path());
+    assert_eq!(read(&reopened, "laptop").await, ["zero", "one", "two"]);
+}
