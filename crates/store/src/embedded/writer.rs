@@ -27,6 +27,7 @@
 //! journal (cursor moves and acks since the checkpoint are lost, which only redelivers; see
 //! `checkpoint`).
 
+use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
@@ -269,7 +270,7 @@ impl Writer {
             tables.fresh = std::mem::take(&mut self.fresh);
             let mut failure = None;
             for op in ops.by_ref() {
-                match self.apply(&txn, &mut tables, op, now_ms, &mut redo) {
+                match self.apply(Some(&txn), &mut tables, op, now_ms, &mut redo) {
                     Ok(answer) => answers.push(answer),
                     Err(e) => {
                         failure = Some(e.to_string());
@@ -314,6 +315,12 @@ impl Writer {
         } else if writes {
             self.dirty = true;
         }
+        self.answer(wrote, answers);
+    }
+
+    /// Sends a batch's answers once the journal frame it wrote (if any) is synced, and after
+    /// every batch handed to the sync thread before it.
+    pub(super) fn answer(&self, wrote: Option<Arc<File>>, answers: Vec<Box<dyn Answer>>) {
         match &self.syncer {
             Some(syncer) if syncer.must_wait(wrote.is_some()) => syncer.hand_over(wrote, answers),
             _ => {
@@ -326,9 +333,9 @@ impl Writer {
 
     /// Runs one operation inside the batch's transaction. `Err` (a redb error) has already
     /// answered this operation and dooms the transaction.
-    fn apply(
+    pub(super) fn apply(
         &self,
-        txn: &WriteTransaction,
+        txn: Option<&WriteTransaction>,
         t: &mut Tables<'_>,
         op: Op,
         now_ms: u64,
@@ -392,7 +399,18 @@ impl Writer {
             Op::Depth { user, reply } => ready(reply, t.depth(user.as_str()).map(Ok)),
             Op::Trim { reply } => ready(reply, append::trim(t, now_ms, &self.limits).map(Ok)),
             Op::Ping { reply } => ready(reply, Ok(Ok(()))),
-            Op::Users(op) => apply_users(txn, op),
+            Op::Users(op) => match txn {
+                Some(txn) => apply_users(txn, op),
+                // `commit::runs_in_memory` keeps these for the commit's end.
+                None => {
+                    op.fail(StoreError::unavailable(
+                        "the store ran an operation out of turn",
+                    ));
+                    Err(StorageError::Corrupted(
+                        "a users operation ran while a checkpoint commits".to_owned(),
+                    ))
+                }
+            },
             Op::Push(op) => op.apply(t),
             // `serve` takes these out of every batch.
             Op::Committed { .. } => Err(StorageError::Corrupted(
@@ -420,13 +438,15 @@ fn append_read(
     let mut read = Vec::with_capacity(reads.len());
     if appended.iter().any(Result::is_ok) {
         for r in reads {
-            read.push(cursor::read_new(
-                t,
-                r.user.as_str(),
-                r.device.as_str(),
-                r.limit,
-                now_ms,
-            )?);
+            // While a checkpoint commits (no transaction), the reads stop at the first that would
+            // read the inbox table; the caller reads those devices again (`Inbox::append_and_read`).
+            let (user, device) = (r.user.as_str(), r.device.as_str());
+            if t.held.is_some()
+                && !commit::read_in_memory(&mut t.states, &t.fresh, user, device, r.limit)
+            {
+                break;
+            }
+            read.push(cursor::read_new(t, user, device, r.limit, now_ms)?);
         }
     }
     Ok(Ok((appended, read)))

@@ -27,19 +27,17 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use redb::{StorageError, WriteTransaction};
+use redb::WriteTransaction;
 use tokio::sync::mpsc;
 
 use super::checkpoint::ReadyCommit;
-use super::{Answer, Counters, Op, Syncer, Writer, fail_all, ready};
+use super::{Answer, Counters, Op, Syncer, Writer, fail_all};
 use crate::embedded::fresh::FreshAppends;
-use crate::embedded::journal::Redo;
 use crate::embedded::states::InboxStates;
 use crate::embedded::tables::{HeldRow, Tables, unix_ms};
 use crate::embedded::write_behind::Flushes;
-use crate::embedded::{Outcome, append, cursor};
 use crate::error::StoreError;
-use crate::inbox::{AppendedAndRead, InboxLimits, LiveRead, NewMessage};
+use crate::inbox::{InboxLimits, NewMessage};
 
 /// A transaction to commit with what the writer took for it, and where to say it is done.
 struct Job {
@@ -228,7 +226,7 @@ impl Writer {
                 committing.waiting.push(op);
                 continue;
             }
-            match apply_in_memory(&mut tables, op, now_ms, &self.limits, &mut redo) {
+            match self.apply(None, &mut tables, op, now_ms, &mut redo) {
                 Ok(answer) => answers.push(answer),
                 Err(e) => {
                     failure = Some(e.to_string());
@@ -265,14 +263,7 @@ impl Writer {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.operations.fetch_add(count, Ordering::Relaxed);
         self.dirty = true;
-        match &self.syncer {
-            Some(syncer) if syncer.must_wait(wrote.is_some()) => syncer.hand_over(wrote, answers),
-            _ => {
-                for answer in answers {
-                    answer.send();
-                }
-            }
-        }
+        self.answer(wrote, answers);
     }
 
     /// The commit ended: on success the held rows go into a new transaction and the waiting
@@ -332,7 +323,7 @@ fn runs_in_memory(
     match op {
         Op::Ping { .. } => true,
         Op::Append { batch, .. } => appends_fit(std::slice::from_ref(batch), states, limits),
-        // Its reads run only as far as they find everything in memory (`append_read_in_memory`).
+        // Its reads run only as far as they find everything in memory (`super::append_read`).
         Op::AppendRead { batches, .. } => appends_fit(batches, states, limits),
         Op::ReadNew {
             user,
@@ -383,7 +374,7 @@ fn appends_fit(
 
 /// Whether `read_new` for this device reads nothing but memory: a known device (a new one reads
 /// the inbox for where to start) with nothing unread or every unread message in `fresh`.
-fn read_in_memory(
+pub(super) fn read_in_memory(
     states: &mut InboxStates,
     fresh: &FreshAppends,
     user: &str,
@@ -400,90 +391,6 @@ fn read_in_memory(
     limit == 0
         || record.cursor.saturating_add(1) >= next_seq
         || fresh.covers(user, record.cursor, next_seq)
-}
-
-/// One operation [`runs_in_memory`] accepted, on tables of no transaction.
-fn apply_in_memory(
-    t: &mut Tables<'_>,
-    op: Op,
-    now_ms: u64,
-    limits: &InboxLimits,
-    redo: &mut Redo,
-) -> Result<Box<dyn Answer>, StorageError> {
-    match op {
-        Op::Append { batch, reply } => {
-            ready(reply, append::append(t, &batch, now_ms, limits, redo))
-        }
-        Op::AppendRead {
-            batches,
-            reads,
-            reply,
-        } => ready(
-            reply,
-            append_read_in_memory(t, &batches, &reads, now_ms, limits, redo),
-        ),
-        Op::ReadNew {
-            user,
-            device,
-            limit,
-            reply,
-        } => ready(
-            reply,
-            cursor::read_new(t, user.as_str(), device.as_str(), limit, now_ms),
-        ),
-        Op::Ack {
-            user,
-            device,
-            positions,
-            reply,
-        } => ready(
-            reply,
-            cursor::ack(t, user.as_str(), device.as_str(), &positions).map(Ok),
-        ),
-        Op::AckMany { acks, reply } => {
-            let mut removed = 0;
-            for a in &acks {
-                removed += cursor::ack(t, a.user.as_str(), a.device.as_str(), &a.positions)?;
-            }
-            ready(reply, Ok(Ok(removed)))
-        }
-        Op::Ping { reply } => ready(reply, Ok(Ok(()))),
-        other => {
-            other.fail("the store ran an operation out of turn");
-            Err(StorageError::Corrupted(
-                "an operation that needs a transaction ran while a checkpoint commits".to_owned(),
-            ))
-        }
-    }
-}
-
-/// `append_read` while a checkpoint commits: the appends, then the reads up to the first that
-/// would read the inbox table. The reads left out are for the devices' next read (the caller
-/// reads again when its answer holds fewer reads than it asked for, see
-/// [`crate::Inbox::append_and_read`]).
-fn append_read_in_memory(
-    t: &mut Tables<'_>,
-    batches: &[Vec<NewMessage>],
-    reads: &[LiveRead],
-    now_ms: u64,
-    limits: &InboxLimits,
-    redo: &mut Redo,
-) -> Outcome<AppendedAndRead> {
-    let mut appended = Vec::with_capacity(batches.len());
-    for batch in batches {
-        appended.push(append::append(t, batch, now_ms, limits, redo)?);
-    }
-    let mut read = Vec::with_capacity(reads.len());
-    if appended.iter().any(Result::is_ok) {
-        for r in reads {
-            let (user, device) = (r.user.as_str(), r.device.as_str());
-            if !read_in_memory(&mut t.states, &t.fresh, user, device, r.limit) {
-                break;
-            }
-            read.push(cursor::read_new(t, user, device, r.limit, now_ms)?);
-        }
-    }
-    Ok(Ok((appended, read)))
 }
 
 #[cfg(test)]

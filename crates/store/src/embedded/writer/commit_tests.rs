@@ -66,6 +66,13 @@ async fn read(store: &EmbeddedStore, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Appends `text` and expects it answered while the commit is held.
+async fn answered_meanwhile(store: &EmbeddedStore, text: &str) {
+    tokio::time::timeout(WAIT, append(store, text))
+        .await
+        .expect("an append answered while the commit is held");
+}
+
 /// Waits until the writer has handed `n` commits to the committer in all.
 async fn handed_over(store: &EmbeddedStore, n: u64) {
     let hooks = &store.inner.counters.commit_hooks;
@@ -98,12 +105,8 @@ async fn appends_are_answered_while_a_checkpoint_commits() {
     assert!(read(&store, "phone").await.is_empty());
     handed_over(&store, 1).await;
 
-    tokio::time::timeout(WAIT, append(&store, "one"))
-        .await
-        .expect("an append answered while the commit is held");
-    tokio::time::timeout(WAIT, append(&store, "two"))
-        .await
-        .expect("another append answered while the commit is held");
+    answered_meanwhile(&store, "one").await;
+    answered_meanwhile(&store, "two").await;
     let (appended, reads) = tokio::time::timeout(
         WAIT,
         store.append_and_read(
@@ -203,12 +206,8 @@ async fn a_failed_commit_keeps_what_was_answered_meanwhile() {
     // Lost with the failed commit unless the journal's replay puts it back.
     append(&store, "zero").await;
     handed_over(&store, 1).await;
-    tokio::time::timeout(WAIT, append(&store, "one"))
-        .await
-        .expect("an append answered while the commit is held");
-    tokio::time::timeout(WAIT, append(&store, "two"))
-        .await
-        .expect("another append answered while the commit is held");
+    answered_meanwhile(&store, "one").await;
+    answered_meanwhile(&store, "two").await;
     drop(held);
     assert_eq!(read(&store, "tablet").await, ["zero", "one", "two"]);
     drop(store);
