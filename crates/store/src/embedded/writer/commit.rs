@@ -218,6 +218,7 @@ impl Writer {
         tables.states = std::mem::take(&mut self.states);
         tables.fresh = std::mem::take(&mut self.fresh);
         let mut failure = None;
+        let mut writes = false;
         for op in ops.by_ref() {
             if !committing.waiting.is_empty()
                 || self.needs_restore
@@ -226,6 +227,9 @@ impl Writer {
                 committing.waiting.push(op);
                 continue;
             }
+            // Everything that runs here but a ping changes the states: the next checkpoint has
+            // something to write.
+            writes |= !matches!(op, Op::Ping { .. });
             match self.apply(None, &mut tables, op, now_ms, &mut redo) {
                 Ok(answer) => answers.push(answer),
                 Err(e) => {
@@ -262,7 +266,7 @@ impl Writer {
         }
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.operations.fetch_add(count, Ordering::Relaxed);
-        self.dirty = true;
+        self.dirty |= writes;
         self.answer(wrote, answers);
     }
 
