@@ -53,14 +53,10 @@ impl FreshAppends {
         next_seq: u64,
         limit: usize,
     ) -> Option<Vec<Delivered>> {
-        let run = self.by_user.get(user)?;
-        let first = run.first()?.position.seq;
-        let last = run.last()?.position.seq;
-        // The run must reach the head (nothing newer elsewhere) and start at or before the
-        // first unread seq (nothing older missing).
-        if last.checked_add(1) != Some(next_seq) || cursor.saturating_add(1) < first {
+        if !self.covers(user, cursor, next_seq) {
             return None;
         }
+        let run = self.by_user.get(user)?;
         let from = run.partition_point(|d| d.position.seq <= cursor);
         Some(run[from..].iter().take(limit).cloned().collect())
     }
@@ -71,6 +67,8 @@ impl FreshAppends {
         let Some(run) = self.by_user.get(user) else {
             return false;
         };
+        // The run must reach the head (nothing newer elsewhere) and start at or before the
+        // first unread seq (nothing older missing).
         match (run.first(), run.last()) {
             (Some(first), Some(last)) => {
                 last.position.seq.checked_add(1) == Some(next_seq)

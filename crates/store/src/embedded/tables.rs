@@ -5,7 +5,7 @@
 //! pending set) are fixed tuples or fixed-width records rather than serde blobs: only the
 //! message body is JSON, and only delivery decodes it.
 
-use redb::{ReadableTable, StorageError, TableDefinition, TableHandle, WriteTransaction};
+use redb::{ReadableTable, StorageError, Table, TableDefinition, TableHandle, WriteTransaction};
 use std::time::{SystemTime, UNIX_EPOCH};
 use titan_protocol::MessageJson;
 
@@ -69,6 +69,21 @@ pub(super) struct Tables<'t> {
     /// meanwhile, inserted into the next transaction once the commit is done. `None` otherwise:
     /// appends insert into the inbox table.
     pub held: Option<Vec<HeldRow>>,
+}
+
+/// Writes one inbox's state (its head and device records) to their tables: a write-back, or
+/// the committer thread's share of a checkpoint (`writer::checkpoint`).
+pub(super) fn put_state(
+    heads: &mut Table<'_, &'static str, (u64, u64)>,
+    devices: &mut Table<'_, (&'static str, &'static str), &'static [u8]>,
+    user: &str,
+    state: &InboxState,
+) -> Result<(), StorageError> {
+    heads.insert(user, (state.head.next_seq, state.head.last_ms))?;
+    for (device, record) in &state.devices {
+        devices.insert((user, device.as_str()), record.encode().as_slice())?;
+    }
+    Ok(())
 }
 
 /// An inbox row appended while a checkpoint commits, waiting for the next transaction.
@@ -291,13 +306,8 @@ impl<'t> Tables<'t> {
     /// anything reads the head or device tables directly.
     pub fn write_back(&mut self) -> Result<(), StorageError> {
         let (heads, devices) = (self.heads.table()?, self.devices.table()?);
-        self.states.write_back(|user, state| {
-            heads.insert(user, (state.head.next_seq, state.head.last_ms))?;
-            for (device, record) in &state.devices {
-                devices.insert((user, device.as_str()), record.encode().as_slice())?;
-            }
-            Ok(())
-        })
+        self.states
+            .write_back(|user, state| put_state(heads, devices, user, state))
     }
 
     /// Whether `extra` more messages fit in `user`'s inbox under `max` ([`Self::depth`] + `extra`

@@ -37,7 +37,6 @@ use tokio::sync::mpsc;
 
 use super::fresh::FreshAppends;
 use super::journal::{Journal, Redo};
-use super::push_tokens::PushOp;
 use super::states::InboxStates;
 use super::tables::{Tables, unix_ms};
 use super::users::{self, UserOp};
@@ -246,11 +245,7 @@ impl Writer {
             Op::Users(op) => op.is_durable_write(),
             _ => false,
         });
-        let writes = batch.iter().any(|op| match op {
-            Op::Depth { .. } | Op::Ping { .. } | Op::Push(PushOp::Devices { .. }) => false,
-            Op::Users(op) => !op.is_read(),
-            _ => true,
-        });
+        let writes = batch.iter().any(Op::writes);
         let count = batch.len() as u64;
 
         let txn = match self.txn.take() {

@@ -9,7 +9,7 @@ use redb::{Durability, WriteTransaction};
 use super::Writer;
 use crate::embedded::journal;
 use crate::embedded::states::InboxState;
-use crate::embedded::tables::{DEVICE_STATE, HEADS};
+use crate::embedded::tables::{DEVICE_STATE, HEADS, put_state};
 
 /// When the writer checkpoints (see the module doc of `writer`).
 #[derive(Debug, Clone, Copy)]
@@ -221,10 +221,7 @@ impl ReadyCommit {
             let mut heads = txn.open_table(HEADS)?;
             let mut devices = txn.open_table(DEVICE_STATE)?;
             for (user, state) in &self.states {
-                heads.insert(user.as_str(), (state.head.next_seq, state.head.last_ms))?;
-                for (device, record) in &state.devices {
-                    devices.insert((user.as_str(), device.as_str()), record.encode().as_slice())?;
-                }
+                put_state(&mut heads, &mut devices, user, state)?;
             }
         }
         if let Some(lsn) = self.lsn {
@@ -238,4 +235,4 @@ impl ReadyCommit {
 
 #[cfg(test)]
 #[path = "checkpoint_tests.rs"]
-mod tests;
+pub(super) mod tests;

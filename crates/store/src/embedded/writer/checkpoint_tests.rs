@@ -18,7 +18,8 @@ use crate::embedded::{DATABASE_FILE, create_tables, journal};
 use crate::error::StoreError;
 use crate::inbox::{Appended, Delivered, InboxLimits, NewMessage};
 
-fn new_message(text: &str) -> NewMessage {
+/// A message from alice to bob (also `commit`'s tests').
+pub(in crate::embedded::writer) fn new_message(text: &str) -> NewMessage {
     NewMessage {
         message: Message {
             id: MessageId::new(uuid::Uuid::now_v7().to_string()).unwrap(),

@@ -227,9 +227,7 @@ impl Writer {
                 committing.waiting.push(op);
                 continue;
             }
-            // Everything that runs here but a ping changes the states: the next checkpoint has
-            // something to write.
-            writes |= !matches!(op, Op::Ping { .. });
+            writes |= op.writes();
             match self.apply(None, &mut tables, op, now_ms, &mut redo) {
                 Ok(answer) => answers.push(answer),
                 Err(e) => {
@@ -305,9 +303,9 @@ impl Writer {
         }
         let txn = self.db.begin_write()?;
         {
-            let mut inbox = txn.open_table(crate::embedded::tables::INBOX)?;
+            let mut tables = Tables::open(&txn);
             for row in &held {
-                inbox.insert((row.user.as_str(), row.seq), (row.ms, row.body.as_slice()))?;
+                tables.insert_message(&row.user, row.seq, row.ms, &row.body)?;
             }
         }
         self.txn = Some(txn);

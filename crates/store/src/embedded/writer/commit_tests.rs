@@ -6,12 +6,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use titan_protocol::{DeviceId, Message, MessageId, UserId};
+use titan_protocol::{DeviceId, UserId};
 use tokio::sync::oneshot;
 
 use crate::embedded::{EmbeddedOptions, EmbeddedStore};
-use crate::inbox::{Appended, Inbox, InboxLimits, LiveRead, NewMessage};
+use crate::inbox::{Appended, Inbox, InboxLimits, LiveRead};
 
+use crate::embedded::writer::checkpoint::tests::new_message;
 use crate::embedded::writer::{Checkpoints, Op};
 
 /// Bound on any wait of these tests; they pass in milliseconds.
@@ -29,19 +30,6 @@ fn store(dir: &std::path::Path) -> EmbeddedStore {
     EmbeddedStore::open_with(dir, InboxLimits::default(), options).unwrap()
 }
 
-fn to_bob(text: &str) -> NewMessage {
-    NewMessage {
-        message: Message {
-            id: MessageId::new(uuid::Uuid::now_v7().to_string()).unwrap(),
-            from: UserId::new("alice").unwrap(),
-            to: UserId::new("bob").unwrap(),
-            time: "2025-01-01T00:00:00Z".to_owned(),
-            message: text.to_owned(),
-        },
-        client_id: None,
-    }
-}
-
 fn bob() -> UserId {
     UserId::new("bob").unwrap()
 }
@@ -51,7 +39,7 @@ fn device(id: &str) -> DeviceId {
 }
 
 async fn append(store: &EmbeddedStore, text: &str) {
-    let stored = store.append(vec![to_bob(text)]).await.unwrap();
+    let stored = store.append(vec![new_message(text)]).await.unwrap();
     assert!(
         matches!(stored[..], [Appended::Stored { .. }]),
         "{stored:?}"
@@ -110,7 +98,7 @@ async fn appends_are_answered_while_a_checkpoint_commits() {
     let (appended, reads) = tokio::time::timeout(
         WAIT,
         store.append_and_read(
-            vec![vec![to_bob("three")]],
+            vec![vec![new_message("three")]],
             vec![LiveRead {
                 user: bob(),
                 device: device("phone"),
@@ -147,7 +135,7 @@ async fn appends_are_answered_while_a_checkpoint_commits() {
         .unwrap();
     queue
         .send(Op::Append {
-            batch: vec![to_bob("four")],
+            batch: vec![new_message("four")],
             reply: append_reply,
         })
         .await
@@ -213,4 +201,29 @@ async fn a_failed_commit_keeps_what_was_answered_meanwhile() {
     drop(store);
     let reopened = self::store(dir.path());
     assert_eq!(read(&reopened, "laptop").await, ["zero", "one", "two"]);
+}
+
+/// A store dropped while a checkpoint commits beside its writer ends once the commit has (the
+/// committer's answer keeps the writer's queue open until then), then checkpoints what was
+/// answered meanwhile itself: all of it is there when the directory is opened again. Fails if
+/// the drop hangs (a writer waiting for a commit that cannot end, or a queue kept open by the
+/// writer's own sender) or if an answered append is missing after the reopen.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_dropped_during_a_commit_keeps_what_it_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let gate = store.inner.counters.commit_hooks.gate.clone();
+    let held = gate.lock().unwrap();
+    append(&store, "one").await;
+    handed_over(&store, 1).await;
+    answered_meanwhile(&store, "two").await;
+    let dropped = tokio::task::spawn_blocking(move || drop(store));
+    drop(held);
+    tokio::time::timeout(WAIT, dropped)
+        .await
+        .expect("the drop ended once the commit did")
+        .unwrap();
+    let reopened = self::store(dir.path());
+    assert_eq!(read(&reopened, "laptop").await, ["one", "two"]);
 }

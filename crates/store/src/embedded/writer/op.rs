@@ -74,6 +74,15 @@ pub(in crate::embedded) enum Op {
 }
 
 impl Op {
+    /// Whether it may change what the next checkpoint writes.
+    pub(super) fn writes(&self) -> bool {
+        match self {
+            Op::Depth { .. } | Op::Ping { .. } | Op::Push(PushOp::Devices { .. }) => false,
+            Op::Users(op) => !op.is_read(),
+            _ => true,
+        }
+    }
+
     /// Answers an operation that never ran. A caller that stopped waiting needs no answer.
     pub(super) fn fail(self, reason: &str) {
         let err = StoreError::unavailable(reason);
