@@ -110,6 +110,10 @@ enum Command {
         /// Wait this long after the run for ACKed messages still on their way.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         drain: Duration,
+        /// Give every message a client id, as titan-client's ReconnectingClient does (the
+        /// server then checks each for a retry). Titan only.
+        #[arg(long)]
+        client_ids: bool,
     },
     /// Authenticated idle connections and the server's memory per connection.
     Idle {
@@ -256,6 +260,7 @@ fn run() -> anyhow::Result<()> {
                 duration,
                 warmup,
                 drain,
+                client_ids,
             } => {
                 let rate = match rate.as_str() {
                     "max" => Rate::Max,
@@ -274,6 +279,7 @@ fn run() -> anyhow::Result<()> {
                     drain,
                     processes,
                     connect_concurrency: concurrency,
+                    client_ids,
                 };
                 let report = p2p::run(&options, &tokens).await?;
                 print("p2p", &output, &report)

@@ -56,6 +56,9 @@ pub struct P2pOptions {
     pub processes: Watched,
     /// Handshakes in progress at once while connecting.
     pub connect_concurrency: usize,
+    /// Gives every message a client id (`"<pair>-<seq>"`), as `titan-client`'s
+    /// `ReconnectingClient` does, so the server checks each for a retry. Titan only.
+    pub client_ids: bool,
 }
 
 /// The figures of one `p2p` run.
@@ -68,6 +71,8 @@ pub struct P2pReport {
     pub window: usize,
     /// Asked total rate; `None` for max.
     pub rate: Option<f64>,
+    /// Every message carried a client id.
+    pub client_ids: bool,
     pub warmup_s: f64,
     pub duration_s: f64,
     /// `msg.send` calls made (whole run, warm-up included).
@@ -110,6 +115,7 @@ struct Plan {
     interval: Option<Duration>,
     window: usize,
     size: usize,
+    client_ids: bool,
 }
 
 impl Plan {
@@ -148,6 +154,11 @@ pub async fn run(options: &P2pOptions, tokens: &TokenSource) -> Result<P2pReport
             "p2p needs at least one url, one pair and a window of at least 1".into(),
         ));
     }
+    if options.client_ids && options.protocol != Protocol::Titan {
+        return Err(BenchError::Options(
+            "client ids are Titan's: MQTT has no such field".into(),
+        ));
+    }
     let interval = match options.rate {
         Rate::Max => None,
         Rate::PerSecond(r) if r > 0.0 => Some(Duration::from_secs_f64(options.pairs as f64 / r)),
@@ -173,6 +184,7 @@ pub async fn run(options: &P2pOptions, tokens: &TokenSource) -> Result<P2pReport
         interval,
         window: options.window,
         size: options.size,
+        client_ids: options.client_ids,
     };
     let progress = Arc::new(Progress::default());
     let (stop, stopped) = watch::channel(false);
@@ -282,6 +294,7 @@ fn tally(
             Rate::Max => None,
             Rate::PerSecond(r) => Some(r),
         },
+        client_ids: options.client_ids,
         warmup_s: options.warmup.as_secs_f64(),
         duration_s: secs,
         sent: total_sent,
@@ -332,8 +345,9 @@ async fn send(
             };
             let message = body::encode(stamp, plan.size);
             let to = to.as_str();
+            let client_id = plan.client_ids.then(|| format!("{tag}-{seq}"));
             inflight.push(async move {
-                let result = client.send(to, message).await;
+                let result = client.send(to, message, client_id).await;
                 (seq, sent_at, result)
             });
             if let Some(interval) = plan.interval {
@@ -440,8 +454,13 @@ impl std::fmt::Display for P2pReport {
         };
         writeln!(
             f,
-            "p2p{protocol}: {} pairs, {} B, window {}, rate {rate}, warm-up {:.1} s, measured {:.1} s",
-            self.pairs, self.size, self.window, self.warmup_s, self.duration_s
+            "p2p{protocol}: {} pairs, {} B, window {}, rate {rate}{}, warm-up {:.1} s, measured {:.1} s",
+            self.pairs,
+            self.size,
+            self.window,
+            if self.client_ids { ", client ids" } else { "" },
+            self.warmup_s,
+            self.duration_s
         )?;
         writeln!(
             f,

@@ -55,10 +55,18 @@ impl Received {
 impl Peer {
     /// Sends `body` to `to` (a Titan user, or an MQTT topic); resolves on the server's ACK
     /// (or PUBACK). A failure is named by its JSON-RPC code when it has one.
-    pub async fn send(&self, to: &str, body: String) -> Result<(), String> {
+    pub async fn send(
+        &self,
+        to: &str,
+        body: String,
+        client_id: Option<String>,
+    ) -> Result<(), String> {
         match self {
             Peer::Titan(client) => client
-                .send_many(&[Outgoing::new(to.to_owned(), body)])
+                .send_many(&[Outgoing {
+                    id: client_id,
+                    ..Outgoing::new(to.to_owned(), body)
+                }])
                 .await
                 .map_err(|e| match e.rpc_code() {
                     Some(code) => format!("rpc {code}"),

@@ -22,6 +22,8 @@
 //! - `append`: `append` and `trim`.
 //! - `cursor`: `read_new`, `claim_pending` and `ack`.
 //! - `fresh`: the messages appended since the last checkpoint, which reads take from memory.
+//! - `client_ids`: which client ids were written since a commit, so that appends with one run
+//!   while a checkpoint commits.
 //! - `users`: the [`crate::Users`] tables (sign-ins, revocations).
 //! - `push_tokens`: the [`crate::PushRegistry`] tables and operations.
 //! - `writer`: the thread, the operation queue, the group commit and the checkpoints.
@@ -31,6 +33,7 @@
 //! - `memory`: the in-RAM "file" of the memory store.
 
 mod append;
+mod client_ids;
 mod cursor;
 mod fresh;
 mod journal;

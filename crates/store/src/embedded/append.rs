@@ -111,23 +111,18 @@ pub(super) fn append(
                     ms: now_ms.max(head.last_ms),
                     seq: head.next_seq,
                 };
-                t.insert_message(to, position.seq, position.ms, body)?;
-                *head = Head {
-                    next_seq: position.seq + 1,
-                    last_ms: position.ms,
-                };
-                t.set_head(to, *head)?;
                 let client = new.client_id.as_ref().map(|client_id| ClientKey {
                     from: message.from.as_str(),
                     client_id: client_id.as_str(),
                     message_id: message.id.as_str(),
                     created_ms: now_ms,
                 });
-                if let Some(c) = &client {
-                    t.client_ids
-                        .table()?
-                        .insert((c.from, to, c.client_id), (c.message_id, c.created_ms))?;
-                }
+                t.insert_message(to, position.seq, position.ms, body, client.as_ref())?;
+                *head = Head {
+                    next_seq: position.seq + 1,
+                    last_ms: position.ms,
+                };
+                t.set_head(to, *head)?;
                 redo.stored(to, position.seq, position.ms, body, client);
                 t.fresh.record(to, position, json);
                 out.push(Appended::Stored { position });
@@ -144,10 +139,9 @@ fn live_client_id(
     key: (&str, &str, &str),
     cutoff: u64,
 ) -> Result<Option<Result<MessageId, StoreError>>, StorageError> {
-    let Some(guard) = t.client_ids.table()?.get(key)? else {
+    let Some((id, created_ms)) = t.client_id(key)? else {
         return Ok(None);
     };
-    let (id, created_ms) = guard.value();
     if created_ms < cutoff {
         return Ok(None);
     }

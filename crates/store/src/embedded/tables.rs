@@ -9,11 +9,14 @@ use redb::{ReadableTable, StorageError, Table, TableDefinition, TableHandle, Wri
 use std::time::{SystemTime, UNIX_EPOCH};
 use titan_protocol::MessageJson;
 
+use super::client_ids::UncommittedClientIds;
 use super::fresh::FreshAppends;
 use super::states::{InboxState, InboxStates};
 use crate::error::StoreError;
 
+mod held;
 mod lazy;
+pub(super) use held::{CommitInFlight, HeldRow};
 pub(super) use lazy::Lazy;
 
 /// `(user, seq) -> (ms, message JSON)`: each user's inbox. `seq` counts from 1 per inbox and is
@@ -69,6 +72,11 @@ pub(super) struct Tables<'t> {
     /// meanwhile, inserted into the next transaction once the commit is done. `None` otherwise:
     /// appends insert into the inbox table.
     pub held: Option<Vec<HeldRow>>,
+    /// While a checkpoint commits: what appends with client ids check besides the held rows.
+    pub in_flight: Option<&'t CommitInFlight>,
+    /// The client ids appends wrote since the last commit began (`client_ids`); the writer's,
+    /// lent to each group like `states`.
+    pub client_ids_written: UncommittedClientIds,
 }
 
 /// Writes one inbox's state (its head and device records) to their tables: a write-back, or
@@ -84,14 +92,6 @@ pub(super) fn put_state(
         devices.insert((user, device.as_str()), record.encode().as_slice())?;
     }
     Ok(())
-}
-
-/// An inbox row appended while a checkpoint commits, waiting for the next transaction.
-pub(super) struct HeldRow {
-    pub user: String,
-    pub seq: u64,
-    pub ms: u64,
-    pub body: Vec<u8>,
 }
 
 /// Where an inbox's next message goes.
@@ -187,12 +187,15 @@ impl<'t> Tables<'t> {
             states: InboxStates::default(),
             fresh: FreshAppends::default(),
             held: None,
+            in_flight: None,
+            client_ids_written: UncommittedClientIds::default(),
         }
     }
 
     /// Tables of no transaction, for the operations that run while a checkpoint commits: they
-    /// work on the inbox states and `fresh` alone, and their inbox rows go to `held`.
-    pub fn without_transaction(held: Vec<HeldRow>) -> Self {
+    /// work on the inbox states and `fresh` alone, their inbox rows go to `held`, and their
+    /// client ids are checked against `in_flight` (see `held`).
+    pub fn without_transaction(held: Vec<HeldRow>, in_flight: &'t CommitInFlight) -> Self {
         Self {
             inbox: Lazy::absent(INBOX),
             heads: Lazy::absent(HEADS),
@@ -203,30 +206,9 @@ impl<'t> Tables<'t> {
             states: InboxStates::default(),
             fresh: FreshAppends::default(),
             held: Some(held),
+            in_flight: Some(in_flight),
+            client_ids_written: UncommittedClientIds::default(),
         }
-    }
-
-    /// Stores a message's inbox row: in the table, or held for the next transaction while a
-    /// checkpoint commits.
-    pub fn insert_message(
-        &mut self,
-        user: &str,
-        seq: u64,
-        ms: u64,
-        body: &[u8],
-    ) -> Result<(), StorageError> {
-        match &mut self.held {
-            Some(held) => held.push(HeldRow {
-                user: user.to_owned(),
-                seq,
-                ms,
-                body: body.to_vec(),
-            }),
-            None => {
-                self.inbox.table()?.insert((user, seq), (ms, body))?;
-            }
-        }
-        Ok(())
     }
 
     /// Creates every table in `txn` (a new file), so the file holds them all from the start.

@@ -35,6 +35,7 @@ use std::time::{Instant, SystemTime};
 use redb::{Database, StorageError, WriteTransaction};
 use tokio::sync::mpsc;
 
+use super::client_ids::UncommittedClientIds;
 use super::fresh::FreshAppends;
 use super::journal::{Journal, Redo};
 use super::states::InboxStates;
@@ -122,6 +123,9 @@ pub(super) struct Writer {
     /// The messages appended since the last checkpoint, for the reads that follow them
     /// (`super::fresh`); emptied by each checkpoint, dropped with a lost transaction.
     pub fresh: FreshAppends,
+    /// The client ids appends wrote into the open transaction, and while a commit runs those
+    /// held for the next one: handed to the commit of that transaction (`commit`).
+    pub client_ids: UncommittedClientIds,
     /// Syncs the journal and answers the batches that wrote to it (`sync`); `None` without a
     /// journal.
     pub syncer: Option<Syncer>,
@@ -171,6 +175,7 @@ impl Writer {
             redo: Redo::default(),
             states: InboxStates::default(),
             fresh: FreshAppends::default(),
+            client_ids: UncommittedClientIds::default(),
             syncer,
             flushes,
             retired: None,
@@ -263,6 +268,7 @@ impl Writer {
             let mut tables = Tables::open(&txn);
             tables.states = std::mem::take(&mut self.states);
             tables.fresh = std::mem::take(&mut self.fresh);
+            tables.client_ids_written = std::mem::take(&mut self.client_ids);
             let mut failure = None;
             for op in ops.by_ref() {
                 match self.apply(Some(&txn), &mut tables, op, now_ms, &mut redo) {
@@ -275,6 +281,7 @@ impl Writer {
             }
             self.states = std::mem::take(&mut tables.states);
             self.fresh = std::mem::take(&mut tables.fresh);
+            self.client_ids = std::mem::take(&mut tables.client_ids_written);
             failure
         };
         let mut wrote = None;

@@ -83,6 +83,8 @@ impl Writer {
             self.restore();
             return;
         }
+        // The ids this transaction wrote: appends with client ids check them while it commits.
+        let written = std::mem::take(&mut self.client_ids);
         let ready = self.take_for_commit();
         // Frames written from here on are the next checkpoint's: they go to the other file
         // whether this commit runs beside the writer or here.
@@ -91,7 +93,7 @@ impl Writer {
         }
         self.dirty = false;
         self.last_checkpoint = Instant::now();
-        let Some((txn, ready)) = self.commit_beside(txn, ready) else {
+        let Some((txn, ready)) = self.commit_beside(txn, ready, written) else {
             return;
         };
         let (committed, batch) = flushes.deferred(|| ready.commit(txn));
@@ -148,6 +150,8 @@ impl Writer {
         self.states.bound();
         // Bounds its memory to a checkpoint interval of messages; later reads take the table.
         self.fresh.clear();
+        // Committed with the transaction (a commit beside the writer took them first).
+        self.client_ids.clear();
         ReadyCommit {
             states,
             lsn: self.journal.as_ref().map(|j| j.last_lsn()),
@@ -184,6 +188,9 @@ impl Writer {
         self.dirty = false;
         self.states.clear();
         self.fresh.clear();
+        // Once restored, the database holds every id (the replay commits); until then nothing
+        // runs.
+        self.client_ids.clear();
         let Some(journal) = &self.journal else {
             return true;
         };

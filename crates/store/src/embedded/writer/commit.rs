@@ -8,10 +8,12 @@
 //! changed and hands it with the transaction to the committer thread, which writes them and
 //! commits; the writer switches the journal to its other file and goes on.
 //! Until the commit ends there is no transaction: an operation that needs only what the writer
-//! holds in memory runs at once (an append whose recipients' inbox states are loaded and whose
-//! messages carry no client id, so its limit check and positions come from memory; an ack; a
-//! read whose messages are all in `fresh`), its journal frame making it durable as always and
-//! its inbox rows held ([`HeldRow`]) for the next transaction. Anything else, and everything
+//! holds in memory runs at once (an append whose recipients' inbox states are loaded, so its
+//! limit check and positions come from memory; an ack; a read whose messages are all in
+//! `fresh`), its journal frame making it durable as always and its inbox rows held
+//! ([`HeldRow`]) for the next transaction. An append's client ids are looked up among the held
+//! rows and in a read transaction of the database as committed before, unless the committing
+//! transaction may hold one of them (`crate::embedded::client_ids`): then it waits. Anything else, and everything
 //! after the first operation that must wait, waits for the commit and then runs in order, so no
 //! operation overtakes an earlier one.
 //!
@@ -32,9 +34,10 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::ReadyCommit;
 use super::{Answer, Counters, Op, Syncer, Writer, fail_all};
+use crate::embedded::client_ids::UncommittedClientIds;
 use crate::embedded::fresh::FreshAppends;
 use crate::embedded::states::InboxStates;
-use crate::embedded::tables::{HeldRow, Tables, unix_ms};
+use crate::embedded::tables::{CommitInFlight, HeldRow, Tables, unix_ms};
 use crate::embedded::write_behind::Flushes;
 use crate::error::StoreError;
 use crate::inbox::{InboxLimits, NewMessage};
@@ -123,12 +126,13 @@ impl Drop for Committer {
 }
 
 /// What the writer holds while a commit runs on the committer thread.
-#[derive(Default)]
 pub(in crate::embedded) struct Committing {
     /// Operations that wait for the commit's end, in arrival order.
     pub waiting: Vec<Op>,
     /// Inbox rows of the appends that ran meanwhile, for the next transaction.
     pub held: Vec<HeldRow>,
+    /// What appends with client ids check meanwhile.
+    pub in_flight: CommitInFlight,
 }
 
 impl Writer {
@@ -164,10 +168,12 @@ impl Writer {
     /// Hands `txn` and what was taken for its commit to the committer; gives them back when
     /// there is none or the store is being dropped (no sender left to hand over), for the caller
     /// to commit itself.
+    /// `written` are the client ids `txn` holds that the last commit did not.
     pub(super) fn commit_beside(
         &mut self,
         txn: WriteTransaction,
         ready: ReadyCommit,
+        written: UncommittedClientIds,
     ) -> Option<(WriteTransaction, ReadyCommit)> {
         let (Some(committer), Some(flushes), Some(done)) = (
             &self.committer,
@@ -192,7 +198,11 @@ impl Writer {
                     .commit_hooks
                     .handed_over
                     .fetch_add(1, Ordering::AcqRel);
-                self.committing = Some(Committing::default());
+                self.committing = Some(Committing {
+                    waiting: Vec::new(),
+                    held: Vec::new(),
+                    in_flight: CommitInFlight::new(written),
+                });
                 None
             }
             Err(std_mpsc::SendError(job)) => Some((job.txn, job.ready)),
@@ -213,18 +223,27 @@ impl Writer {
         let mut redo = std::mem::take(&mut self.redo);
         redo.clear();
         let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(batch.len());
+        let Committing {
+            waiting,
+            held,
+            in_flight,
+        } = committing;
+        if batch.iter().any(Op::has_client_ids) {
+            in_flight.open_committed(&self.db);
+        }
         let mut ops = batch.into_iter();
-        let mut tables = Tables::without_transaction(std::mem::take(&mut committing.held));
+        let mut tables = Tables::without_transaction(std::mem::take(held), in_flight);
         tables.states = std::mem::take(&mut self.states);
         tables.fresh = std::mem::take(&mut self.fresh);
+        tables.client_ids_written = std::mem::take(&mut self.client_ids);
         let mut failure = None;
         let mut writes = false;
         for op in ops.by_ref() {
-            if !committing.waiting.is_empty()
+            if !waiting.is_empty()
                 || self.needs_restore
-                || !runs_in_memory(&op, &mut tables.states, &tables.fresh, &self.limits)
+                || !runs_in_memory(&op, &mut tables, &self.limits)
             {
-                committing.waiting.push(op);
+                waiting.push(op);
                 continue;
             }
             writes |= op.writes();
@@ -237,9 +256,9 @@ impl Writer {
             }
         }
         let count = answers.len() as u64;
-        let held = &mut committing.held;
         self.states = std::mem::take(&mut tables.states);
         self.fresh = std::mem::take(&mut tables.fresh);
+        self.client_ids = std::mem::take(&mut tables.client_ids_written);
         *held = tables.held.take().unwrap_or_default();
         let mut wrote = None;
         if failure.is_none()
@@ -271,9 +290,16 @@ impl Writer {
     /// The commit ended: on success the held rows go into a new transaction and the waiting
     /// operations run; on failure the state is rebuilt from the journal first.
     pub(super) fn committed(&mut self, result: Result<(), String>, batch: u64) {
-        let Some(committing) = self.committing.take() else {
+        let Some(Committing {
+            waiting,
+            held,
+            in_flight,
+        }) = self.committing.take()
+        else {
             return;
         };
+        // Ends its read transaction.
+        drop(in_flight);
         match result {
             Ok(()) => {
                 self.retired = Some(batch);
@@ -281,7 +307,7 @@ impl Writer {
                 if self.needs_restore {
                     // The journal holds the held rows' frames: the restore puts them back.
                     self.restore();
-                } else if let Err(e) = self.insert_held(committing.held) {
+                } else if let Err(e) = self.insert_held(held) {
                     tracing::error!(error = %e, "embedded store: cannot store held rows");
                     self.restore();
                 }
@@ -291,8 +317,8 @@ impl Writer {
                 self.restore();
             }
         }
-        if !committing.waiting.is_empty() {
-            self.execute(committing.waiting);
+        if !waiting.is_empty() {
+            self.execute(waiting);
         }
     }
 
@@ -304,8 +330,10 @@ impl Writer {
         let txn = self.db.begin_write()?;
         {
             let mut tables = Tables::open(&txn);
+            // (The ids go into the writer's `client_ids` when they were held, not again here.)
             for row in &held {
-                tables.insert_message(&row.user, row.seq, row.ms, &row.body)?;
+                let client = row.client.as_ref().map(|c| c.key());
+                tables.insert_message(&row.user, row.seq, row.ms, &row.body, client.as_ref())?;
             }
         }
         self.txn = Some(txn);
@@ -315,24 +343,23 @@ impl Writer {
 }
 
 /// Whether `op` can run with no transaction: everything it reads and changes is in the inbox
-/// states and `fresh`, checked here without changing either.
-fn runs_in_memory(
-    op: &Op,
-    states: &mut InboxStates,
-    fresh: &FreshAppends,
-    limits: &InboxLimits,
-) -> bool {
+/// states, `fresh` and the held rows, and any client id it looks up is in the held rows or
+/// the committed table. Checked here without changing anything.
+fn runs_in_memory(op: &Op, t: &mut Tables<'_>, limits: &InboxLimits) -> bool {
+    let states = &mut t.states;
     match op {
         Op::Ping { .. } => true,
-        Op::Append { batch, .. } => appends_fit(std::slice::from_ref(batch), states, limits),
+        Op::Append { batch, .. } => {
+            appends_fit(std::slice::from_ref(batch), states, t.in_flight, limits)
+        }
         // Its reads run only as far as they find everything in memory (`super::append_read`).
-        Op::AppendRead { batches, .. } => appends_fit(batches, states, limits),
+        Op::AppendRead { batches, .. } => appends_fit(batches, states, t.in_flight, limits),
         Op::ReadNew {
             user,
             device,
             limit,
             ..
-        } => read_in_memory(states, fresh, user.as_str(), device.as_str(), *limit),
+        } => read_in_memory(states, &t.fresh, user.as_str(), device.as_str(), *limit),
         // An unknown device is no change; a known one's record is in the loaded state.
         Op::Ack { user, .. } => states.get(user.as_str()).is_some(),
         Op::AckMany { acks, .. } => acks.iter().all(|a| states.get(a.user.as_str()).is_some()),
@@ -340,20 +367,25 @@ fn runs_in_memory(
     }
 }
 
-/// Whether every message of `batches` can be appended from memory: no client id (checking one
-/// reads the client-id table), every recipient's inbox state loaded, and all of them fitting
-/// under `max_pending` by the bound `Tables::fits` checks first (the exact depth reads the inbox).
+/// Whether every message of `batches` can be appended from memory: every client id one that
+/// the committing transaction cannot hold (see `CommitInFlight`), every recipient's inbox state
+/// loaded, and all of them fitting under `max_pending` by the bound `Tables::fits` checks first
+/// (the exact depth reads the inbox).
 fn appends_fit(
     batches: &[Vec<NewMessage>],
     states: &mut InboxStates,
+    in_flight: Option<&CommitInFlight>,
     limits: &InboxLimits,
 ) -> bool {
     let mut counts: Vec<(&str, u64)> = Vec::new();
     for new in batches.iter().flatten() {
-        if new.client_id.is_some() {
-            return false;
-        }
         let to = new.message.to.as_str();
+        if let Some(client_id) = &new.client_id {
+            let key = (new.message.from.as_str(), to, client_id.as_str());
+            if !in_flight.is_some_and(|f| f.can_check(key)) {
+                return false;
+            }
+        }
         match counts.iter_mut().find(|(user, _)| *user == to) {
             Some((_, n)) => *n += 1,
             None => counts.push((to, 1)),

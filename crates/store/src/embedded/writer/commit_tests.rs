@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use titan_protocol::{DeviceId, UserId};
+use titan_protocol::{DeviceId, MessageId, UserId};
 use tokio::sync::oneshot;
 
 use crate::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -226,4 +226,109 @@ async fn a_store_dropped_during_a_commit_keeps_what_it_answered() {
         .unwrap();
     let reopened = self::store(dir.path());
     assert_eq!(read(&reopened, "laptop").await, ["one", "two"]);
+}
+
+/// A message to bob with a client id; its own id is returned with it.
+fn with_client_id(text: &str, client_id: &str) -> (crate::inbox::NewMessage, MessageId) {
+    let mut new = new_message(text);
+    new.client_id = Some(MessageId::new(client_id).unwrap());
+    let id = new.message.id.clone();
+    (new, id)
+}
+
+/// Sends `new` and returns how it was stored, within `WAIT` (so only an append answered while
+/// the commit is held passes while it is).
+async fn append_once(store: &EmbeddedStore, new: crate::inbox::NewMessage) -> Appended {
+    let mut stored = tokio::time::timeout(WAIT, store.append(vec![new]))
+        .await
+        .expect("answered while the commit is held")
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    stored.remove(0)
+}
+
+/// While a checkpoint's commit is held, appends with client ids are answered too: a new id is
+/// stored; a retry of one committed before, or of one stored during the commit, is answered as a
+/// duplicate with the first message's id; a retry of an id the committing transaction wrote
+/// waits for the commit's end and is then a duplicate. After a reopen, the ids stored during the
+/// commit still dedupe. Fails if such appends all wait (the first times out), if the held rows
+/// or the committing transaction's ids are not looked at (a second copy is stored), or if the
+/// held ids are not written to the table (a retry after the reopen is stored again).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_with_client_ids_are_answered_while_a_checkpoint_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let (old, old_id) = with_client_id("old", "c-old");
+    assert!(matches!(
+        append_once(&store, old).await,
+        Appended::Stored { .. }
+    ));
+    handed_over(&store, 1).await;
+    let gate = store.inner.counters.commit_hooks.gate.clone();
+    let held = gate.lock().unwrap();
+    // Stored in the transaction of the second checkpoint (or held during the first commit and
+    // inserted into it), whose commit the gate holds: the first has ended.
+    let (mid, mid_id) = with_client_id("mid", "c-mid");
+    assert!(matches!(
+        append_once(&store, mid).await,
+        Appended::Stored { .. }
+    ));
+    handed_over(&store, 2).await;
+
+    let (new, new_id) = with_client_id("new", "c-new");
+    assert!(matches!(
+        append_once(&store, new).await,
+        Appended::Stored { .. }
+    ));
+    let retry_old = with_client_id("old again", "c-old").0;
+    assert_eq!(
+        append_once(&store, retry_old).await,
+        Appended::Duplicate { existing: old_id },
+        "a retry of an id committed before the commit in flight"
+    );
+    let retry_new = with_client_id("new again", "c-new").0;
+    assert_eq!(
+        append_once(&store, retry_new.clone()).await,
+        Appended::Duplicate {
+            existing: new_id.clone()
+        },
+        "a retry of an id stored while the commit runs"
+    );
+
+    // The committing transaction holds c-mid: its retry waits for the commit's end.
+    let (reply, mut retry_mid) = oneshot::channel();
+    store
+        .inner
+        .ops
+        .send(Op::Append {
+            batch: vec![with_client_id("mid again", "c-mid").0],
+            reply,
+        })
+        .await
+        .unwrap();
+    // Time for a writer that ran it during the commit to answer (one that waits, as it must,
+    // passes however long this is).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        retry_mid.try_recv().is_err(),
+        "a retry of an id of the committing transaction ran during the commit"
+    );
+    drop(held);
+    let retried = tokio::time::timeout(WAIT, retry_mid)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(retried, [Appended::Duplicate { existing: mid_id }]);
+    assert_eq!(read(&store, "phone").await, ["old", "mid", "new"]);
+    drop(store);
+
+    let reopened = self::store(dir.path());
+    assert_eq!(
+        append_once(&reopened, retry_new).await,
+        Appended::Duplicate { existing: new_id },
+        "an id stored during a commit, after a reopen"
+    );
+    assert_eq!(read(&reopened, "laptop").await, ["old", "mid", "new"]);
 }

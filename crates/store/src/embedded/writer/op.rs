@@ -83,6 +83,16 @@ impl Op {
         }
     }
 
+    /// Whether it appends a message with a client id.
+    pub(super) fn has_client_ids(&self) -> bool {
+        let any = |batch: &Vec<NewMessage>| batch.iter().any(|new| new.client_id.is_some());
+        match self {
+            Op::Append { batch, .. } => any(batch),
+            Op::AppendRead { batches, .. } => batches.iter().any(any),
+            _ => false,
+        }
+    }
+
     /// Answers an operation that never ran. A caller that stopped waiting needs no answer.
     pub(super) fn fail(self, reason: &str) {
         let err = StoreError::unavailable(reason);
