@@ -82,6 +82,16 @@ async fn p2p_with_client_ids_delivers_everything_once() {
     check(&report);
 }
 
+/// Client ids are Titan's: asking for them over MQTT is refused before anything connects.
+#[tokio::test]
+async fn client_ids_over_mqtt_are_refused() {
+    let mut options = options("ws://127.0.0.1:9/mqtt");
+    options.protocol = Protocol::Mqtt;
+    options.client_ids = true;
+    let refused = p2p::run(&options, &TokenSource::Missing).await.unwrap_err();
+    assert!(refused.to_string().contains("client ids"), "{refused}");
+}
+
 /// The same run as MQTT QoS 1 through a real Mosquitto (the baseline of issue 7): every
 /// message PUBACKed is delivered once, and no token is needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

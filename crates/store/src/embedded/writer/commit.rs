@@ -13,9 +13,9 @@
 //! `fresh`), its journal frame making it durable as always and its inbox rows held
 //! ([`HeldRow`]) for the next transaction. An append's client ids are looked up among the held
 //! rows and in a read transaction of the database as committed before, unless the committing
-//! transaction may hold one of them (`crate::embedded::client_ids`): then it waits. Anything else, and everything
-//! after the first operation that must wait, waits for the commit and then runs in order, so no
-//! operation overtakes an earlier one.
+//! transaction may hold one of them (`crate::embedded::client_ids`): then it waits. Anything
+//! else, and everything after the first operation that must wait, waits for the commit and then
+//! runs in order, so no operation overtakes an earlier one.
 //!
 //! The commit's end reaches the writer as [`Op::Committed`] on its own queue: the committer
 //! holds a sender for the length of one commit, taken from the writer's weak one, so a store
@@ -135,6 +135,17 @@ pub(in crate::embedded) struct Committing {
     pub in_flight: CommitInFlight,
 }
 
+impl Committing {
+    /// A commit just handed over, of a transaction that wrote the client ids `written`.
+    fn new(written: UncommittedClientIds) -> Self {
+        Self {
+            waiting: Vec::new(),
+            held: Vec::new(),
+            in_flight: CommitInFlight::new(written),
+        }
+    }
+}
+
 impl Writer {
     /// Runs `batch` in order: each commit's end where it came, the operations around it as a
     /// group commit, or while a commit runs as far as they can without a transaction (`commit`).
@@ -198,11 +209,7 @@ impl Writer {
                     .commit_hooks
                     .handed_over
                     .fetch_add(1, Ordering::AcqRel);
-                self.committing = Some(Committing {
-                    waiting: Vec::new(),
-                    held: Vec::new(),
-                    in_flight: CommitInFlight::new(written),
-                });
+                self.committing = Some(Committing::new(written));
                 None
             }
             Err(std_mpsc::SendError(job)) => Some((job.txn, job.ready)),

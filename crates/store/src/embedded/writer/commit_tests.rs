@@ -61,6 +61,13 @@ async fn answered_meanwhile(store: &EmbeddedStore, text: &str) {
         .expect("an append answered while the commit is held");
 }
 
+/// Whether `answer` is still unanswered after a while: time for a writer that ran its operation
+/// during the commit to answer it (one that waits, as it must, passes however long this is).
+async fn still_waiting<T>(answer: &mut oneshot::Receiver<T>) -> bool {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    answer.try_recv().is_err()
+}
+
 /// Waits until the writer has handed `n` commits to the committer in all.
 async fn handed_over(store: &EmbeddedStore, n: u64) {
     let hooks = &store.inner.counters.commit_hooks;
@@ -140,15 +147,12 @@ async fn appends_are_answered_while_a_checkpoint_commits() {
         })
         .await
         .unwrap();
-    // Time for a writer that ran them during the commit to answer them (one that waits, as it
-    // must, passes however long this is).
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        tablet.try_recv().is_err(),
+        still_waiting(&mut tablet).await,
         "a read of the table ran during the commit"
     );
     assert!(
-        four.try_recv().is_err(),
+        still_waiting(&mut four).await,
         "an append overtook a waiting read"
     );
 
@@ -307,11 +311,8 @@ async fn appends_with_client_ids_are_answered_while_a_checkpoint_commits() {
         })
         .await
         .unwrap();
-    // Time for a writer that ran it during the commit to answer (one that waits, as it must,
-    // passes however long this is).
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        retry_mid.try_recv().is_err(),
+        still_waiting(&mut retry_mid).await,
         "a retry of an id of the committing transaction ran during the commit"
     );
     drop(held);
@@ -331,4 +332,33 @@ async fn appends_with_client_ids_are_answered_while_a_checkpoint_commits() {
         "an id stored during a commit, after a reopen"
     );
     assert_eq!(read(&reopened, "laptop").await, ["old", "mid", "new"]);
+}
+
+/// A commit that fails after an append with a client id was answered beside it: the rebuild from
+/// the journal puts the id back with its message, so a retry after it is a duplicate and the
+/// message is there once. Fails if the held client id is lost with the failed commit (the retry
+/// would be stored again).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_keeps_the_client_ids_answered_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let hooks = &store.inner.counters.commit_hooks;
+    let held = hooks.gate.lock().unwrap();
+    hooks.fail_next.store(true, Ordering::Release);
+    append(&store, "zero").await;
+    handed_over(&store, 1).await;
+    let (one, one_id) = with_client_id("one", "c-1");
+    assert!(matches!(
+        append_once(&store, one).await,
+        Appended::Stored { .. }
+    ));
+    drop(held);
+    let retry = with_client_id("one again", "c-1").0;
+    assert_eq!(
+        append_once(&store, retry).await,
+        Appended::Duplicate { existing: one_id },
+        "a retry after the failed commit's rebuild"
+    );
+    assert_eq!(read(&store, "tablet").await, ["zero", "one"]);
 }
