@@ -210,6 +210,45 @@ async fn an_elapsed_interval_triggers_a_checkpoint() {
     until_journal_empty(&store, dir.path()).await;
 }
 
+/// Client ids reach the database file with the checkpoint that covers them (the writer keeps
+/// them in memory until then): after a checkpoint has emptied the journal, a crash image holds
+/// them, and a retry is a duplicate. Fails if a checkpoint's commit leaves them out (the retry
+/// would be stored a second time, with nothing in the journal to replay).
+#[tokio::test(flavor = "multi_thread")]
+async fn client_ids_a_checkpoint_covered_survive_a_crash() {
+    let live = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let every = Duration::from_millis(20);
+    let options = EmbeddedOptions {
+        checkpoints: Checkpoints {
+            every,
+            journal_bytes: u64::MAX,
+        },
+        ..EmbeddedOptions::default()
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    let keyed = message_with_client_id(&alice, &bob, "m0", "k");
+    let store = EmbeddedStore::open_with(live.path(), InboxLimits::default(), options).unwrap();
+    append_stored(&store, vec![keyed.clone()]).await;
+    // The trigger is time itself: let the interval pass, then a batch checkpoints.
+    tokio::time::sleep(every * 2).await;
+    store.depth(&bob).await.unwrap();
+    until_journal_empty(&store, live.path()).await;
+    crash_image(live.path(), crashed.path());
+    drop(store);
+
+    let store = EmbeddedStore::open(crashed.path(), InboxLimits::default()).unwrap();
+    assert_eq!(
+        store.append(vec![keyed.clone()]).await.unwrap(),
+        [Appended::Duplicate {
+            existing: keyed.message.id.clone()
+        }],
+        "the client id is in the checkpoint"
+    );
+    let read = store.read_new(&bob, &device("phone"), 10).await.unwrap();
+    assert_eq!(texts(&read), ["m0"]);
+}
+
 /// The database file stays locked while a store has it open (its writes go through the flush
 /// thread, its locks through redb's file backend): a second store on the same directory is
 /// refused, and once the first is closed the directory opens again with what it stored.
