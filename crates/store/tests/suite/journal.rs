@@ -23,6 +23,17 @@ fn no_checkpoints() -> EmbeddedOptions {
     }
 }
 
+/// Options under which the checkpoint interval alone triggers checkpoints.
+fn checkpoints_every(every: Duration) -> EmbeddedOptions {
+    EmbeddedOptions {
+        checkpoints: Checkpoints {
+            every,
+            journal_bytes: u64::MAX,
+        },
+        ..EmbeddedOptions::default()
+    }
+}
+
 /// Copies the store's files as they are on disk now: what a crash would leave.
 fn crash_image(from: &Path, to: &Path) {
     for file in std::iter::once(DATABASE_FILE).chain(JOURNAL_FILES) {
@@ -191,15 +202,10 @@ async fn each_checkpoint_is_reported_with_its_duration() {
 async fn an_elapsed_interval_triggers_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let every = Duration::from_millis(20);
-    let options = EmbeddedOptions {
-        checkpoints: Checkpoints {
-            every,
-            journal_bytes: u64::MAX,
-        },
-        ..EmbeddedOptions::default()
-    };
     let (alice, bob) = (user("alice"), user("bob"));
-    let store = EmbeddedStore::open_with(dir.path(), InboxLimits::default(), options).unwrap();
+    let store =
+        EmbeddedStore::open_with(dir.path(), InboxLimits::default(), checkpoints_every(every))
+            .unwrap();
     append_stored(&store, vec![message(&alice, &bob, "m0")]).await;
     // The trigger under test is time itself: let the interval pass.
     tokio::time::sleep(every * 2).await;
@@ -219,16 +225,14 @@ async fn client_ids_a_checkpoint_covered_survive_a_crash() {
     let live = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
     let every = Duration::from_millis(20);
-    let options = EmbeddedOptions {
-        checkpoints: Checkpoints {
-            every,
-            journal_bytes: u64::MAX,
-        },
-        ..EmbeddedOptions::default()
-    };
     let (alice, bob) = (user("alice"), user("bob"));
     let keyed = message_with_client_id(&alice, &bob, "m0", "k");
-    let store = EmbeddedStore::open_with(live.path(), InboxLimits::default(), options).unwrap();
+    let store = EmbeddedStore::open_with(
+        live.path(),
+        InboxLimits::default(),
+        checkpoints_every(every),
+    )
+    .unwrap();
     append_stored(&store, vec![keyed.clone()]).await;
     // The trigger is time itself: let the interval pass, then a batch checkpoints.
     tokio::time::sleep(every * 2).await;
