@@ -216,27 +216,24 @@ async fn an_elapsed_interval_triggers_a_checkpoint() {
     until_journal_empty(&store, dir.path()).await;
 }
 
-/// Client ids reach the database file with the checkpoint that covers them (the writer keeps
-/// them in memory until then): after a checkpoint has emptied the journal, a crash image holds
-/// them, and a retry is a duplicate. Fails if a checkpoint's commit leaves them out (the retry
-/// would be stored a second time, with nothing in the journal to replay).
+/// Client ids reach the database file with the checkpoint that commits the transaction they
+/// were written in: once that checkpoint is on disk and the journal released, a crash image
+/// holds them, and a retry is a duplicate. Fails if the ids are missing from what a checkpoint
+/// commits (the retry would be stored a second time, with nothing in the journal to replay).
 #[tokio::test(flavor = "multi_thread")]
 async fn client_ids_a_checkpoint_covered_survive_a_crash() {
     let live = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
-    let every = Duration::from_millis(20);
     let (alice, bob) = (user("alice"), user("bob"));
     let keyed = message_with_client_id(&alice, &bob, "m0", "k");
+    // An interval of zero: the batch that stores the id is followed by a checkpoint.
     let store = EmbeddedStore::open_with(
         live.path(),
         InboxLimits::default(),
-        checkpoints_every(every),
+        checkpoints_every(Duration::ZERO),
     )
     .unwrap();
     append_stored(&store, vec![keyed.clone()]).await;
-    // The trigger is time itself: let the interval pass, then a batch checkpoints.
-    tokio::time::sleep(every * 2).await;
-    store.depth(&bob).await.unwrap();
     until_journal_empty(&store, live.path()).await;
     crash_image(live.path(), crashed.path());
     drop(store);
